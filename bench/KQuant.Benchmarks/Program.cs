@@ -1,0 +1,2 @@
+Console.Error.WriteLine("usage: KQuant.Benchmarks <benchmark> (none yet)");
+return 2;

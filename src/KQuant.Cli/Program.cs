@@ -1,0 +1,3 @@
+using KQuant.Cli;
+
+return await KQuantApp.RunAsync(args);
