@@ -1,0 +1,29 @@
+using System.Diagnostics.CodeAnalysis;
+using KQuant.Gguf;
+
+namespace KQuant.Quants;
+
+/// <summary>The codec for each ggml type we can quantize and dequantize: the one place types are dispatched.</summary>
+public static class RowCodecs
+{
+    private static readonly Dictionary<GgmlType, IRowCodec> ByType = Build();
+
+    private static Dictionary<GgmlType, IRowCodec> Build()
+    {
+        IRowCodec[] codecs =
+        [
+            // Codecs register here, one line each.
+        ];
+        return codecs.ToDictionary(c => c.Type);
+    }
+
+    /// <summary>Types with a codec, in ggml id order.</summary>
+    public static IEnumerable<GgmlType> Supported => ByType.Keys.Order();
+
+    public static bool TryGet(GgmlType type, [NotNullWhen(true)] out IRowCodec? codec) => ByType.TryGetValue(type, out codec);
+
+    public static IRowCodec Get(GgmlType type) =>
+        TryGet(type, out var codec)
+            ? codec
+            : throw new NotSupportedException($"KQuant has no codec for {GgmlTypeTraits.Of(type).Name} yet");
+}

@@ -1,0 +1,88 @@
+using KQuant.Gguf;
+
+namespace KQuant.Quants;
+
+/// <summary>Row-parallel quantization and dequantization of whole matrices (what ggml_quantize_chunk does).</summary>
+public static class RowQuantizer
+{
+    /// <summary>Quantizes <paramref name="source"/>.Length / <paramref name="rowLength"/> rows into <paramref name="destination"/>.
+    /// Throws <see cref="NonFiniteInputException"/> naming the first row holding NaN or ±Inf.</summary>
+    public static void Quantize(GgmlType type, ReadOnlySpan<float> source, Span<byte> destination, int rowLength,
+        ReadOnlySpan<float> importance = default, int threads = 1)
+    {
+        var codec = RowCodecs.Get(type);
+        var traits = GgmlTypeTraits.Of(type);
+        Validate(traits, source.Length, destination.Length, rowLength, importance.Length);
+        var rows = source.Length / rowLength;
+        var rowBytes = (int)traits.RowBytes(rowLength);
+        if (threads <= 1 || rows < 2)
+        {
+            for (var r = 0; r < rows; r++)
+            {
+                QuantizeOne(codec, source.Slice(r * rowLength, rowLength), destination.Slice(r * rowBytes, rowBytes), importance, r);
+            }
+            return;
+        }
+        unsafe
+        {
+            fixed (float* src = source)
+            fixed (byte* dst = destination)
+            fixed (float* imp = importance)
+            {
+                var s = (nint)src;
+                var d = (nint)dst;
+                var w = (nint)imp;
+                var wLen = importance.Length;
+                Parallel.For(0, rows, new ParallelOptions { MaxDegreeOfParallelism = threads }, r =>
+                {
+                    var row = new ReadOnlySpan<float>((float*)s + (long)r * rowLength, rowLength);
+                    var outRow = new Span<byte>((byte*)d + (long)r * rowBytes, rowBytes);
+                    QuantizeOne(codec, row, outRow, new ReadOnlySpan<float>((float*)w, wLen), r);
+                });
+            }
+        }
+    }
+
+    /// <summary>Dequantizes whole rows of <paramref name="type"/> into floats.</summary>
+    public static void Dequantize(GgmlType type, ReadOnlySpan<byte> source, Span<float> destination)
+    {
+        var codec = RowCodecs.Get(type);
+        var traits = GgmlTypeTraits.Of(type);
+        if (destination.Length % traits.BlockSize != 0 || traits.RowBytes(destination.Length) != source.Length)
+        {
+            throw new ArgumentException($"{traits.Name}: {source.Length} bytes do not hold {destination.Length} weights");
+        }
+        codec.Dequantize(source, destination);
+    }
+
+    private static void QuantizeOne(IRowCodec codec, ReadOnlySpan<float> row, Span<byte> dst, ReadOnlySpan<float> importance, int rowIndex)
+    {
+        if (!System.Numerics.Tensors.TensorPrimitives.IsFiniteAll(row))
+        {
+            var column = 0;
+            while (float.IsFinite(row[column])) column++;
+            throw new NonFiniteInputException(rowIndex, column, row[column]);
+        }
+        codec.Quantize(row, dst, importance);
+    }
+
+    private static void Validate(GgmlTypeTraits traits, int sourceLength, int destinationLength, int rowLength, int importanceLength)
+    {
+        if (rowLength <= 0 || rowLength % traits.BlockSize != 0)
+            throw new ArgumentException($"{traits.Name}: row length {rowLength} is not a positive multiple of the block size {traits.BlockSize}");
+        if (sourceLength % rowLength != 0)
+            throw new ArgumentException($"{sourceLength} weights are not a whole number of rows of {rowLength}");
+        if (traits.RowBytes(rowLength) * (sourceLength / rowLength) != destinationLength)
+            throw new ArgumentException($"{traits.Name}: destination has {destinationLength} bytes, {sourceLength / rowLength} rows need {traits.RowBytes(rowLength) * (sourceLength / rowLength)}");
+        if (importanceLength != 0 && importanceLength != rowLength)
+            throw new ArgumentException($"importance vector has {importanceLength} values, expected one per column ({rowLength})");
+    }
+}
+
+/// <summary>Raised when a row to be quantized holds NaN or ±Inf: quantizing it would write garbage silently.</summary>
+public sealed class NonFiniteInputException(int row, int column, float value)
+    : Exception($"row {row} holds a non-finite value ({value}) at column {column}")
+{
+    public int Row { get; } = row;
+    public int Column { get; } = column;
+}
