@@ -8,13 +8,20 @@ namespace KQuant.Tests.Reference;
 /// for the codecs. Tests call <see cref="Require"/> first; it skips when the library has not been fetched.</summary>
 public static unsafe partial class GgmlReference
 {
-    private const string GgmlBase = "ggml-base";
-    private const string Llama = "llama";
-    private const string Ggml = "ggml";
+    // Library names for [LibraryImport]; Resolve maps them to the fetched files. LlamaReference uses these too.
+    internal const string GgmlBase = "ggml-base";
+    internal const string Llama = "llama";
+    internal const string Ggml = "ggml";
 
+    // The assembly's only DllImport resolver (a second SetDllImportResolver call would throw).
     static GgmlReference()
     {
         NativeLibrary.SetDllImportResolver(typeof(GgmlReference).Assembly, Resolve);
+    }
+
+    /// <summary>Installs the resolver (by running the static constructor) before another class's first P/Invoke.</summary>
+    internal static void EnsureResolver()
+    {
     }
 
     private static IntPtr Resolve(string name, Assembly assembly, DllImportSearchPath? path)
