@@ -18,7 +18,7 @@ public sealed class GgufWriter : IDisposable
 
     private static readonly byte[] Zeros = new byte[4096];
 
-    private readonly FileStream _stream;
+    private readonly Stream _stream;
     private readonly string _tempPath;
     private readonly bool _overwrite;
     private readonly HashSet<string> _inputPaths;
@@ -67,6 +67,28 @@ public sealed class GgufWriter : IDisposable
             Discard();
             throw;
         }
+    }
+
+    // Writes only the header, to a stream that counts bytes: used to size a file without writing it.
+    private GgufWriter(GgufMetadata metadata, IEnumerable<GgufTensorInfo> tensors, uint version)
+    {
+        Alignment = metadata.Alignment;
+        _tensors = AssignOffsets(tensors, Alignment);
+        Path = _tempPath = "";
+        Version = version;
+        _inputPaths = [];
+        _stream = Stream.Null;
+        WriteHeader(metadata);
+        DataOffset = _position;
+        _committed = true;
+    }
+
+    /// <summary>The exact size of the file a writer with these arguments produces, without writing it.</summary>
+    public static long MeasureFile(IEnumerable<GgufMetadataEntry> metadata, IEnumerable<GgufTensorInfo> tensors, uint version = DefaultVersion)
+    {
+        using var measure = new GgufWriter(new GgufMetadata(metadata), tensors, version);
+        var last = measure._tensors.Length == 0 ? null : measure._tensors[^1];
+        return measure.DataOffset + (last is null ? 0 : last.Offset + AlignUp(last.ByteSize, measure.Alignment));
     }
 
     /// <summary>Full path of the target.</summary>
@@ -128,7 +150,7 @@ public sealed class GgufWriter : IDisposable
         if (PendingTensor is { } pending)
             throw new InvalidOperationException($"cannot commit {Path}: tensor '{pending.Name}' has {_currentWritten} of {pending.ByteSize} bytes, and {_tensors.Length - _current - 1} more tensors follow");
         CheckTarget(); // again: an input may have been opened since construction
-        _stream.Flush(flushToDisk: true);
+        if (_stream is FileStream file) file.Flush(flushToDisk: true);
         _stream.Dispose();
         try
         {
