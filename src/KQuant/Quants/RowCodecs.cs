@@ -1,5 +1,7 @@
 using System.Diagnostics.CodeAnalysis;
 using KQuant.Gguf;
+using KQuant.Quants.Float;
+using KQuant.Quants.Legacy;
 
 namespace KQuant.Quants;
 
@@ -13,6 +15,10 @@ public static class RowCodecs
         IRowCodec[] codecs =
         [
             // Codecs register here, one line each.
+            new F32Codec(),
+            new F16Codec(),
+            new BF16Codec(),
+            new Q4_0Codec(),
         ];
         return codecs.ToDictionary(c => c.Type);
     }
