@@ -38,6 +38,26 @@ internal static class NibblePacking
         | ((q2 << 27).ExtractMostSignificantBits() << 16)
         | ((q3 << 27).ExtractMostSignificantBits() << 24);
 
+    /// <summary>Scalar <see cref="PackNibbles(Vector256{int},Vector256{int},Vector256{int},Vector256{int})"/> of 32 levels
+    /// that already fit in 4 bits (ggml's <c>L[j] | (L[j+16] &lt;&lt; 4)</c>).</summary>
+    public static void PackNibbles(ReadOnlySpan<byte> levels, Span<byte> packed)
+    {
+        for (var j = 0; j < 16; j++) packed[j] = (byte)(levels[j] | (levels[j + 16] << 4));
+    }
+
+    /// <summary>Scalar form for 5-bit levels: the low nibbles packed as above and bit 4 of level j returned as bit j.</summary>
+    public static uint PackFiveBitLevels(ReadOnlySpan<byte> levels, Span<byte> packed)
+    {
+        uint qh = 0;
+        for (var j = 0; j < 16; j++)
+        {
+            packed[j] = (byte)((levels[j] & 0x0F) | ((levels[j + 16] & 0x0F) << 4));
+            qh |= (uint)((levels[j] & 0x10) >> 4) << j;
+            qh |= (uint)((levels[j + 16] & 0x10) >> 4) << (j + 16);
+        }
+        return qh;
+    }
+
     /// <summary>Unpacks 16 bytes of nibbles into the 32 codes, in code order (inverse of <see cref="PackNibbles"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static (Vector256<int> Q0, Vector256<int> Q1, Vector256<int> Q2, Vector256<int> Q3) UnpackNibbles(Vector128<byte> packed)

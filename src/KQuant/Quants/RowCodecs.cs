@@ -18,7 +18,11 @@ public static class RowCodecs
             new F32Codec(),
             new F16Codec(),
             new BF16Codec(),
-            new Q4_0Codec(),
+            new Q40Codec(),
+            new Q41Codec(),
+            new Q50Codec(),
+            new Q51Codec(),
+            new Q80Codec(),
         ];
         return codecs.ToDictionary(c => c.Type);
     }

@@ -13,7 +13,11 @@ public static class CodecVariants
 
     public static IRowCodec Create(GgmlType type, bool vectorized) => type switch
     {
-        GgmlType.Q4_0 => new Q4_0Codec(vectorized),
+        GgmlType.Q4_0 => new Q40Codec(vectorized),
+        GgmlType.Q4_1 => new Q41Codec(vectorized),
+        GgmlType.Q5_0 => new Q50Codec(vectorized),
+        GgmlType.Q5_1 => new Q51Codec(vectorized),
+        GgmlType.Q8_0 => new Q80Codec(vectorized),
         _ => RowCodecs.Get(type),
     };
 

@@ -90,6 +90,31 @@ internal static class LegacyBlockMath
         return (min, max);
     }
 
+    /// <summary>ggml's σ² for weighting with an importance matrix: Σx²/n over the whole row, summed in order (the order fixes
+    /// the rounding, so this stays a scalar loop).</summary>
+    public static float MeanSquare(ReadOnlySpan<float> row)
+    {
+        float sum = 0;
+        foreach (var v in row) sum += v * v;
+        return sum / row.Length;
+    }
+
+    /// <summary>ggml's importance weighting of a block: weight_j = qw_j·√(σ² + x_j²).</summary>
+    public static void ImportanceWeights(ReadOnlySpan<float> x, ReadOnlySpan<float> importance, float sigma2, Span<float> weights)
+    {
+        var j = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var s2 = Vector256.Create(sigma2);
+            for (; j <= x.Length - 8; j += 8)
+            {
+                var xv = Vector256.Create(x.Slice(j, 8));
+                (Vector256.Create(importance.Slice(j, 8)) * Vector256.Sqrt(s2 + xv * xv)).CopyTo(weights.Slice(j, 8));
+            }
+        }
+        for (; j < x.Length; j++) weights[j] = importance[j] * MathF.Sqrt(sigma2 + x[j] * x[j]);
+    }
+
     /// <summary>Index of the first of 32 lanes equal to <paramref name="target"/>; the caller knows one is.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static int FirstEqual(Vector256<float> v0, Vector256<float> v1, Vector256<float> v2, Vector256<float> v3,

@@ -6,7 +6,7 @@ namespace KQuant.Quants.Legacy;
 /// q_i a 5-bit code: its low 4 bits are packed in <see cref="Qs"/> as in Q4_0, its fifth bit is bit i of the little-endian
 /// 32-bit <see cref="Qh"/>.</summary>
 [StructLayout(LayoutKind.Sequential, Pack = 1)]
-public struct BlockQ5_0
+public struct BlockQ50
 {
     public const int Weights = 32;
 
