@@ -1,6 +1,7 @@
 using System.Diagnostics.CodeAnalysis;
 using KQuant.Gguf;
 using KQuant.Quants.Float;
+using KQuant.Quants.IQ;
 using KQuant.Quants.Legacy;
 
 namespace KQuant.Quants;
@@ -23,6 +24,8 @@ public static class RowCodecs
             new Q50Codec(),
             new Q51Codec(),
             new Q80Codec(),
+            new IQ4NLCodec(),
+            new IQ4XSCodec(),
         ];
         return codecs.ToDictionary(c => c.Type);
     }

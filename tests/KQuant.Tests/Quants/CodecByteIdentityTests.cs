@@ -10,7 +10,7 @@ namespace KQuant.Tests.Quants;
 public class CodecByteIdentityTests
 {
     /// <summary>Types checked here (the float, legacy and IQ4 codecs).</summary>
-    public static readonly GgmlType[] Types = [GgmlType.F32, GgmlType.F16, GgmlType.BF16, GgmlType.Q4_0, GgmlType.Q4_1, GgmlType.Q5_0, GgmlType.Q5_1, GgmlType.Q8_0];
+    public static readonly GgmlType[] Types = [GgmlType.F32, GgmlType.F16, GgmlType.BF16, GgmlType.Q4_0, GgmlType.Q4_1, GgmlType.Q5_0, GgmlType.Q5_1, GgmlType.Q8_0, GgmlType.IQ4_NL, GgmlType.IQ4_XS];
 
     public static TheoryData<GgmlType, bool, bool> Variants()
     {

@@ -1,5 +1,6 @@
 using KQuant.Gguf;
 using KQuant.Quants;
+using KQuant.Quants.IQ;
 using KQuant.Quants.Legacy;
 
 namespace KQuant.Tests.Quants;
@@ -18,6 +19,8 @@ public static class CodecVariants
         GgmlType.Q5_0 => new Q50Codec(vectorized),
         GgmlType.Q5_1 => new Q51Codec(vectorized),
         GgmlType.Q8_0 => new Q80Codec(vectorized),
+        GgmlType.IQ4_NL => new IQ4NLCodec(vectorized),
+        GgmlType.IQ4_XS => new IQ4XSCodec(vectorized),
         _ => RowCodecs.Get(type),
     };
 
