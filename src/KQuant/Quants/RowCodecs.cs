@@ -13,6 +13,12 @@ public static class RowCodecs
         IRowCodec[] codecs =
         [
             // Codecs register here, one line each.
+            new K.Q2KCodec(),
+            new K.Q3KCodec(),
+            new K.Q4KCodec(),
+            new K.Q5KCodec(),
+            new K.Q6KCodec(),
+            new K.Q8KCodec(),
         ];
         return codecs.ToDictionary(c => c.Type);
     }
