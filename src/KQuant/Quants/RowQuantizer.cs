@@ -33,12 +33,21 @@ public static class RowQuantizer
                 var d = (nint)dst;
                 var w = (nint)imp;
                 var wLen = importance.Length;
-                Parallel.For(0, rows, new ParallelOptions { MaxDegreeOfParallelism = threads }, r =>
+                try
                 {
-                    var row = new ReadOnlySpan<float>((float*)s + (long)r * rowLength, rowLength);
-                    var outRow = new Span<byte>((byte*)d + (long)r * rowBytes, rowBytes);
-                    QuantizeOne(codec, row, outRow, new ReadOnlySpan<float>((float*)w, wLen), r);
-                });
+                    Parallel.For(0, rows, new ParallelOptions { MaxDegreeOfParallelism = threads }, r =>
+                    {
+                        var row = new ReadOnlySpan<float>((float*)s + (long)r * rowLength, rowLength);
+                        var outRow = new Span<byte>((byte*)d + (long)r * rowBytes, rowBytes);
+                        QuantizeOne(codec, row, outRow, new ReadOnlySpan<float>((float*)w, wLen), r);
+                    });
+                }
+                catch (AggregateException e) when (e.InnerExceptions.All(inner => inner is NonFiniteInputException))
+                {
+                    // Same exception as the single-threaded path; of the rows the workers hit, name the first.
+                    var first = e.InnerExceptions.Cast<NonFiniteInputException>().MinBy(inner => inner.Row)!;
+                    System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(first);
+                }
             }
         }
     }

@@ -99,7 +99,11 @@ public static unsafe partial class GgmlReference
         return ((int)traits->BlockSize, (int)traits->TypeSize);
     }
 
-    /// <summary>ggml's to_float for the type (dequantize_row_*).</summary>
+    [LibraryImport(GgmlBase, EntryPoint = "dequantize_row_q8_K")]
+    private static partial void DequantizeRowQ8K(void* src, float* dst, long k);
+
+    /// <summary>ggml's to_float for the type (dequantize_row_*). Q8_K has no to_float in ggml's type table; its
+    /// exported dequantize_row_q8_K is called instead.</summary>
     public static float[] Dequantize(GgmlType type, ReadOnlySpan<byte> src, int count)
     {
         var dst = new float[count];
@@ -107,7 +111,9 @@ public static unsafe partial class GgmlReference
         fixed (byte* s = src)
         fixed (float* d = dst)
         {
-            traits->ToFloat(s, d, count);
+            if (type == GgmlType.Q8_K) DequantizeRowQ8K(s, d, count);
+            else if (traits->ToFloat == null) throw new NotSupportedException($"ggml has no to_float for {type}");
+            else traits->ToFloat(s, d, count);
         }
         return dst;
     }

@@ -1,0 +1,49 @@
+using System.Runtime.InteropServices;
+using KQuant.Gguf;
+using KQuant.Quants.Float;
+
+namespace KQuant.Quants.IQ;
+
+/// <summary>GGML_TYPE_IQ4_NL as llama.cpp v0.5.0 writes it: quantize_iq4_nl, i.e. quantize_row_iq4_nl_impl on each 32-weight
+/// block with ntry = 7, with or without importance (ggml_quantize_chunk never takes the quantize_row_iq4_nl_ref shortcut,
+/// whose ntry = −1 would give other bytes). Error weights are x² without importance and qw·√(σ² + x²) with it, σ² being
+/// 2·Σx²/32 over the block.</summary>
+public sealed class IQ4NLCodec : BlockRowCodec<BlockIQ4NL>
+{
+    public IQ4NLCodec() : this(VectorizedByDefault) { }
+
+    internal IQ4NLCodec(bool vectorized) : base(vectorized) { }
+
+    public override GgmlType Type => GgmlType.IQ4_NL;
+
+    protected override void QuantizeBlocks(ReadOnlySpan<float> source, ReadOnlySpan<float> importance, Span<BlockIQ4NL> blocks)
+    {
+        Span<float> weights = stackalloc float[BlockIQ4NL.Weights];
+        for (var ib = 0; ib < blocks.Length; ib++)
+        {
+            var x = source.Slice(ib * BlockIQ4NL.Weights, BlockIQ4NL.Weights);
+            var sigma2 = importance.IsEmpty ? 0f : IQ4Grid.Sigma2(x);
+            IQ4Grid.GroupWeights(x, importance.IsEmpty ? default : importance.Slice(ib * BlockIQ4NL.Weights, BlockIQ4NL.Weights),
+                sigma2, weights);
+            ref var block = ref blocks[ib];
+            var d = Vectorized
+                ? IQ4Grid.FitScale(ref MemoryMarshal.GetReference(x), ref MemoryMarshal.GetReference(weights))
+                : IQ4Grid.FitScale(x, weights);
+            block.D = Fp16.FromFloat(d);
+            var id = d != 0 ? 1 / d : 0f;
+            if (Vectorized) IQ4Grid.QuantizeGroup(ref MemoryMarshal.GetReference(x), id, ref block.Qs[0]);
+            else IQ4Grid.QuantizeGroup(x, id, block.Qs);
+        }
+    }
+
+    protected override void DequantizeBlocks(ReadOnlySpan<BlockIQ4NL> blocks, Span<float> destination)
+    {
+        for (var ib = 0; ib < blocks.Length; ib++)
+        {
+            var y = destination.Slice(ib * BlockIQ4NL.Weights, BlockIQ4NL.Weights);
+            var d = Fp16.ToFloat(blocks[ib].D);
+            if (Vectorized) IQ4Grid.DequantizeGroup(blocks[ib].Qs, d, y);
+            else IQ4Grid.DequantizeGroupScalar(blocks[ib].Qs, d, y);
+        }
+    }
+}

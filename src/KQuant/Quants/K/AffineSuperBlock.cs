@@ -1,0 +1,103 @@
+namespace KQuant.Quants.K;
+
+/// <summary>
+/// The scale search Q4_K and Q5_K share (ggml-quants.c, llama.cpp v0.5.0): eight sub-blocks of 32 weights, each
+/// x ≈ d·sc·level - dmin·m with 6-bit sc and m. The formats differ only in the level range (15 or 31), in the search
+/// parameters of the reference path, and in how they pack the levels afterwards.
+/// </summary>
+internal static class AffineSuperBlock
+{
+    public const int SubBlock = 32;
+    public const int SubBlocks = KQuantLayout.SuperBlock / SubBlock;
+
+    /// <summary>quantize_row_q4_K_ref / quantize_row_q5_K_ref: per sub-block weights rms(x) + |x| and make_qkx2_quants,
+    /// then the largest scale and min set the fp16 super-scales.</summary>
+    public static void QuantizeReference(ReadOnlySpan<float> x, int nmax, float rmin, int nstep, Span<byte> levels,
+        Span<byte> packedScales, out Half d, out Half dmin)
+    {
+        Span<float> scales = stackalloc float[SubBlocks];
+        Span<float> mins = stackalloc float[SubBlocks];
+        Span<float> weights = stackalloc float[SubBlock];
+        float maxScale = 0, maxMin = 0;
+        for (var j = 0; j < SubBlocks; j++)
+        {
+            var group = x.Slice(SubBlock * j, SubBlock);
+            var rms = MathF.Sqrt(SuperBlockRounding.SumOfSquares(group) / SubBlock);
+            for (var l = 0; l < SubBlock; l++) weights[l] = rms + MathF.Abs(group[l]);
+            scales[j] = BlockSolvers.MakeQkx2Quants(nmax, group, weights, levels.Slice(SubBlock * j, SubBlock), out mins[j],
+                rmin, 0.1f, nstep, useMad: false);
+            if (scales[j] > maxScale) maxScale = scales[j];
+            if (mins[j] > maxMin) maxMin = mins[j];
+        }
+
+        var inverseScale = maxScale > 0 ? 63f / maxScale : 0f;
+        var inverseMin = maxMin > 0 ? 63f / maxMin : 0f;
+        Span<byte> scaleLevels = stackalloc byte[SubBlocks];
+        Span<byte> minLevels = stackalloc byte[SubBlocks];
+        for (var j = 0; j < SubBlocks; j++)
+        {
+            // ggml stores nearest_int into a uint8_t before clamping to 63: truncate first, as it does.
+            scaleLevels[j] = Math.Min((byte)63, (byte)BlockSolvers.NearestInt(inverseScale * scales[j]));
+            minLevels[j] = Math.Min((byte)63, (byte)BlockSolvers.NearestInt(inverseMin * mins[j]));
+        }
+        KQuantLayout.PackScaleMins(scaleLevels, minLevels, packedScales);
+        d = GgmlFp16.FromSingle(maxScale / 63f);
+        dmin = GgmlFp16.FromSingle(maxMin / 63f);
+        RoundToStoredScales(x, levels, packedScales, d, dmin, nmax);
+    }
+
+    /// <summary>quantize_row_q4_K_impl / quantize_row_q5_K_impl with an importance vector: weights qw·sqrt(σ² + x²) with
+    /// σ² = 2·mean(x²), make_qkx3_quants per sub-block, then make_qp_quants picks the 6-bit scales and mins.
+    /// <paramref name="clampScaleLevels"/>: Q5_K clamps the chosen scale levels to 63, Q4_K stores them as they come.</summary>
+    public static void QuantizeWeighted(ReadOnlySpan<float> x, ReadOnlySpan<float> importance, int nmax, bool clampScaleLevels,
+        Span<byte> levels, Span<byte> packedScales, out Half d, out Half dmin)
+    {
+        Span<float> scales = stackalloc float[SubBlocks];
+        Span<float> mins = stackalloc float[SubBlocks];
+        Span<float> subBlockWeights = stackalloc float[SubBlocks];
+        Span<float> weights = stackalloc float[SubBlock];
+        var sigma2 = 2 * SuperBlockRounding.SumOfSquares(x[..KQuantLayout.SuperBlock]) / KQuantLayout.SuperBlock;
+        for (var j = 0; j < SubBlocks; j++)
+        {
+            var group = x.Slice(SubBlock * j, SubBlock);
+            SuperBlockRounding.ImportanceWeights(group, importance.Slice(SubBlock * j, SubBlock), sigma2, weights);
+            subBlockWeights[j] = SuperBlockRounding.Sum(weights);
+            scales[j] = BlockSolvers.MakeQkx3Quants(nmax, group, weights, levels.Slice(SubBlock * j, SubBlock), out mins[j],
+                -0.9f, 0.05f, 36);
+        }
+
+        Span<byte> scaleLevels = stackalloc byte[SubBlocks];
+        Span<byte> minLevels = stackalloc byte[SubBlocks];
+        var dBlock = BlockSolvers.MakeQpQuants(63, scales, scaleLevels, subBlockWeights);
+        var minBlock = BlockSolvers.MakeQpQuants(63, mins, minLevels, subBlockWeights);
+        if (clampScaleLevels)
+        {
+            for (var j = 0; j < SubBlocks; j++)
+            {
+                scaleLevels[j] = Math.Min((byte)63, scaleLevels[j]);
+                minLevels[j] = Math.Min((byte)63, minLevels[j]);
+            }
+        }
+        KQuantLayout.PackScaleMins(scaleLevels, minLevels, packedScales);
+        d = GgmlFp16.FromSingle(dBlock);
+        dmin = GgmlFp16.FromSingle(minBlock);
+        RoundToStoredScales(x, levels, packedScales, d, dmin, nmax);
+    }
+
+    /// <summary>Rounds every sub-block against its stored scale and min; a sub-block whose scale is zero keeps the
+    /// levels the search chose (as in ggml).</summary>
+    private static void RoundToStoredScales(ReadOnlySpan<float> x, Span<byte> levels, ReadOnlySpan<byte> packedScales,
+        Half d, Half dmin, int nmax)
+    {
+        var superScale = (float)d;
+        var superMin = (float)dmin;
+        for (var j = 0; j < SubBlocks; j++)
+        {
+            var (sc, m) = KQuantLayout.UnpackScaleMin(j, packedScales);
+            var scale = superScale * sc;
+            if (scale == 0) continue;
+            SuperBlockRounding.RoundAffine(x.Slice(SubBlock * j, SubBlock), levels.Slice(SubBlock * j, SubBlock), scale,
+                superMin * m, nmax);
+        }
+    }
+}

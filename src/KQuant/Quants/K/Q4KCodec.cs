@@ -1,0 +1,90 @@
+using System.Runtime.InteropServices;
+using KQuant.Gguf;
+
+namespace KQuant.Quants.K;
+
+/// <summary>ggml's block_q4_K (144 bytes, 4.5 bits per weight): 256 weights in eight sub-blocks of 32, each
+/// x = d·sc·q - dmin·m with 4-bit q and 6-bit sc, m. Field order is ggml's.</summary>
+[StructLayout(LayoutKind.Sequential, Pack = 1)]
+internal struct BlockQ4K
+{
+    public const int Size = 144;
+
+    /// <summary>Super-block scale of the sub-block scales.</summary>
+    public Half D;
+    /// <summary>Super-block scale of the sub-block mins.</summary>
+    public Half DMin;
+    /// <summary>Eight 6-bit scales and eight 6-bit mins (<see cref="KQuantLayout.PackScaleMins"/>).</summary>
+    public KBytes12 Scales;
+    /// <summary>Levels, two per byte: byte l of each 32-byte run holds weight l (low nibble) and l+32 (high nibble) of a 64-weight pair of sub-blocks.</summary>
+    public KBytes128 Qs;
+}
+
+/// <summary>Q4_K. Without importance ggml_quantize_chunk runs quantize_row_q4_K_ref (make_qkx2_quants, weights rms + |x|);
+/// with importance quantize_row_q4_K_impl (make_qkx3_quants with qw·sqrt(σ² + x²), make_qp_quants for the 6-bit scales).</summary>
+internal sealed class Q4KCodec : IRowCodec
+{
+    private const int Nmax = 15;
+
+    public GgmlType Type => GgmlType.Q4_K;
+
+    public bool UsesImportance => true;
+
+    public void Quantize(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance)
+    {
+        var blocks = MemoryMarshal.Cast<byte, BlockQ4K>(destination);
+        Span<byte> levels = stackalloc byte[KQuantLayout.SuperBlock];
+        for (var i = 0; i < blocks.Length; i++)
+        {
+            ref var block = ref blocks[i];
+            var x = source.Slice(i * KQuantLayout.SuperBlock, KQuantLayout.SuperBlock);
+            if (importance.IsEmpty)
+            {
+                AffineSuperBlock.QuantizeReference(x, Nmax, -1f, 20, levels, block.Scales, out block.D, out block.DMin);
+            }
+            else
+            {
+                AffineSuperBlock.QuantizeWeighted(x, importance.Slice(i * KQuantLayout.SuperBlock, KQuantLayout.SuperBlock), Nmax,
+                    clampScaleLevels: false, levels, block.Scales, out block.D, out block.DMin);
+            }
+            PackNibbles(levels, block.Qs);
+        }
+    }
+
+    /// <summary>Each 64 weights become 32 bytes: weight l in the low nibble, weight l+32 in the high one.</summary>
+    private static void PackNibbles(ReadOnlySpan<byte> levels, Span<byte> qs)
+    {
+        for (var pair = 0; pair < KQuantLayout.SuperBlock / 64; pair++)
+        {
+            var src = levels.Slice(64 * pair, 64);
+            var dst = qs.Slice(32 * pair, 32);
+            for (var l = 0; l < 32; l++) dst[l] = (byte)(src[l] | (src[l + 32] << 4));
+        }
+    }
+
+    /// <summary>dequantize_row_q4_K: y = (d·sc)·q - dmin·m.</summary>
+    public void Dequantize(ReadOnlySpan<byte> source, Span<float> destination)
+    {
+        var blocks = MemoryMarshal.Cast<byte, BlockQ4K>(source);
+        for (var i = 0; i < blocks.Length; i++)
+        {
+            ref readonly var block = ref blocks[i];
+            var d = (float)block.D;
+            var min = (float)block.DMin;
+            ReadOnlySpan<byte> scales = block.Scales;
+            ReadOnlySpan<byte> qs = block.Qs;
+            var y = destination.Slice(i * KQuantLayout.SuperBlock, KQuantLayout.SuperBlock);
+            for (var pair = 0; pair < 4; pair++)
+            {
+                var (sc1, m1) = KQuantLayout.UnpackScaleMin(2 * pair, scales);
+                var (sc2, m2) = KQuantLayout.UnpackScaleMin(2 * pair + 1, scales);
+                float d1 = d * sc1, min1 = min * m1, d2 = d * sc2, min2 = min * m2;
+                var q = qs.Slice(32 * pair, 32);
+                var out1 = y.Slice(64 * pair, 32);
+                var out2 = y.Slice(64 * pair + 32, 32);
+                for (var l = 0; l < 32; l++) out1[l] = d1 * (q[l] & 0xF) - min1;
+                for (var l = 0; l < 32; l++) out2[l] = d2 * (q[l] >> 4) - min2;
+            }
+        }
+    }
+}

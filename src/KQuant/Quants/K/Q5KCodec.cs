@@ -1,0 +1,100 @@
+using System.Runtime.InteropServices;
+using KQuant.Gguf;
+
+namespace KQuant.Quants.K;
+
+/// <summary>ggml's block_q5_K (176 bytes, 5.5 bits per weight): as Q4_K with a fifth bit per level in <see cref="Qh"/>.</summary>
+[StructLayout(LayoutKind.Sequential, Pack = 1)]
+internal struct BlockQ5K
+{
+    public const int Size = 176;
+
+    public Half D;
+    public Half DMin;
+    /// <summary>Eight 6-bit scales and eight 6-bit mins (<see cref="KQuantLayout.PackScaleMins"/>).</summary>
+    public KBytes12 Scales;
+    /// <summary>High bits: bit 2p of byte l is the fifth bit of weight 64p + l, bit 2p+1 that of weight 64p + 32 + l.</summary>
+    public KBytes32 Qh;
+    /// <summary>Low four bits, packed as in Q4_K.</summary>
+    public KBytes128 Qs;
+}
+
+/// <summary>Q5_K. Without importance ggml_quantize_chunk runs quantize_row_q5_K_ref (make_qkx2_quants, weights rms + |x|,
+/// search -0.5 + 0.1·step, 16 steps); with importance quantize_row_q5_K_impl (as Q4_K's, scale levels clamped to 63).</summary>
+internal sealed class Q5KCodec : IRowCodec
+{
+    private const int Nmax = 31;
+
+    public GgmlType Type => GgmlType.Q5_K;
+
+    public bool UsesImportance => true;
+
+    public void Quantize(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance)
+    {
+        var blocks = MemoryMarshal.Cast<byte, BlockQ5K>(destination);
+        Span<byte> levels = stackalloc byte[KQuantLayout.SuperBlock];
+        for (var i = 0; i < blocks.Length; i++)
+        {
+            ref var block = ref blocks[i];
+            var x = source.Slice(i * KQuantLayout.SuperBlock, KQuantLayout.SuperBlock);
+            if (importance.IsEmpty)
+            {
+                AffineSuperBlock.QuantizeReference(x, Nmax, -0.5f, 15, levels, block.Scales, out block.D, out block.DMin);
+            }
+            else
+            {
+                AffineSuperBlock.QuantizeWeighted(x, importance.Slice(i * KQuantLayout.SuperBlock, KQuantLayout.SuperBlock), Nmax,
+                    clampScaleLevels: true, levels, block.Scales, out block.D, out block.DMin);
+            }
+            PackLevels(levels, block.Qs, block.Qh);
+        }
+    }
+
+    private static void PackLevels(ReadOnlySpan<byte> levels, Span<byte> qs, Span<byte> qh)
+    {
+        qh.Clear();
+        for (var pair = 0; pair < KQuantLayout.SuperBlock / 64; pair++)
+        {
+            var src = levels.Slice(64 * pair, 64);
+            var dst = qs.Slice(32 * pair, 32);
+            var lowBit = (byte)(1 << (2 * pair));
+            var highBit = (byte)(2 << (2 * pair));
+            for (var j = 0; j < 32; j++)
+            {
+                int l1 = src[j], l2 = src[j + 32];
+                if (l1 > 15) { l1 -= 16; qh[j] |= lowBit; }
+                if (l2 > 15) { l2 -= 16; qh[j] |= highBit; }
+                dst[j] = (byte)(l1 | (l2 << 4));
+            }
+        }
+    }
+
+    /// <summary>dequantize_row_q5_K: y = (d·sc)·(q + 16·h) - dmin·m.</summary>
+    public void Dequantize(ReadOnlySpan<byte> source, Span<float> destination)
+    {
+        var blocks = MemoryMarshal.Cast<byte, BlockQ5K>(source);
+        for (var i = 0; i < blocks.Length; i++)
+        {
+            ref readonly var block = ref blocks[i];
+            var d = (float)block.D;
+            var min = (float)block.DMin;
+            ReadOnlySpan<byte> scales = block.Scales;
+            ReadOnlySpan<byte> qs = block.Qs;
+            ReadOnlySpan<byte> qh = block.Qh;
+            var y = destination.Slice(i * KQuantLayout.SuperBlock, KQuantLayout.SuperBlock);
+            for (var pair = 0; pair < 4; pair++)
+            {
+                var (sc1, m1) = KQuantLayout.UnpackScaleMin(2 * pair, scales);
+                var (sc2, m2) = KQuantLayout.UnpackScaleMin(2 * pair + 1, scales);
+                float d1 = d * sc1, min1 = min * m1, d2 = d * sc2, min2 = min * m2;
+                var lowBit = 1 << (2 * pair);
+                var highBit = 2 << (2 * pair);
+                var q = qs.Slice(32 * pair, 32);
+                var out1 = y.Slice(64 * pair, 32);
+                var out2 = y.Slice(64 * pair + 32, 32);
+                for (var l = 0; l < 32; l++) out1[l] = d1 * ((q[l] & 0xF) + ((qh[l] & lowBit) != 0 ? 16 : 0)) - min1;
+                for (var l = 0; l < 32; l++) out2[l] = d2 * ((q[l] >> 4) + ((qh[l] & highBit) != 0 ? 16 : 0)) - min2;
+            }
+        }
+    }
+}

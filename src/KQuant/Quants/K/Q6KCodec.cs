@@ -1,0 +1,123 @@
+using System.Runtime.InteropServices;
+using KQuant.Gguf;
+
+namespace KQuant.Quants.K;
+
+/// <summary>ggml's block_q6_K (210 bytes, 6.5625 bits per weight): 256 weights in sixteen sub-blocks of 16, each
+/// x = d·sc·q with 6-bit q in [-32, 31] and 8-bit signed sc. Field order is ggml's.</summary>
+[StructLayout(LayoutKind.Sequential, Pack = 1)]
+internal struct BlockQ6K
+{
+    public const int Size = 210;
+
+    /// <summary>Low four bits of the levels (q + 32): per 128 weights, 64 bytes; byte l holds weights l and l+64 of
+    /// the half, byte 32+l weights l+32 and l+96.</summary>
+    public KBytes128 Ql;
+    /// <summary>High two bits: per 128 weights, 32 bytes; byte l holds weights l, l+32, l+64, l+96 from the low bits up.</summary>
+    public KBytes64 Qh;
+    public KSBytes16 Scales;
+    public Half D;
+}
+
+/// <summary>Q6_K. ggml_quantize_chunk runs quantize_row_q6_K_ref without importance and quantize_row_q6_K_impl with it;
+/// both call make_qx_quants per sub-block (weights x² without importance, the importance values themselves with it —
+/// Q6_K does not use σ²).</summary>
+internal sealed class Q6KCodec : IRowCodec
+{
+    private const int SubBlock = 16;
+    private const int SubBlocks = KQuantLayout.SuperBlock / SubBlock;
+
+    public GgmlType Type => GgmlType.Q6_K;
+
+    public bool UsesImportance => true;
+
+    public void Quantize(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance)
+    {
+        var blocks = MemoryMarshal.Cast<byte, BlockQ6K>(destination);
+        Span<sbyte> levels = stackalloc sbyte[KQuantLayout.SuperBlock];
+        Span<float> scales = stackalloc float[SubBlocks];
+        for (var i = 0; i < blocks.Length; i++)
+        {
+            ref var block = ref blocks[i];
+            var x = source.Slice(i * KQuantLayout.SuperBlock, KQuantLayout.SuperBlock);
+            var blockImportance = importance.IsEmpty ? default : importance.Slice(i * KQuantLayout.SuperBlock, KQuantLayout.SuperBlock);
+            float maxScale = 0, maxAbsScale = 0;
+            for (var j = 0; j < SubBlocks; j++)
+            {
+                var weights = blockImportance.IsEmpty ? default : blockImportance.Slice(SubBlock * j, SubBlock);
+                scales[j] = BlockSolvers.MakeQxQuants(32, x.Slice(SubBlock * j, SubBlock), levels.Slice(SubBlock * j, SubBlock), weights);
+                var absScale = MathF.Abs(scales[j]);
+                if (absScale > maxAbsScale) { maxAbsScale = absScale; maxScale = scales[j]; }
+            }
+            if (maxAbsScale < BlockSolvers.GroupMaxEps)
+            {
+                block = default;
+                continue;
+            }
+
+            var iscale = -128f / maxScale;
+            block.D = GgmlFp16.FromSingle(1 / iscale);
+            Span<sbyte> packedScales = block.Scales;
+            for (var j = 0; j < SubBlocks; j++) packedScales[j] = (sbyte)Math.Min(127, BlockSolvers.NearestInt(iscale * scales[j]));
+
+            var d = (float)block.D;
+            for (var j = 0; j < SubBlocks; j++)
+            {
+                var scale = d * packedScales[j];
+                if (scale == 0) continue;
+                SuperBlockRounding.RoundSymmetric(x.Slice(SubBlock * j, SubBlock), levels.Slice(SubBlock * j, SubBlock), scale, -32, 31);
+            }
+            PackLevels(MemoryMarshal.AsBytes(levels), block.Ql, block.Qh);
+        }
+    }
+
+    private static void PackLevels(ReadOnlySpan<byte> levels, Span<byte> ql, Span<byte> qh)
+    {
+        for (var half = 0; half < 2; half++)
+        {
+            var src = levels.Slice(128 * half, 128);
+            var low = ql.Slice(64 * half, 64);
+            var high = qh.Slice(32 * half, 32);
+            for (var l = 0; l < 32; l++)
+            {
+                low[l] = (byte)((src[l] & 0xF) | ((src[l + 64] & 0xF) << 4));
+                low[l + 32] = (byte)((src[l + 32] & 0xF) | ((src[l + 96] & 0xF) << 4));
+                high[l] = (byte)((src[l] >> 4) | ((src[l + 32] >> 4) << 2) | ((src[l + 64] >> 4) << 4) | ((src[l + 96] >> 4) << 6));
+            }
+        }
+    }
+
+    /// <summary>dequantize_row_q6_K: y = (d·sc)·q.</summary>
+    public void Dequantize(ReadOnlySpan<byte> source, Span<float> destination)
+    {
+        var blocks = MemoryMarshal.Cast<byte, BlockQ6K>(source);
+        for (var i = 0; i < blocks.Length; i++)
+        {
+            ref readonly var block = ref blocks[i];
+            var d = (float)block.D;
+            ReadOnlySpan<byte> ql = block.Ql;
+            ReadOnlySpan<byte> qh = block.Qh;
+            ReadOnlySpan<sbyte> sc = block.Scales;
+            var y = destination.Slice(i * KQuantLayout.SuperBlock, KQuantLayout.SuperBlock);
+            for (var half = 0; half < 2; half++)
+            {
+                var low = ql.Slice(64 * half, 64);
+                var high = qh.Slice(32 * half, 32);
+                var s = sc.Slice(8 * half, 8);
+                var outHalf = y.Slice(128 * half, 128);
+                for (var l = 0; l < 32; l++)
+                {
+                    var group = l / 16;
+                    var q1 = (sbyte)((low[l] & 0xF) | (((high[l] >> 0) & 3) << 4)) - 32;
+                    var q2 = (sbyte)((low[l + 32] & 0xF) | (((high[l] >> 2) & 3) << 4)) - 32;
+                    var q3 = (sbyte)((low[l] >> 4) | (((high[l] >> 4) & 3) << 4)) - 32;
+                    var q4 = (sbyte)((low[l + 32] >> 4) | (((high[l] >> 6) & 3) << 4)) - 32;
+                    outHalf[l] = d * s[group] * q1;
+                    outHalf[l + 32] = d * s[group + 2] * q2;
+                    outHalf[l + 64] = d * s[group + 4] * q3;
+                    outHalf[l + 96] = d * s[group + 6] * q4;
+                }
+            }
+        }
+    }
+}
