@@ -4,7 +4,6 @@ using KQuant.Gguf;
 using KQuant.Importance;
 using KQuant.Quants;
 using KQuant.Recipes;
-using Microsoft.Win32.SafeHandles;
 
 namespace KQuant.Quantization;
 
@@ -26,11 +25,12 @@ public static class ModelQuantizer
     public static QuantizeResult Run(QuantizeRequest request, IProgress<QuantizeProgress>? progress = null, CancellationToken cancellation = default)
     {
         var clock = Stopwatch.StartNew();
-        using var input = GgufFile.Open(request.InputPath);
+        using var input = ModelSources.Open(request.InputPath);
         var warnings = new List<string>();
         var importance = LoadImportance(request);
         var metadata = OutputMetadata(input, request, importance);
         var model = ReadHyperparameters(metadata, input.Path);
+        var inputBytes = input.InputFiles.Sum(f => new FileInfo(f).Length);
         var options = new RecipeOptions(request.Recipe.FileType)
         {
             Pure = request.Pure,
@@ -44,7 +44,8 @@ public static class ModelQuantizer
         warnings.AddRange(plan.Warnings);
         if (plan.FallbackCount > 0) warnings.Add($"{plan.FallbackCount} of {plan.Tensors.Count} tensor(s) required fallback quantization");
 
-        var jobs = plan.Tensors.Select(p => new TensorJob(input.FindTensor(p.Tensor.Name)!, p)).ToList();
+        var byName = input.Tensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
+        var jobs = plan.Tensors.Select(p => new TensorJob(byName[p.Tensor.Name], p)).ToList();
         foreach (var job in jobs) Check(job, request, importance, warnings);
         var outputTensors = jobs.Select(j => j.Source.WithType(j.Plan.TargetType)).ToList();
         var inputTotals = TensorTotals.Of(input.Tensors);
@@ -53,11 +54,10 @@ public static class ModelQuantizer
         if (request.DryRun)
         {
             var size = GgufWriter.MeasureFile(metadata, outputTensors);
-            return new QuantizeResult(plan, inputTotals, outputTotals, input.FileLength, size, null, warnings, clock.Elapsed);
+            return new QuantizeResult(plan, inputTotals, outputTotals, inputBytes, size, null, warnings, clock.Elapsed);
         }
 
-        using var writer = new GgufWriter(request.OutputPath, metadata, outputTensors, overwrite: request.Overwrite, inputPaths: [input.Path]);
-        using var handle = File.OpenHandle(input.Path, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.SequentialScan);
+        using var writer = new GgufWriter(request.OutputPath, metadata, outputTensors, overwrite: request.Overwrite, inputPaths: input.InputFiles);
         var buffers = new SlabBuffers();
         long done = 0;
         for (var i = 0; i < jobs.Count; i++)
@@ -65,13 +65,13 @@ public static class ModelQuantizer
             cancellation.ThrowIfCancellationRequested();
             var job = jobs[i];
             progress?.Report(new QuantizeProgress(i, jobs.Count, job.Source.Name, done, inputTotals.Bytes));
-            if (job.Plan.Converts) Convert(input, handle, writer, job, request, buffers, cancellation);
-            else Copy(input, handle, writer, job.Source, buffers, cancellation);
+            if (job.Plan.Converts) Convert(input, writer, job, request, buffers, cancellation);
+            else Copy(input, writer, job.Source, buffers, cancellation);
             done += job.Source.ByteSize;
         }
         progress?.Report(new QuantizeProgress(jobs.Count, jobs.Count, "", done, inputTotals.Bytes));
         writer.Commit();
-        return new QuantizeResult(plan, inputTotals, outputTotals, input.FileLength, new FileInfo(writer.Path).Length, writer.Path, warnings, clock.Elapsed);
+        return new QuantizeResult(plan, inputTotals, outputTotals, inputBytes, new FileInfo(writer.Path).Length, writer.Path, warnings, clock.Elapsed);
     }
 
     /// <summary>One tensor's work: where it comes from, what it becomes, and the importance weights it uses (if any).</summary>
@@ -121,19 +121,19 @@ public static class ModelQuantizer
             throw new InvalidDataException($"{t.Name}: {targetTraits.Name} in a {request.Recipe.Name} file needs an importance matrix (--imatrix); without one the result is garbage");
     }
 
-    private static void Copy(GgufFile input, SafeFileHandle handle, GgufWriter writer, GgufTensorInfo t, SlabBuffers buffers, CancellationToken cancellation)
+    private static void Copy(IModelSource input, GgufWriter writer, GgufTensorInfo t, SlabBuffers buffers, CancellationToken cancellation)
     {
         var chunk = buffers.Source(checked((int)Math.Min(t.ByteSize, 8L << 20)));
         for (long offset = 0; offset < t.ByteSize; offset += chunk.Length)
         {
             cancellation.ThrowIfCancellationRequested();
             var part = chunk.AsSpan(0, (int)Math.Min(chunk.Length, t.ByteSize - offset));
-            ReadExactly(handle, part, input.DataOffset + t.Offset + offset, input.Path);
+            input.ReadTensorBytes(t, offset, part);
             writer.WriteTensorData(part);
         }
     }
 
-    private static void Convert(GgufFile input, SafeFileHandle handle, GgufWriter writer, TensorJob job, QuantizeRequest request,
+    private static void Convert(IModelSource input, GgufWriter writer, TensorJob job, QuantizeRequest request,
         SlabBuffers buffers, CancellationToken cancellation)
     {
         var t = job.Source;
@@ -155,7 +155,7 @@ public static class ModelQuantizer
                 cancellation.ThrowIfCancellationRequested();
                 var rows = (int)Math.Min(maxRows, expertEnd - row);
                 var raw = buffers.Source(checked(rows * sourceRowBytes)).AsSpan(0, rows * sourceRowBytes);
-                ReadExactly(handle, raw, input.DataOffset + t.Offset + row * sourceRowBytes, input.Path);
+                input.ReadTensorBytes(t, row * sourceRowBytes, raw);
                 ReadOnlySpan<float> floats;
                 if (t.Type == GgmlType.F32)
                 {
@@ -178,17 +178,6 @@ public static class ModelQuantizer
                 }
                 writer.WriteTensorData(outBytes);
             }
-        }
-    }
-
-    private static void ReadExactly(SafeFileHandle handle, Span<byte> destination, long offset, string path)
-    {
-        while (!destination.IsEmpty)
-        {
-            var n = RandomAccess.Read(handle, destination, offset);
-            if (n <= 0) throw new InvalidDataException($"{path}: ended at byte {offset} while reading tensor data");
-            destination = destination[n..];
-            offset += n;
         }
     }
 
@@ -234,7 +223,7 @@ public static class ModelQuantizer
     }
 
     /// <summary>The input's metadata with llama-quantize's changes, in its order: changed keys move to the end.</summary>
-    private static GgufMetadata OutputMetadata(GgufFile input, QuantizeRequest request, LoadedImportance? importance)
+    private static GgufMetadata OutputMetadata(IModelSource input, QuantizeRequest request, LoadedImportance? importance)
     {
         var metadata = new GgufMetadata(input.Metadata);
         void SetAtEnd(string key, GgufValue value)
