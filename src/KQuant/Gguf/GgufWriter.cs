@@ -232,13 +232,14 @@ public sealed class GgufWriter : IDisposable
     {
         WriteUInt32((uint)array.ElementType);
         WriteUInt64((ulong)array.Count);
-        switch (array.Items)
+        switch (array.ElementType)
         {
-            case string[] strings:
-                for (var i = 0; i < strings.Length; i++) WriteString(strings[i], array.InvalidUtf8At(i));
+            case GgufValueType.String:
+                var strings = array.Strings;
+                for (var i = 0; i < strings.Count; i++) WriteUtf8(strings[i]);
                 break;
-            case GgufArray[] arrays:
-                foreach (var a in arrays) WriteArray(a);
+            case GgufValueType.Array:
+                foreach (var a in array.AsArrays()) WriteArray(a);
                 break;
             default:
                 Write(RawBytes(array));
@@ -250,15 +251,21 @@ public sealed class GgufWriter : IDisposable
     private static ReadOnlySpan<byte> RawBytes(GgufArray array) =>
         MemoryMarshal.CreateReadOnlySpan(ref MemoryMarshal.GetArrayDataReference(array.Items), array.Count * GgufValueTypes.FixedSize(array.ElementType));
 
+    /// <summary>A string value or key: its original bytes when the file had invalid UTF-8 (see <see cref="GgufValue"/>).</summary>
     private void WriteString(string text, byte[]? originalBytes)
     {
-        ReadOnlySpan<byte> bytes = originalBytes;
-        if (originalBytes is null)
+        if (originalBytes is not null)
         {
-            var needed = Encoding.UTF8.GetMaxByteCount(text.Length);
-            if (_scratch.Length < needed) _scratch = new byte[Math.Max(needed, _scratch.Length * 2)];
-            bytes = _scratch.AsSpan(0, Encoding.UTF8.GetBytes(text, _scratch));
+            WriteUtf8(originalBytes);
+            return;
         }
+        var needed = Encoding.UTF8.GetMaxByteCount(text.Length);
+        if (_scratch.Length < needed) _scratch = new byte[Math.Max(needed, _scratch.Length * 2)];
+        WriteUtf8(_scratch.AsSpan(0, Encoding.UTF8.GetBytes(text, _scratch)));
+    }
+
+    private void WriteUtf8(ReadOnlySpan<byte> bytes)
+    {
         WriteUInt64((ulong)bytes.Length);
         Write(bytes);
     }
