@@ -15,9 +15,10 @@ internal sealed record GgufHeader(uint Version, uint Alignment, GgufMetadata Met
 /// <remarks>Follows ggml's gguf.cpp (llama.cpp v0.5.0) in what it accepts, with these differences: a dimension must be
 /// positive (ggml allows 0); arrays of arrays are read (ggml refuses them), up to <see cref="MaxArrayNesting"/> deep;
 /// tensor data may lie in any order as long as each tensor is aligned, inside the file and disjoint from the others
-/// (ggml demands the packed order its writer produces); empty tensor names and keys or names that are not valid UTF-8
-/// are refused. String values that are not valid UTF-8 are accepted and kept byte for byte (see <see cref="GgufValue"/>).
-/// The metadata must lie within the first 2 GiB of the file.</remarks>
+/// (ggml demands the packed order its writer produces); empty tensor names, and keys or tensor names that are not
+/// valid UTF-8, are refused; tensor names of 64 bytes or more are accepted (ggml's limit is a C buffer size). String
+/// values that are not valid UTF-8 are accepted and kept byte for byte (see <see cref="GgufValue"/>). The metadata must
+/// lie within the first 2 GiB of the file.</remarks>
 internal ref struct GgufHeaderReader
 {
     public const int MaxArrayNesting = 8;
@@ -65,7 +66,8 @@ internal ref struct GgufHeaderReader
         var alignment = metadata.Alignment;
         var (tensors, offsetFields) = ReadTensorDirectory(tensorCount);
 
-        // ggml pads the directory to the alignment only when there are tensors; files without tensors end right after it.
+        // As ggml's reader computes it: with tensors, data starts at the next multiple of the alignment; without, right
+        // after the directory (gguf-py writes tensorless files with no padding).
         long dataOffset = _pos;
         if (tensors.Count > 0)
         {

@@ -95,30 +95,23 @@ public sealed class GgufWriter : IDisposable
         if (data.Length > missing)
             throw new InvalidOperationException($"tensor '{tensor.Name}' needs {missing} more bytes, but {data.Length} were given");
         Write(data);
-        _currentWritten += data.Length;
-        if (_currentWritten == tensor.ByteSize)
-        {
-            Pad();
-            _current++;
-            _currentWritten = 0;
-        }
+        Advance(data.Length);
     }
 
     /// <summary>Writes all of <paramref name="tensor"/>'s data from <paramref name="source"/> as the pending tensor,
-    /// which must have the same name and byte size (e.g. a tensor kept as it is while others are converted).</summary>
+    /// which must have the same name, type and shape (e.g. a tensor kept as it is while others are converted).</summary>
     public void CopyTensorFrom(GgufFile source, GgufTensorInfo tensor)
     {
         ArgumentNullException.ThrowIfNull(source);
         ArgumentNullException.ThrowIfNull(tensor);
+        ThrowIfFinished();
         var pending = PendingTensor;
-        if (pending is null || pending.Name != tensor.Name || pending.ByteSize != tensor.ByteSize || _currentWritten != 0)
-            throw new InvalidOperationException($"tensor '{tensor.Name}' ({tensor.ByteSize} bytes) is not the next one to write; expected {pending?.ToString() ?? "none"}");
-        for (long done = 0; done < tensor.ByteSize;)
-        {
-            var chunk = (int)Math.Min(1 << 24, tensor.ByteSize - done);
-            WriteTensorData(source.GetTensorBytes(tensor, done, chunk));
-            done += chunk;
-        }
+        if (pending is null || _currentWritten != 0 || pending.Name != tensor.Name || pending.Type != tensor.Type
+            || !pending.ShapeSpan.SequenceEqual(tensor.ShapeSpan))
+            throw new InvalidOperationException($"{tensor} is not the next tensor to write; expected {pending?.ToString() ?? "none"}");
+        source.CopyTensorTo(tensor, _stream);
+        _position += tensor.ByteSize;
+        Advance(tensor.ByteSize);
     }
 
     /// <summary>Flushes the temporary file to disk and renames it onto the target. All tensor data must have been written.</summary>
@@ -282,6 +275,16 @@ public sealed class GgufWriter : IDisposable
         Span<byte> b = stackalloc byte[8];
         BinaryPrimitives.WriteUInt64LittleEndian(b, value);
         Write(b);
+    }
+
+    /// <summary>Counts <paramref name="bytes"/> of the pending tensor as written; pads and moves on when it is complete.</summary>
+    private void Advance(long bytes)
+    {
+        _currentWritten += bytes;
+        if (_currentWritten < _tensors[_current].ByteSize) return;
+        Pad();
+        _current++;
+        _currentWritten = 0;
     }
 
     private void Pad()
