@@ -4,44 +4,48 @@ using System.Text;
 
 namespace KQuant.Gguf;
 
-/// <summary>An immutable GGUF array. Elements are stored compactly in one typed CLR array (byte[] for UInt8, float[]
-/// for Float32, string[] for String, GgufArray[] for nested arrays, ...), since tokenizer arrays hold 150k+ entries.
-/// The indexer wraps one element as a <see cref="GgufValue"/>; bulk readers use <see cref="AsSpan{T}"/> or <see cref="AsStrings"/>.</summary>
+/// <summary>An immutable GGUF array. Elements are stored compactly, since tokenizer arrays hold 150k+ entries: numbers
+/// and bools in one typed CLR array (byte[] for UInt8, float[] for Float32, ...), strings as their UTF-8 bytes back to
+/// back (decoded on request; bytes that are not valid UTF-8 are written back unchanged), nested arrays as GgufArray[].
+/// The indexer wraps one element as a <see cref="GgufValue"/>; bulk readers use <see cref="AsSpan{T}"/>,
+/// <see cref="AsStrings"/> or <see cref="GetUtf8"/>.</summary>
 public sealed class GgufArray : IReadOnlyList<GgufValue>
 {
     private const int DisplayedItems = 8;
 
-    private readonly Array _items;
-    // Original bytes of string elements that were not valid UTF-8, by index (see GgufValue's remarks); usually null.
-    private readonly Dictionary<int, byte[]>? _invalidUtf8;
+    private readonly Array? _items;            // every element type but String
+    private readonly Utf8StringList? _strings; // String
 
-    private GgufArray(GgufValueType elementType, Array items, Dictionary<int, byte[]>? invalidUtf8 = null)
+    private GgufArray(GgufValueType elementType, Array items)
     {
         ElementType = elementType;
         _items = items;
-        _invalidUtf8 = invalidUtf8;
+    }
+
+    private GgufArray(Utf8StringList strings)
+    {
+        ElementType = GgufValueType.String;
+        _strings = strings;
     }
 
     public GgufValueType ElementType { get; }
 
-    public int Count => _items.Length;
+    public int Count => _strings?.Count ?? _items!.Length;
 
     public GgufValue this[int index]
     {
         get
         {
-            ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual((uint)index, (uint)_items.Length, nameof(index));
+            ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual((uint)index, (uint)Count, nameof(index));
             // Dispatch on ElementType, not on the array's runtime type: the CLR lets short[] pass as ushort[] (and int[]
             // as uint[], ...), so a type test would misread signed elements.
             return ElementType switch
             {
-                GgufValueType.String => InvalidUtf8At(index) is { } raw
-                    ? GgufValue.FromUtf8(raw)
-                    : GgufValue.FromString(((string[])_items)[index]),
-                GgufValueType.Array => GgufValue.FromArray(((GgufArray[])_items)[index]),
-                GgufValueType.Bool => GgufValue.FromBool(((bool[])_items)[index]),
-                GgufValueType.Float32 => GgufValue.FromFloat32(((float[])_items)[index]),
-                GgufValueType.Float64 => GgufValue.FromFloat64(((double[])_items)[index]),
+                GgufValueType.String => GgufValue.FromUtf8(_strings![index]),
+                GgufValueType.Array => GgufValue.FromArray(((GgufArray[])Items)[index]),
+                GgufValueType.Bool => GgufValue.FromBool(((bool[])Items)[index]),
+                GgufValueType.Float32 => GgufValue.FromFloat32(((float[])Items)[index]),
+                GgufValueType.Float64 => GgufValue.FromFloat64(((double[])Items)[index]),
                 _ => GgufValue.FromScalarBits(ElementType, IntegerBits(index)),
             };
         }
@@ -50,11 +54,19 @@ public sealed class GgufArray : IReadOnlyList<GgufValue>
     /// <summary>The elements as a span of their CLR type: byte, sbyte, ushort, short, uint, int, float, bool, ulong, long or double.</summary>
     public ReadOnlySpan<T> AsSpan<T>() where T : unmanaged =>
         ElementType is not (GgufValueType.String or GgufValueType.Array) && ElementTypeOf<T>() == ElementType
-            ? (T[])_items
+            ? (T[])_items!
             : throw new InvalidOperationException($"the array holds {GgufValueTypes.Name(ElementType)}, not {typeof(T).Name}");
 
-    public IReadOnlyList<string> AsStrings() =>
-        _items is string[] s ? new ReadOnlyCollection<string>(s) : throw new InvalidOperationException($"the array holds {GgufValueTypes.Name(ElementType)}, not strings");
+    /// <summary>The strings, decoded (once, then cached) with U+FFFD for bytes that are not valid UTF-8.</summary>
+    public IReadOnlyList<string> AsStrings() => new ReadOnlyCollection<string>(Strings.DecodeAll());
+
+    /// <summary>The UTF-8 bytes of string element <paramref name="index"/>, as stored in the file.</summary>
+    public ReadOnlySpan<byte> GetUtf8(int index)
+    {
+        var strings = Strings;
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual((uint)index, (uint)strings.Count, nameof(index));
+        return strings[index];
+    }
 
     public IReadOnlyList<GgufArray> AsArrays() =>
         _items is GgufArray[] a ? new ReadOnlyCollection<GgufArray>(a) : throw new InvalidOperationException($"the array holds {GgufValueTypes.Name(ElementType)}, not arrays");
@@ -66,7 +78,7 @@ public sealed class GgufArray : IReadOnlyList<GgufValue>
     {
         var array = items.ToArray();
         if (Array.IndexOf(array, null) >= 0) throw new ArgumentException("a string element is null", nameof(items));
-        return new(GgufValueType.String, array);
+        return new(Utf8StringList.Create(array, Encoding.UTF8.GetBytes));
     }
 
     public static GgufArray FromArrays(IEnumerable<GgufArray> items)
@@ -86,14 +98,7 @@ public sealed class GgufArray : IReadOnlyList<GgufValue>
                 throw new ArgumentException($"an element is {(v is null ? "null" : GgufValueTypes.Name(v.Type))}, expected {GgufValueTypes.Name(elementType)}", nameof(items));
         }
         if (elementType == GgufValueType.String)
-        {
-            Dictionary<int, byte[]>? invalid = null;
-            for (var i = 0; i < values.Length; i++)
-            {
-                if (values[i].InvalidUtf8 is { } raw) (invalid ??= [])[i] = raw;
-            }
-            return new(elementType, values.Select(v => v.AsString()).ToArray(), invalid);
-        }
+            return new(Utf8StringList.Create(values, v => v.InvalidUtf8 ?? Encoding.UTF8.GetBytes(v.AsString())));
         Array typed = elementType switch
         {
             GgufValueType.UInt8 => values.Select(v => (byte)v.ScalarBits).ToArray(),
@@ -113,15 +118,17 @@ public sealed class GgufArray : IReadOnlyList<GgufValue>
         return new(elementType, typed);
     }
 
-    /// <summary>Takes ownership of an array the reader built (no copy).</summary>
-    internal static GgufArray Wrap(GgufValueType elementType, Array items, Dictionary<int, byte[]>? invalidUtf8) =>
-        new(elementType, items, invalidUtf8);
+    /// <summary>Takes ownership of storage the reader built (no copy).</summary>
+    internal static GgufArray Wrap(GgufValueType elementType, Array items) => new(elementType, items);
 
-    /// <summary>The typed storage, for the writer.</summary>
-    internal Array Items => _items;
+    internal static GgufArray Wrap(Utf8StringList strings) => new(strings);
 
-    internal byte[]? InvalidUtf8At(int index) =>
-        _invalidUtf8 is not null && _invalidUtf8.TryGetValue(index, out var raw) ? raw : null;
+    /// <summary>The typed storage of every element type but String, for the writer.</summary>
+    internal Array Items => _items ?? throw new InvalidOperationException("a string array has no typed storage");
+
+    /// <summary>The storage of a String array.</summary>
+    internal Utf8StringList Strings =>
+        _strings ?? throw new InvalidOperationException($"the array holds {GgufValueTypes.Name(ElementType)}, not strings");
 
     internal static GgufValueType ElementTypeOf<T>() where T : unmanaged =>
         typeof(T) == typeof(byte) ? GgufValueType.UInt8
@@ -139,14 +146,14 @@ public sealed class GgufArray : IReadOnlyList<GgufValue>
 
     private ulong IntegerBits(int index) => ElementType switch
     {
-        GgufValueType.UInt8 => ((byte[])_items)[index],
-        GgufValueType.Int8 => (ulong)((sbyte[])_items)[index],
-        GgufValueType.UInt16 => ((ushort[])_items)[index],
-        GgufValueType.Int16 => (ulong)((short[])_items)[index],
-        GgufValueType.UInt32 => ((uint[])_items)[index],
-        GgufValueType.Int32 => (ulong)((int[])_items)[index],
-        GgufValueType.UInt64 => ((ulong[])_items)[index],
-        GgufValueType.Int64 => (ulong)((long[])_items)[index],
+        GgufValueType.UInt8 => ((byte[])Items)[index],
+        GgufValueType.Int8 => (ulong)((sbyte[])Items)[index],
+        GgufValueType.UInt16 => ((ushort[])Items)[index],
+        GgufValueType.Int16 => (ulong)((short[])Items)[index],
+        GgufValueType.UInt32 => ((uint[])Items)[index],
+        GgufValueType.Int32 => (ulong)((int[])Items)[index],
+        GgufValueType.UInt64 => ((ulong[])Items)[index],
+        GgufValueType.Int64 => (ulong)((long[])Items)[index],
         _ => throw new InvalidOperationException($"{GgufValueTypes.Name(ElementType)} is not an integer type"),
     };
 

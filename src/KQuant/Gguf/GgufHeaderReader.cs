@@ -15,9 +15,10 @@ internal sealed record GgufHeader(uint Version, uint Alignment, GgufMetadata Met
 /// <remarks>Follows ggml's gguf.cpp (llama.cpp v0.5.0) in what it accepts, with these differences: a dimension must be
 /// positive (ggml allows 0); arrays of arrays are read (ggml refuses them), up to <see cref="MaxArrayNesting"/> deep;
 /// tensor data may lie in any order as long as each tensor is aligned, inside the file and disjoint from the others
-/// (ggml demands the packed order its writer produces); empty tensor names and keys or names that are not valid UTF-8
-/// are refused. String values that are not valid UTF-8 are accepted and kept byte for byte (see <see cref="GgufValue"/>).
-/// The metadata must lie within the first 2 GiB of the file.</remarks>
+/// (ggml demands the packed order its writer produces); empty tensor names, and keys or tensor names that are not
+/// valid UTF-8, are refused; tensor names of 64 bytes or more are accepted (ggml's limit is a C buffer size). String
+/// values that are not valid UTF-8 are accepted and kept byte for byte (see <see cref="GgufValue"/>). The metadata must
+/// lie within the first 2 GiB of the file.</remarks>
 internal ref struct GgufHeaderReader
 {
     public const int MaxArrayNesting = 8;
@@ -65,7 +66,8 @@ internal ref struct GgufHeaderReader
         var alignment = metadata.Alignment;
         var (tensors, offsetFields) = ReadTensorDirectory(tensorCount);
 
-        // ggml pads the directory to the alignment only when there are tensors; files without tensors end right after it.
+        // As ggml's reader computes it: with tensors, data starts at the next multiple of the alignment; without, right
+        // after the directory (gguf-py writes tensorless files with no padding).
         long dataOffset = _pos;
         if (tensors.Count > 0)
         {
@@ -135,35 +137,43 @@ internal ref struct GgufHeaderReader
             throw Fail(countAt, $"array '{key}' claims {count} {GgufValueTypes.Name(elementType)} elements, but the remaining {Remaining} bytes can hold at most {Remaining / minBytes}");
         var n = (int)count;
         var what = $"the elements of array '{key}'";
-        Dictionary<int, byte[]>? invalidUtf8 = null;
-        Array items;
         switch (elementType)
         {
             case GgufValueType.String:
-                var strings = new string[n];
-                for (var i = 0; i < n; i++)
-                {
-                    strings[i] = GgufValue.DecodeUtf8(ReadStringBytes(what), out var invalid);
-                    if (invalid is not null) (invalidUtf8 ??= [])[i] = invalid;
-                }
-                items = strings;
-                break;
+                return GgufArray.Wrap(ReadStrings(n, what));
             case GgufValueType.Array:
                 var arrays = new GgufArray[n];
                 for (var i = 0; i < n; i++) arrays[i] = ReadArray(key, depth + 1);
-                items = arrays;
-                break;
+                return GgufArray.Wrap(elementType, arrays);
             case GgufValueType.Bool:
                 var bytes = Take(n, what);
                 var bools = new bool[n];
                 for (var i = 0; i < n; i++) bools[i] = bytes[i] != 0;
-                items = bools;
-                break;
+                return GgufArray.Wrap(elementType, bools);
             default:
-                items = ReadNumbers(elementType, n, what);
-                break;
+                return GgufArray.Wrap(elementType, ReadNumbers(elementType, n, what));
         }
-        return GgufArray.Wrap(elementType, items, invalidUtf8);
+    }
+
+    /// <summary>Two passes: the first validates every length and sums them, the second copies the bytes into one array
+    /// (see <see cref="Utf8StringList"/>).</summary>
+    private Utf8StringList ReadStrings(int count, string what)
+    {
+        var start = _pos;
+        long total = 0;
+        for (var i = 0; i < count; i++) total += ReadStringBytes(what).Length;
+        _pos = start;
+        var bytes = new byte[total]; // at most the bytes just walked, so no more than the file holds
+        var ends = new int[count];
+        var end = 0;
+        for (var i = 0; i < count; i++)
+        {
+            var length = (int)BinaryPrimitives.ReadUInt64LittleEndian(_data.Slice(_pos));
+            _data.Slice(_pos + 8, length).CopyTo(bytes.AsSpan(end));
+            _pos += 8 + length;
+            ends[i] = end += length;
+        }
+        return new Utf8StringList(bytes, ends);
     }
 
     private Array ReadNumbers(GgufValueType type, int count, string what) => type switch
@@ -255,7 +265,10 @@ internal ref struct GgufHeaderReader
     private ReadOnlySpan<byte> ReadStringBytes(string what)
     {
         var at = _pos;
-        var length = ReadUInt64($"the length of {what}");
+        // Called per element of tokenizer arrays (150k+), so the description of the length field is built only on failure.
+        if (Remaining < 8) throw Truncated($"the length of {what}", 8);
+        var length = BinaryPrimitives.ReadUInt64LittleEndian(_data.Slice(_pos));
+        _pos += 8;
         if (length > (ulong)Remaining)
             throw Fail(at, $"{what} claims {length} bytes, but only {Remaining} remain");
         if (length > MaxStringBytes)
@@ -278,16 +291,15 @@ internal ref struct GgufHeaderReader
 
     private ReadOnlySpan<byte> Take(int count, string what)
     {
-        if (count > Remaining)
-        {
-            if (_data.Length < _fileLength)
-                throw Fail(_pos, $"expected {what}, but the metadata runs past the first 2 GiB of the file, which KQuant does not support");
-            throw Fail(_pos, $"expected {what} ({count} bytes), but the file ends at byte {_fileLength}");
-        }
+        if (count > Remaining) throw Truncated(what, count);
         var span = _data.Slice(_pos, count);
         _pos += count;
         return span;
     }
+
+    private readonly GgufFormatException Truncated(string what, int count) => _data.Length < _fileLength
+        ? Fail(_pos, $"expected {what}, but the metadata runs past the first 2 GiB of the file, which KQuant does not support")
+        : Fail(_pos, $"expected {what} ({count} bytes), but the file ends at byte {_fileLength}");
 
     private readonly GgufFormatException Fail(long offset, string problem) => new(_path, offset, problem);
 

@@ -60,17 +60,8 @@ public sealed class GgufValue
     public static GgufValue FromStrings(IEnumerable<string> items) => FromArray(GgufArray.FromStrings(items));
 
     /// <summary>Decodes file bytes; keeps them verbatim when they are not valid UTF-8.</summary>
-    internal static GgufValue FromUtf8(ReadOnlySpan<byte> utf8)
-    {
-        var text = DecodeUtf8(utf8, out var invalid);
-        return new(GgufValueType.String, 0, text, invalid);
-    }
-
-    internal static string DecodeUtf8(ReadOnlySpan<byte> utf8, out byte[]? invalidBytes)
-    {
-        invalidBytes = Utf8.IsValid(utf8) ? null : utf8.ToArray();
-        return Encoding.UTF8.GetString(utf8);
-    }
+    internal static GgufValue FromUtf8(ReadOnlySpan<byte> utf8) =>
+        new(GgufValueType.String, 0, Encoding.UTF8.GetString(utf8), Utf8.IsValid(utf8) ? null : utf8.ToArray());
 
     /// <summary>A scalar of a fixed-size type from its 64-bit payload (see <see cref="GgufValueTypes.ReadScalarBits"/>).</summary>
     internal static GgufValue FromScalarBits(GgufValueType type, ulong bits) => new(type, bits);

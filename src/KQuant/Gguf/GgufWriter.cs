@@ -117,30 +117,23 @@ public sealed class GgufWriter : IDisposable
         if (data.Length > missing)
             throw new InvalidOperationException($"tensor '{tensor.Name}' needs {missing} more bytes, but {data.Length} were given");
         Write(data);
-        _currentWritten += data.Length;
-        if (_currentWritten == tensor.ByteSize)
-        {
-            Pad();
-            _current++;
-            _currentWritten = 0;
-        }
+        Advance(data.Length);
     }
 
     /// <summary>Writes all of <paramref name="tensor"/>'s data from <paramref name="source"/> as the pending tensor,
-    /// which must have the same name and byte size (e.g. a tensor kept as it is while others are converted).</summary>
+    /// which must have the same name, type and shape (e.g. a tensor kept as it is while others are converted).</summary>
     public void CopyTensorFrom(GgufFile source, GgufTensorInfo tensor)
     {
         ArgumentNullException.ThrowIfNull(source);
         ArgumentNullException.ThrowIfNull(tensor);
+        ThrowIfFinished();
         var pending = PendingTensor;
-        if (pending is null || pending.Name != tensor.Name || pending.ByteSize != tensor.ByteSize || _currentWritten != 0)
-            throw new InvalidOperationException($"tensor '{tensor.Name}' ({tensor.ByteSize} bytes) is not the next one to write; expected {pending?.ToString() ?? "none"}");
-        for (long done = 0; done < tensor.ByteSize;)
-        {
-            var chunk = (int)Math.Min(1 << 24, tensor.ByteSize - done);
-            WriteTensorData(source.GetTensorBytes(tensor, done, chunk));
-            done += chunk;
-        }
+        if (pending is null || _currentWritten != 0 || pending.Name != tensor.Name || pending.Type != tensor.Type
+            || !pending.ShapeSpan.SequenceEqual(tensor.ShapeSpan))
+            throw new InvalidOperationException($"{tensor} is not the next tensor to write; expected {pending?.ToString() ?? "none"}");
+        source.CopyTensorTo(tensor, _stream);
+        _position += tensor.ByteSize;
+        Advance(tensor.ByteSize);
     }
 
     /// <summary>Flushes the temporary file to disk and renames it onto the target. All tensor data must have been written.</summary>
@@ -254,13 +247,14 @@ public sealed class GgufWriter : IDisposable
     {
         WriteUInt32((uint)array.ElementType);
         WriteUInt64((ulong)array.Count);
-        switch (array.Items)
+        switch (array.ElementType)
         {
-            case string[] strings:
-                for (var i = 0; i < strings.Length; i++) WriteString(strings[i], array.InvalidUtf8At(i));
+            case GgufValueType.String:
+                var strings = array.Strings;
+                for (var i = 0; i < strings.Count; i++) WriteUtf8(strings[i]);
                 break;
-            case GgufArray[] arrays:
-                foreach (var a in arrays) WriteArray(a);
+            case GgufValueType.Array:
+                foreach (var a in array.AsArrays()) WriteArray(a);
                 break;
             default:
                 Write(RawBytes(array));
@@ -272,15 +266,21 @@ public sealed class GgufWriter : IDisposable
     private static ReadOnlySpan<byte> RawBytes(GgufArray array) =>
         MemoryMarshal.CreateReadOnlySpan(ref MemoryMarshal.GetArrayDataReference(array.Items), array.Count * GgufValueTypes.FixedSize(array.ElementType));
 
+    /// <summary>A string value or key: its original bytes when the file had invalid UTF-8 (see <see cref="GgufValue"/>).</summary>
     private void WriteString(string text, byte[]? originalBytes)
     {
-        ReadOnlySpan<byte> bytes = originalBytes;
-        if (originalBytes is null)
+        if (originalBytes is not null)
         {
-            var needed = Encoding.UTF8.GetMaxByteCount(text.Length);
-            if (_scratch.Length < needed) _scratch = new byte[Math.Max(needed, _scratch.Length * 2)];
-            bytes = _scratch.AsSpan(0, Encoding.UTF8.GetBytes(text, _scratch));
+            WriteUtf8(originalBytes);
+            return;
         }
+        var needed = Encoding.UTF8.GetMaxByteCount(text.Length);
+        if (_scratch.Length < needed) _scratch = new byte[Math.Max(needed, _scratch.Length * 2)];
+        WriteUtf8(_scratch.AsSpan(0, Encoding.UTF8.GetBytes(text, _scratch)));
+    }
+
+    private void WriteUtf8(ReadOnlySpan<byte> bytes)
+    {
         WriteUInt64((ulong)bytes.Length);
         Write(bytes);
     }
@@ -297,6 +297,16 @@ public sealed class GgufWriter : IDisposable
         Span<byte> b = stackalloc byte[8];
         BinaryPrimitives.WriteUInt64LittleEndian(b, value);
         Write(b);
+    }
+
+    /// <summary>Counts <paramref name="bytes"/> of the pending tensor as written; pads and moves on when it is complete.</summary>
+    private void Advance(long bytes)
+    {
+        _currentWritten += bytes;
+        if (_currentWritten < _tensors[_current].ByteSize) return;
+        Pad();
+        _current++;
+        _currentWritten = 0;
     }
 
     private void Pad()

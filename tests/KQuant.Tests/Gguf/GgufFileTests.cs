@@ -1,4 +1,5 @@
 using KQuant.Gguf;
+using KQuant.Tests.Reference;
 
 namespace KQuant.Tests.Gguf;
 
@@ -124,5 +125,40 @@ public class GgufFileTests
         t.Shape[0] = 1;
         Assert.Equal(256, t.Shape[0]);
         Assert.Equal("token_embd.weight F16 [256, 2048]", t.ToString());
+    }
+
+    [Fact]
+    public void OpensLargeFilesWithoutReadingThem()
+    {
+        // A 6 GiB sparse file: a 4 GiB F32 tensor after a small one. Opening maps it; offsets beyond 2 GiB work.
+        var dir = TestPaths.NewTempDir();
+        try
+        {
+            var path = Path.Combine(dir, "large.gguf");
+            var image = new GgufImage().Header(3, 2, 0)
+                .Tensor("small", GgmlType.F32, 0, 8)
+                .Tensor("huge", GgmlType.F32, 32, 1L << 20, 1L << 10)
+                .PadTo(32).Data(32);
+            using (var stream = File.Create(path))
+            {
+                stream.Write(image.ToArray());
+                stream.SetLength(image.Length + (4L << 30)); // sparse: no disk space, no writing
+                stream.Position = stream.Length - 4;
+                stream.Write([1, 2, 3, 4]);
+            }
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            using var file = GgufFile.Open(path);
+            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(5), $"opening took {clock.Elapsed}");
+            var huge = file.FindTensor("huge")!;
+            Assert.Equal(4L << 30, huge.ByteSize);
+            Assert.Equal(1L << 10, huge.RowCount);
+            Assert.Equal([1, 2, 3, 4], file.GetTensorBytes(huge, huge.ByteSize - 4, 4).ToArray());
+            Assert.Equal(4L << 20, file.GetRows(huge, huge.RowCount - 1, 1).Length);
+            Assert.Equal(0, file.GetRows(huge, 600, 1)[0]);
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
     }
 }

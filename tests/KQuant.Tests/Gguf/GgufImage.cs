@@ -51,15 +51,18 @@ internal sealed class GgufImage
     public GgufImage Header(uint version, long tensors, long entries) =>
         Raw("GGUF"u8).Mark("version").U32(version).Mark("n_tensors").I64(tensors).Mark("n_kv").I64(entries);
 
-    public GgufImage KvString(string key, string value) => Mark(key).Str(key).U32((uint)GgufValueType.String).Mark(key + ".value").Str(value);
+    /// <summary>A metadata entry; marks "key", "key.type" and "key.value".</summary>
+    public GgufImage KvString(string key, string value) =>
+        Mark(key).Str(key).Mark(key + ".type").U32((uint)GgufValueType.String).Mark(key + ".value").Str(value);
 
-    public GgufImage KvU32(string key, uint value) => Mark(key).Str(key).U32((uint)GgufValueType.UInt32).Mark(key + ".value").U32(value);
+    public GgufImage KvU32(string key, uint value) =>
+        Mark(key).Str(key).Mark(key + ".type").U32((uint)GgufValueType.UInt32).Mark(key + ".value").U32(value);
 
-    /// <summary>A tensor directory entry; marks "name", "name.ndims", "name.dims", "name.type", "name.offset".</summary>
+    /// <summary>A tensor directory entry; marks "name", "name.ndims", "name.dim0" etc., "name.type" and "name.offset".</summary>
     public GgufImage Tensor(string name, GgmlType type, long offset, params long[] shape)
     {
-        Mark(name).Str(name).Mark(name + ".ndims").U32((uint)shape.Length).Mark(name + ".dims");
-        foreach (var d in shape) I64(d);
+        Mark(name).Str(name).Mark(name + ".ndims").U32((uint)shape.Length);
+        for (var d = 0; d < shape.Length; d++) Mark($"{name}.dim{d}").I64(shape[d]);
         return Mark(name + ".type").U32((uint)type).Mark(name + ".offset").I64(offset);
     }
 

@@ -73,79 +73,32 @@ public class GgufValidationTests
     }
 
     [Fact]
-    public void Version1IsRefused()
-    {
-        var e = OpenWith(i => i.Marks["version"], 1u);
-        Assert.Equal(4, e.Offset);
-        Assert.Contains("GGUF version 1 is not supported", e.Message);
-    }
+    public void Version1IsRefused() => AssertRefused("version", 1u, "GGUF version 1 is not supported");
 
     [Theory]
-    [InlineData(0x03000000u, 3u)]
-    [InlineData(0x02000000u, 2u)]
-    public void BigEndianFilesAreRefused(uint version, uint swapped)
-    {
-        var e = OpenWith(i => i.Marks["version"], version);
-        Assert.Equal(4, e.Offset);
-        Assert.Contains($"version {swapped} byte-swapped", e.Message);
-        Assert.Contains("big-endian", e.Message);
-    }
-
-    [Theory]
-    [InlineData(0u)]
-    [InlineData(4u)]
-    [InlineData(0xFFFFFFFFu)]
-    public void UnknownVersionsAreRefused(uint version)
-    {
-        var e = OpenWith(i => i.Marks["version"], version);
-        Assert.Contains($"GGUF version {version} is not supported", e.Message);
-    }
+    [InlineData(0x03000000u, "version 3 byte-swapped: this is a big-endian GGUF file")]
+    [InlineData(0x02000000u, "version 2 byte-swapped: this is a big-endian GGUF file")]
+    [InlineData(0u, "GGUF version 0 is not supported")]
+    [InlineData(4u, "GGUF version 4 is not supported")]
+    [InlineData(0xFFFFFFFFu, "GGUF version 4294967295 is not supported")]
+    public void OtherVersionsAreRefused(uint version, string expected) => AssertRefused("version", version, expected);
 
     [Theory]
     [InlineData("n_tensors", -1L, "the tensor count is -1, expected a non-negative number")]
     [InlineData("n_tensors", long.MaxValue, "the tensor count is 9223372036854775807, but the remaining")]
     [InlineData("n_kv", 1L << 40, "the metadata entry count is 1099511627776, but the remaining")]
-    public void CountsLargerThanTheFileAreRefused(string field, long value, string expected)
-    {
-        var image = GgufImage.Valid();
-        var e = OpenWith(_ => image.Marks[field], (ulong)value, image);
-        Assert.Equal(image.Marks[field], e.Offset);
-        Assert.Contains(expected, e.Message);
-    }
-
-    [Fact]
-    public void StringLengthsLargerThanTheFileAreRefused()
-    {
-        var image = GgufImage.Valid();
-        var e = OpenWith(_ => image.Marks["general.architecture.value"], 1UL << 62, image);
-        Assert.Equal(image.Marks["general.architecture.value"], e.Offset);
-        Assert.Contains("the value of 'general.architecture' claims 4611686018427387904 bytes, but only", e.Message);
-    }
-
-    [Fact]
-    public void ArrayCountsLargerThanTheFileAreRefused()
-    {
-        var image = GgufImage.Valid();
-        var e = OpenWith(_ => image.Marks["test.tokens.count"], 1UL << 32, image);
-        Assert.Equal(image.Marks["test.tokens.count"], e.Offset);
-        Assert.Contains("array 'test.tokens' claims 4294967296 str elements, but the remaining", e.Message);
-    }
+    [InlineData("general.architecture.value", 1L << 62, "the value of 'general.architecture' claims 4611686018427387904 bytes, but only")]
+    [InlineData("test.tokens.count", 1L << 32, "array 'test.tokens' claims 4294967296 str elements, but the remaining")]
+    public void CountsAndLengthsLargerThanTheFileAreRefused(string field, long value, string expected) =>
+        AssertRefused(field, (ulong)value, expected);
 
     [Theory]
     [InlineData(13u)]
     [InlineData(0xFFFFFFFFu)]
     public void UnknownValueTypesAreRefused(uint type)
     {
-        var image = GgufImage.Valid();
-        var at = image.Marks["test.tokens.type"];
-        var e = OpenWith(_ => at, type, image);
-        Assert.Equal(at, e.Offset);
-        Assert.Contains($"the element type of array 'test.tokens' is {type}, expected a GGUF value type (0 to 12)", e.Message);
-
-        var valueTypeAt = image.Marks["general.architecture.value"] - 4;
-        e = OpenWith(_ => valueTypeAt, type, image);
-        Assert.Equal(valueTypeAt, e.Offset);
-        Assert.Contains($"the value type of 'general.architecture' is {type}", e.Message);
+        AssertRefused("test.tokens.type", type, $"the element type of array 'test.tokens' is {type}, expected a GGUF value type (0 to 12)");
+        AssertRefused("general.architecture.type", type, $"the value type of 'general.architecture' is {type}");
     }
 
     [Fact]
@@ -214,13 +167,8 @@ public class GgufValidationTests
     [InlineData(0u)]
     [InlineData(3u)]
     [InlineData(48u)]
-    public void AlignmentMustBeAPowerOfTwo(uint alignment)
-    {
-        var image = GgufImage.Valid();
-        var e = OpenWith(_ => image.Marks["general.alignment.value"], alignment, image);
-        Assert.Equal(image.Marks["general.alignment"], e.Offset);
-        Assert.Contains($"general.alignment is u32 {alignment}, expected a u32 power of two", e.Message);
-    }
+    public void AlignmentMustBeAPowerOfTwo(uint alignment) =>
+        AssertRefused("general.alignment.value", alignment, $"general.alignment is u32 {alignment}, expected a u32 power of two", reportedAt: "general.alignment");
 
     [Fact]
     public void AlignmentMustBeUInt32()
@@ -231,42 +179,24 @@ public class GgufValidationTests
     }
 
     [Fact]
-    public void AHugeAlignmentPushesTheDataPastTheEnd()
-    {
-        var image = GgufImage.Valid();
-        var e = OpenWith(_ => image.Marks["general.alignment.value"], 1u << 30, image);
-        Assert.Equal(image.Marks["directory.end"], e.Offset);
-        Assert.Contains($"expected tensor data from byte {1 << 30}", e.Message);
-    }
+    public void AHugeAlignmentPushesTheDataPastTheEnd() =>
+        AssertRefused("general.alignment.value", 1u << 30, $"expected tensor data from byte {1 << 30}", reportedAt: "directory.end");
 
     [Theory]
-    [InlineData(0u)]
-    [InlineData(5u)]
-    public void DimensionCountsOutside1To4AreRefused(uint dims)
-    {
-        var image = GgufImage.Valid();
-        var e = OpenWith(_ => image.Marks["a.ndims"], dims, image);
-        Assert.Equal(image.Marks["a.ndims"], e.Offset);
-        Assert.Contains($"tensor 'a' has {dims} dimensions, expected 1 to 4", e.Message);
-    }
+    [InlineData("a.ndims", 0u, "tensor 'a' has 0 dimensions, expected 1 to 4")]
+    [InlineData("a.ndims", 5u, "tensor 'a' has 5 dimensions, expected 1 to 4")]
+    [InlineData("a.dim1", 0u, "tensor 'a': dimension 1 is 0, expected a positive size")]
+    public void DimensionsAreChecked(string field, uint value, string expected) => AssertRefused(field, value, expected);
 
-    [Theory]
-    [InlineData(0L)]
-    [InlineData(-2L)]
-    public void NonPositiveDimensionsAreRefused(long size)
-    {
-        var image = GgufImage.Valid();
-        var e = OpenWith(_ => image.Marks["a.dims"] + 8, (ulong)size, image);
-        Assert.Equal(image.Marks["a.dims"] + 8, e.Offset);
-        Assert.Contains($"tensor 'a': dimension 1 is {size}, expected a positive size", e.Message);
-    }
+    [Fact]
+    public void NegativeDimensionsAreRefused() => AssertRefused("a.dim1", unchecked((ulong)-2L), "tensor 'a': dimension 1 is -2, expected a positive size");
 
     [Fact]
     public void ElementCountOverflowIsRefused()
     {
         var image = new GgufImage().Header(3, 1, 0).Tensor("big", GgmlType.F32, 0, 1L << 32, 1L << 30, 4);
         var e = Open(image.ToArray());
-        Assert.Equal(image.Marks["big.dims"] + 16, e.Offset);
+        Assert.Equal(image.Marks["big.dim2"], e.Offset);
         Assert.Contains("dimension 2 (4) makes the element count overflow a 64-bit integer", e.Message);
 
         image = new GgufImage().Header(3, 1, 0).Tensor("big", GgmlType.F32, 0, 1L << 62);
@@ -279,7 +209,7 @@ public class GgufValidationTests
     {
         var image = new GgufImage().Header(3, 1, 0).Tensor("q", GgmlType.Q4_K, 0, 128, 2);
         var e = Open(image.ToArray());
-        Assert.Equal(image.Marks["q.dims"], e.Offset);
+        Assert.Equal(image.Marks["q.dim0"], e.Offset);
         Assert.Contains("row length 128 is not a multiple of the Q4_K block size 256", e.Message);
     }
 
@@ -292,13 +222,8 @@ public class GgufValidationTests
     [InlineData(38u)]
     [InlineData(43u)]
     [InlineData(0xFFFFFFFFu)]
-    public void UnknownGgmlTypesAreRefused(uint type)
-    {
-        var image = GgufImage.Valid();
-        var e = OpenWith(_ => image.Marks["b.type"], type, image);
-        Assert.Equal(image.Marks["b.type"], e.Offset);
-        Assert.Contains($"tensor 'b' has ggml type id {type}, which is not a type ggml defines", e.Message);
-    }
+    public void UnknownGgmlTypesAreRefused(uint type) =>
+        AssertRefused("b.type", type, $"tensor 'b' has ggml type id {type}, which is not a type ggml defines");
 
     [Fact]
     public void TypesWithoutACodecAreCarriedAsBytes()
@@ -312,35 +237,12 @@ public class GgufValidationTests
         Assert.Equal(108, file.FindTensor("tq")!.GetBytesOf(file).Length);
     }
 
-    [Fact]
-    public void TensorDataOutsideTheFileIsRefused()
-    {
-        var image = GgufImage.Valid();
-        var e = OpenWith(_ => image.Marks["b.offset"], 1UL << 40, image);
-        Assert.Equal(image.Marks["b.offset"], e.Offset);
-        Assert.Contains("tensor 'b' needs 68 bytes at data offset 1099511627776, but the data section (from byte", e.Message);
-
-        e = OpenWith(_ => image.Marks["b.offset"], ulong.MaxValue, image);
-        Assert.Contains("beyond any file", e.Message);
-    }
-
-    [Fact]
-    public void MisalignedOffsetsAreRefused()
-    {
-        var image = GgufImage.Valid();
-        var e = OpenWith(_ => image.Marks["b.offset"], 260UL, image);
-        Assert.Equal(image.Marks["b.offset"], e.Offset);
-        Assert.Contains("tensor 'b' has data offset 260, expected a multiple of the alignment 32", e.Message);
-    }
-
-    [Fact]
-    public void OverlappingTensorsAreRefused()
-    {
-        var image = GgufImage.Valid();
-        var e = OpenWith(_ => image.Marks["b.offset"], 224UL, image);
-        Assert.Equal(image.Marks["b.offset"], e.Offset);
-        Assert.Contains("tensor 'b' data at offset 224 overlaps tensor 'a' (offsets 0 to 256)", e.Message);
-    }
+    [Theory]
+    [InlineData(1UL << 40, "tensor 'b' needs 68 bytes at data offset 1099511627776, but the data section (from byte 256) holds only 352")]
+    [InlineData(ulong.MaxValue, "tensor 'b' has data offset 18446744073709551615, beyond any file")]
+    [InlineData(260UL, "tensor 'b' has data offset 260, expected a multiple of the alignment 32")]
+    [InlineData(224UL, "tensor 'b' data at offset 224 overlaps tensor 'a' (offsets 0 to 256)")]
+    public void BadTensorOffsetsAreRefused(ulong offset, string expected) => AssertRefused("b.offset", offset, expected);
 
     [Fact]
     public void TensorsInAnotherOrderAreAccepted()
@@ -374,20 +276,25 @@ public class GgufValidationTests
         return e;
     }
 
-    private static GgufFormatException OpenWith(Func<GgufImage, long> at, uint value, GgufImage? image = null)
+    /// <summary>Overwrites one field of <see cref="GgufImage.Valid"/> and checks that the refusal points at that field
+    /// (or at <paramref name="reportedAt"/>) and says <paramref name="expected"/>.</summary>
+    private static void AssertRefused(string field, uint value, string expected, string? reportedAt = null) =>
+        AssertRefused(field, bytes => BinaryPrimitives.WriteUInt32LittleEndian(bytes, value), expected, reportedAt);
+
+    private static void AssertRefused(string field, ulong value, string expected, string? reportedAt = null) =>
+        AssertRefused(field, bytes => BinaryPrimitives.WriteUInt64LittleEndian(bytes, value), expected, reportedAt);
+
+    private static void AssertRefused(string field, SpanAction patch, string expected, string? reportedAt)
     {
-        image ??= GgufImage.Valid();
+        var image = GgufImage.Valid();
         var bytes = image.ToArray();
-        BinaryPrimitives.WriteUInt32LittleEndian(bytes.AsSpan((int)at(image)), value);
-        return Open(bytes);
+        patch(bytes.AsSpan((int)image.Marks[field]));
+        var e = Open(bytes);
+        Assert.Equal(image.Marks[reportedAt ?? field], e.Offset);
+        Assert.Contains(expected, e.Message);
     }
 
-    private static GgufFormatException OpenWith(Func<GgufImage, long> at, ulong value, GgufImage image)
-    {
-        var bytes = image.ToArray();
-        BinaryPrimitives.WriteUInt64LittleEndian(bytes.AsSpan((int)at(image)), value);
-        return Open(bytes);
-    }
+    private delegate void SpanAction(Span<byte> bytes);
 }
 
 internal static class GgufTestExtensions
