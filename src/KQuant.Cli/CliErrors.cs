@@ -38,7 +38,7 @@ public static class CliErrors
         OperationCanceledException => ExitCodes.Cancelled,
         GgufFormatException or FileNotFoundException or DirectoryNotFoundException or InvalidDataException => ExitCodes.BadInput,
         UnauthorizedAccessException => ExitCodes.BadInput,
-        OutputExistsException => ExitCodes.BadOutput,
+        OutputRefusedException => ExitCodes.BadOutput,
         IOException io when IsDiskFull(io) => ExitCodes.BadOutput,
         IOException => ExitCodes.Failure,
         UsageException => ExitCodes.Usage,
@@ -52,6 +52,3 @@ public static class CliErrors
 
 /// <summary>A command-line mistake the parser cannot catch (e.g. a type name that does not exist).</summary>
 public sealed class UsageException(string message) : Exception(message);
-
-/// <summary>The output file exists and would be overwritten.</summary>
-public sealed class OutputExistsException(string message) : IOException(message);

@@ -63,7 +63,7 @@ public static class QuantizeCommand
                 throw new FileNotFoundException($"importance matrix not found: {request.ImatrixPath}");
             if (!File.Exists(input)) throw new FileNotFoundException($"input model not found: {input}");
             if (!request.DryRun && !request.Overwrite && File.Exists(output))
-                throw new OutputExistsException($"{output} already exists; pass --overwrite to replace it");
+                throw new OutputRefusedException($"{output} already exists; pass --overwrite to replace it");
 
             var console = ui();
             var result2 = request.DryRun

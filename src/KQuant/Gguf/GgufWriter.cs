@@ -151,7 +151,7 @@ public sealed class GgufWriter : IDisposable
         }
         catch (IOException e) when (!_overwrite && File.Exists(Path))
         {
-            throw new IOException($"{Path} already exists; pass overwrite: true to replace it", e);
+            throw new OutputRefusedException($"{Path} already exists; pass overwrite: true to replace it", e);
         }
         _committed = true;
     }
@@ -196,10 +196,10 @@ public sealed class GgufWriter : IDisposable
     {
         var canonical = GgufFile.CanonicalPath(Path);
         if (_inputPaths.Contains(canonical) || GgufFile.IsOpen(canonical))
-            throw new IOException($"refusing to write {Path}: it is one of the input files");
+            throw new OutputRefusedException($"refusing to write {Path}: it is one of the input files");
         if (!_overwrite && File.Exists(Path))
-            throw new IOException($"{Path} already exists; pass overwrite: true to replace it");
-        if (Directory.Exists(Path)) throw new IOException($"{Path} is a directory");
+            throw new OutputRefusedException($"{Path} already exists; pass overwrite: true to replace it");
+        if (Directory.Exists(Path)) throw new OutputRefusedException($"{Path} is a directory");
     }
 
     private void WriteHeader(GgufMetadata metadata)
@@ -339,3 +339,7 @@ public sealed class GgufWriter : IDisposable
         File.Delete(_tempPath);
     }
 }
+
+/// <summary>The writer will not write its target: it exists (and overwriting was not asked for), it is a folder, or it is
+/// one of the files the output is made from.</summary>
+public sealed class OutputRefusedException(string message, Exception? inner = null) : IOException(message, inner);
