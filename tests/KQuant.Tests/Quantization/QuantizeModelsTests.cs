@@ -1,6 +1,7 @@
 using KQuant.Gguf;
 using KQuant.Quantization;
 using KQuant.Recipes;
+using KQuant.Testing;
 using KQuant.Tests.Fixtures;
 using KQuant.Tests.Reference;
 
