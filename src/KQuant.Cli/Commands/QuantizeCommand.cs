@@ -69,7 +69,8 @@ public static class QuantizeCommand
             var result2 = request.DryRun
                 ? ModelQuantizer.Run(request, cancellation: cancellation)
                 : await console.WithProgressAsync($"quantizing to {recipe.Name}", new FileInfo(input).Length, sink =>
-                    ModelQuantizer.RunAsync(request, new SyncProgress(p => sink.Report(p.BytesDone, $"[{p.TensorIndex}/{p.TensorCount}] {p.TensorName}")), cancellation));
+                    ModelQuantizer.RunAsync(request, new SyncProgress(p => sink.Report(p.BytesDone, $"[{p.TensorIndex}/{p.TensorCount}] {p.TensorName}", p.BytesTotal)), cancellation),
+                    ProgressUnit.Bytes);
             Report(console, request, result2);
             return ExitCodes.Success;
         }));
