@@ -50,7 +50,7 @@ public static class QuantizeVsLlamaBenchmark
                         (isLlama ? llama : ours).Add(m);
                     }
                 }
-                var identical = FilesEqual(llamaOut, ourOut);
+                var identical = KQuant.Testing.FileComparison.SameBytes(llamaOut, ourOut);
                 var lm = Median(llama.Select(m => m.Seconds));
                 var om = Median(ours.Select(m => m.Seconds));
                 var lrss = llama.Max(m => m.PeakRssBytes);
@@ -118,22 +118,6 @@ public static class QuantizeVsLlamaBenchmark
     {
         var v = values.Order().ToArray();
         return v.Length % 2 == 1 ? v[v.Length / 2] : (v[v.Length / 2 - 1] + v[v.Length / 2]) / 2;
-    }
-
-    private static bool FilesEqual(string a, string b)
-    {
-        using var fa = File.OpenRead(a);
-        using var fb = File.OpenRead(b);
-        if (fa.Length != fb.Length) return false;
-        var ba = new byte[1 << 20];
-        var bb = new byte[1 << 20];
-        int n;
-        while ((n = fa.Read(ba)) > 0)
-        {
-            fb.ReadExactly(bb.AsSpan(0, n));
-            if (!ba.AsSpan(0, n).SequenceEqual(bb.AsSpan(0, n))) return false;
-        }
-        return true;
     }
 
     private sealed record Options(string LlamaQuantize, string KQuantDll, string VocabSource, string WorkDir, string Output,

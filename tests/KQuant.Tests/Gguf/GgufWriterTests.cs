@@ -232,23 +232,7 @@ public sealed class GgufWriterTests : IDisposable
     {
         var output = Path.Combine(_dir, "rewrite-" + Path.GetFileName(path));
         using (var input = GgufFile.Open(path)) GgufWriter.Rewrite(input, output);
-        Assert.True(FilesEqual(path, output), $"rewriting {path} changed its bytes");
+        Assert.True(KQuant.Testing.FileComparison.SameBytes(path, output), $"rewriting {path} changed its bytes");
         File.Delete(output);
-    }
-
-    private static bool FilesEqual(string a, string b)
-    {
-        using var fa = File.OpenRead(a);
-        using var fb = File.OpenRead(b);
-        if (fa.Length != fb.Length) return false;
-        var ba = new byte[1 << 20];
-        var bb = new byte[1 << 20];
-        int n;
-        while ((n = fa.Read(ba)) > 0)
-        {
-            fb.ReadExactly(bb, 0, n);
-            if (!ba.AsSpan(0, n).SequenceEqual(bb.AsSpan(0, n))) return false;
-        }
-        return true;
     }
 }

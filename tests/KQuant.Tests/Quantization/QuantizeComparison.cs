@@ -79,6 +79,6 @@ public static class QuantizeComparison
                 }
             }
         }
-        return File.ReadAllBytes(ours).AsSpan().SequenceEqual(File.ReadAllBytes(theirs));
+        return FileComparison.SameBytes(ours, theirs);
     }
 }
