@@ -11,12 +11,13 @@ namespace KQuant.Conversion;
 /// Qwen2Model does not.</param>
 /// <param name="Defaults">config.json values that transformers' config class (4.57, the version llama.cpp's converter
 /// pins) fills in when the file leaves them out; the converter reads the filled-in config.</param>
+/// <param name="HeadDimDefaultsToEmbeddingPerHead">The config class sets head_dim = hidden_size / num_attention_heads when
+/// absent (LlamaConfig, MistralConfig), so the converter writes key/value lengths even for configs without one.</param>
 public sealed record HfArchitecture(string HfName, string GgufName, bool PermutesQueryKey, bool WritesVocabSizeAndRopeDimensions,
     IReadOnlyDictionary<string, double> Defaults, bool HeadDimDefaultsToEmbeddingPerHead)
 {
     public static IReadOnlyList<HfArchitecture> Supported { get; } =
     [
-        // LlamaConfig: head_dim = hidden_size / num_attention_heads when absent, so the converter always writes key/value lengths.
         new("LlamaForCausalLM", "llama", true, true,
             new Dictionary<string, double> { ["max_position_embeddings"] = 2048, ["rms_norm_eps"] = 1e-6, ["rope_theta"] = 10000 }, true),
         // convert_hf_to_gguf.py registers MistralForCausalLM with LlamaModel: the same tensors, permutation and keys.

@@ -37,10 +37,6 @@ public static class HfTokenizer
         ["sep"] = "tokenizer.ggml.add_sep_token",
     };
 
-    /// <summary>True when <paramref name="folder"/> holds a tokenizer the converter reads.</summary>
-    public static bool Exists(string folder) =>
-        File.Exists(Path.Combine(folder, SentencePieceFile)) || File.Exists(Path.Combine(folder, TokenizerJsonFile));
-
     /// <summary>The tokenizer metadata of <paramref name="folder"/>. <paramref name="vocabSize"/> is config.json's
     /// vocab_size (the embedding's row count), which the token list is padded or cut to.</summary>
     public static GgufMetadata Read(string folder, HfConfig config, int vocabSize)

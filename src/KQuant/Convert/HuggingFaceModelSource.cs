@@ -91,9 +91,6 @@ public sealed class HuggingFaceModelSource : IModelSource
         _ => GgmlType.Q8_0,
     };
 
-    /// <summary>True when <paramref name="folder"/> looks like a Hugging Face model folder (it has a config.json).</summary>
-    public static bool IsModelFolder(string folder) => File.Exists(System.IO.Path.Combine(folder, "config.json"));
-
     public static HuggingFaceModelSource Open(string folder, HuggingFaceSourceOptions? options = null)
     {
         options ??= new HuggingFaceSourceOptions();
@@ -278,24 +275,11 @@ public sealed class HuggingFaceModelSource : IModelSource
     /// <summary>Copies raw bytes (source and output of one type), applying the q/k permutation if any.</summary>
     private void CopySourceBytes(TensorPlan plan, long offset, Span<byte> destination)
     {
-        var source = plan.Source!;
-        var elementSize = source.Dtype.ElementSize();
-        if (plan.PermutationHeads == 0)
+        var elementSize = plan.Source!.Dtype.ElementSize();
+        for (var written = 0; written < destination.Length;)
         {
-            _checkpoint.GetBytes(source, offset, destination.Length).CopyTo(destination);
-            return;
-        }
-        // Permuted units are whole rows (or elements of a 1-D bias), so a byte range splits into runs within units.
-        var unitBytes = plan.UnitLength * elementSize;
-        var written = 0;
-        while (written < destination.Length)
-        {
-            var position = offset + written;
-            var unit = position / unitBytes;
-            var within = position % unitBytes;
-            var run = (int)Math.Min(unitBytes - within, destination.Length - written);
-            var sourceUnit = PermutedSourceUnit(unit, source.ShapeArray[0], plan.PermutationHeads);
-            _checkpoint.GetBytes(source, sourceUnit * unitBytes + within, run).CopyTo(destination[written..]);
+            var (from, run) = SourceRun(plan, offset + written, destination.Length - written, elementSize);
+            _checkpoint.GetBytes(plan.Source, from, run).CopyTo(destination[written..]);
             written += run;
         }
     }
@@ -305,16 +289,10 @@ public sealed class HuggingFaceModelSource : IModelSource
     {
         var source = plan.Source!;
         var elementSize = source.Dtype.ElementSize();
-        var unitLength = plan.PermutationHeads == 0 ? source.ElementCount : plan.UnitLength;
-        var done = 0;
-        while (done < values.Length)
+        for (var done = 0; done < values.Length;)
         {
-            var element = first + done;
-            var unit = element / unitLength;
-            var within = element % unitLength;
-            var run = (int)Math.Min(unitLength - within, values.Length - done);
-            var sourceUnit = plan.PermutationHeads == 0 ? unit : PermutedSourceUnit(unit, source.ShapeArray[0], plan.PermutationHeads);
-            var bytes = _checkpoint.GetBytes(source, (sourceUnit * unitLength + within) * elementSize, run * elementSize);
+            var (from, run) = SourceRun(plan, first + done, values.Length - done, 1);
+            var bytes = _checkpoint.GetBytes(source, from * elementSize, run * elementSize);
             var target = values.Slice(done, run);
             switch (source.Dtype)
             {
@@ -324,6 +302,20 @@ public sealed class HuggingFaceModelSource : IModelSource
             }
             done += run;
         }
+    }
+
+    /// <summary>Where output position <paramref name="position"/> (in units of <paramref name="scale"/>: 1 for
+    /// elements, the element size for bytes) comes from in the checkpoint tensor, and how many positions from there on
+    /// are contiguous in both, up to <paramref name="remaining"/>. Permuted units are whole rows (or single elements of
+    /// a 1-D bias), so only a unit boundary can break a run.</summary>
+    private static (long From, int Run) SourceRun(TensorPlan plan, long position, int remaining, int scale)
+    {
+        if (plan.PermutationHeads == 0) return (position, remaining);
+        var unitSize = plan.UnitLength * scale;
+        var unit = position / unitSize;
+        var within = position % unitSize;
+        var sourceUnit = PermutedSourceUnit(unit, plan.Source!.ShapeArray[0], plan.PermutationHeads);
+        return (sourceUnit * unitSize + within, (int)Math.Min(unitSize - within, remaining));
     }
 
     /// <summary>LlamaModel.permute: within each head, HF keeps the two rotary halves apart (rows 0..d/2-1, then d/2..d-1);
