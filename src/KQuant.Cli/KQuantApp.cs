@@ -14,6 +14,7 @@ public static class KQuantApp
         {
             InspectCommand.Create(ui),
             QuantizeCommand.Create(ui),
+            ConvertCommand.Create(ui),
             EvaluateCommand.Create(ui),
             PlanCommand.Create(ui),
         };
