@@ -9,10 +9,13 @@ namespace KQuant.Quants;
 /// the same comparisons (including how NaN falls through them).
 /// </summary>
 /// <remarks>
-/// These are the plain scalar versions, written to be read next to ggml's. Groups are at most <see cref="MaxGroup"/>
-/// weights (ggml uses 8, 16 and 32). Levels go to caller-provided spans; scratch is on the stack, so calls do not allocate.
+/// The public methods pick the fastest exact implementation: the <c>…Scalar</c> methods here are written to be read next
+/// to ggml's; BlockSolvers.Vector256.cs evaluates all candidate scales of a search (or several groups) at once in
+/// SIMD lanes, each lane doing ggml's arithmetic in ggml's order, so the results are the same bits. Groups are at most
+/// <see cref="MaxGroup"/> weights (ggml uses 8, 16 and 32). Levels go to caller-provided spans; scratch is on the
+/// stack, so calls do not allocate.
 /// </remarks>
-internal static class BlockSolvers
+internal static partial class BlockSolvers
 {
     /// <summary>Largest group the solvers accept (their scratch lives on the stack).</summary>
     public const int MaxGroup = 32;
@@ -42,6 +45,12 @@ internal static class BlockSolvers
     /// i.e. weights x². Returns the scale (0 for an all-zero group).
     /// </summary>
     public static float MakeQxQuants(int nmax, ReadOnlySpan<float> x, Span<sbyte> levels, ReadOnlySpan<float> weights)
+    {
+        CheckGroup(x.Length);
+        return UseVector256 ? MakeQxQuantsVector256(nmax, x, levels, weights) : MakeQxQuantsScalar(nmax, x, levels, weights);
+    }
+
+    internal static float MakeQxQuantsScalar(int nmax, ReadOnlySpan<float> x, Span<sbyte> levels, ReadOnlySpan<float> weights)
     {
         var n = x.Length;
         var (max, amax) = SignedAbsMax(x);
@@ -94,6 +103,7 @@ internal static class BlockSolvers
     /// </summary>
     public static float MakeQ3Quants(int nmax, ReadOnlySpan<float> x, Span<sbyte> levels)
     {
+        CheckGroup(x.Length);
         var n = x.Length;
         var (max, amax) = SignedAbsMax(x);
         if (amax < GroupMaxEps)
@@ -149,42 +159,42 @@ internal static class BlockSolvers
     /// Returns the scale; <paramref name="negatedMin"/> gets -min (ggml's *the_min), which is ≥ 0.
     /// </summary>
     public static float MakeQkx2Quants(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, Span<byte> levels,
-        out float negatedMin, float rmin, float rdelta, int nstep, bool useMad)
-    {
-        var n = x.Length;
-        float min = x[0], max = x[0];
-        var sumW = weights[0];
-        var sumX = sumW * x[0];
-        for (var i = 1; i < n; i++)
-        {
-            if (x[i] < min) min = x[i];
-            if (x[i] > max) max = x[i];
-            var w = weights[i];
-            sumW += w;
-            sumX += w * x[i];
-        }
-        if (min > 0) min = 0;
-        if (max == min)
-        {
-            levels[..n].Clear();
-            negatedMin = -min;
-            return 0f;
-        }
-        return FitAsymmetric(nmax, x, weights, levels, out negatedMin, min, max, sumW, sumX, rmin, rdelta, nstep, useMad);
-    }
+        out float negatedMin, float rmin, float rdelta, int nstep, bool useMad) =>
+        MakeAsymmetric(nmax, x, weights, levels, out negatedMin, rmin, rdelta, nstep, useMad, emptyRangeIncludesInverted: false);
 
     /// <summary>
     /// ggml's make_qkx3_quants with explicit weights and squared error (how every format calls it): the same search
-    /// as <see cref="MakeQkx2Quants"/>, but an empty or degenerate range is detected with max ≤ min.
+    /// as <see cref="MakeQkx2Quants"/>, but an empty range is detected with max ≤ min rather than max == min.
     /// </summary>
     public static float MakeQkx3Quants(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, Span<byte> levels,
-        out float negatedMin, float rmin, float rdelta, int nstep)
+        out float negatedMin, float rmin, float rdelta, int nstep) =>
+        MakeAsymmetric(nmax, x, weights, levels, out negatedMin, rmin, rdelta, nstep, useMad: false, emptyRangeIncludesInverted: true);
+
+    private static float MakeAsymmetric(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, Span<byte> levels,
+        out float negatedMin, float rmin, float rdelta, int nstep, bool useMad, bool emptyRangeIncludesInverted)
     {
         var n = x.Length;
+        CheckGroup(n);
+        var (min, max, sumW, sumX) = RangeAndWeightedSums(x, weights);
+        if (min > 0) min = 0;
+        if (emptyRangeIncludesInverted ? max <= min : max == min)
+        {
+            levels[..n].Clear();
+            negatedMin = -min;
+            return 0f;
+        }
+        return UseVector256
+            ? FitAsymmetricVector256(nmax, x, weights, levels, out negatedMin, min, max, sumW, sumX, rmin, rdelta, nstep, useMad)
+            : FitAsymmetricScalar(nmax, x, weights, levels, out negatedMin, min, max, sumW, sumX, rmin, rdelta, nstep, useMad);
+    }
+
+    /// <summary>min and max of x (first wins on ties, as ggml's strict comparisons do), Σw and Σw·x left to right.</summary>
+    internal static (float Min, float Max, float SumW, float SumX) RangeAndWeightedSums(ReadOnlySpan<float> x, ReadOnlySpan<float> weights)
+    {
         float min = x[0], max = x[0];
         var sumW = weights[0];
         var sumX = sumW * x[0];
-        for (var i = 1; i < n; i++)
+        for (var i = 1; i < x.Length; i++)
         {
             if (x[i] < min) min = x[i];
             if (x[i] > max) max = x[i];
@@ -192,18 +202,11 @@ internal static class BlockSolvers
             sumW += w;
             sumX += w * x[i];
         }
-        if (min > 0) min = 0;
-        if (max <= min)
-        {
-            levels[..n].Clear();
-            negatedMin = -min;
-            return 0f;
-        }
-        return FitAsymmetric(nmax, x, weights, levels, out negatedMin, min, max, sumW, sumX, rmin, rdelta, nstep, useMad: false);
+        return (min, max, sumW, sumX);
     }
 
     /// <summary>The search shared by make_qkx2_quants and make_qkx3_quants once min, max, Σw and Σwx are known.</summary>
-    private static float FitAsymmetric(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, Span<byte> levels,
+    internal static float FitAsymmetricScalar(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, Span<byte> levels,
         out float negatedMin, float min, float max, float sumW, float sumX, float rmin, float rdelta, int nstep, bool useMad)
     {
         var n = x.Length;
@@ -347,6 +350,14 @@ internal static class BlockSolvers
             if (changed == 0) break;
         }
         return suml2 > 0f ? sumlx / suml2 : 0f;
+    }
+
+    /// <summary>True where the lane-parallel versions run (AVX2: they need 256-bit integer min/max).</summary>
+    internal static bool UseVector256 => System.Runtime.Intrinsics.X86.Avx2.IsSupported;
+
+    private static void CheckGroup(int n)
+    {
+        if (n is < 1 or > MaxGroup) throw new ArgumentOutOfRangeException(nameof(n), n, $"groups hold 1 to {MaxGroup} weights");
     }
 
     /// <summary>The first value of largest magnitude (ggml keeps the first on ties) and that magnitude.</summary>

@@ -60,10 +60,10 @@ internal sealed class Q3KCodec : IRowCodec
     private static float ChooseScalesReference(ReadOnlySpan<float> x, Span<sbyte> levels, Span<sbyte> scaleLevels)
     {
         Span<float> scales = stackalloc float[SubBlocks];
+        BlockSolvers.MakeQ3QuantsForGroups(4, x, SubBlock, levels, scales);
         float maxScale = 0, amax = 0;
         for (var j = 0; j < SubBlocks; j++)
         {
-            scales[j] = BlockSolvers.MakeQ3Quants(4, x.Slice(SubBlock * j, SubBlock), levels.Slice(SubBlock * j, SubBlock));
             var scale = MathF.Abs(scales[j]);
             if (scale > amax) { amax = scale; maxScale = scales[j]; }
         }

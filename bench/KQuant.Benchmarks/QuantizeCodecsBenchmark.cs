@@ -1,0 +1,163 @@
+using System.Diagnostics;
+using System.Text.Json;
+using KQuant.Gguf;
+using KQuant.Quants;
+
+namespace KQuant.Benchmarks;
+
+/// <summary>
+/// `quantize-codecs`: our codecs against ggml_quantize_chunk and ggml's to_float, one thread, the same Gaussian rows
+/// for both, with and without an importance vector. Each run times ggml and then ours back to back (so load from
+/// other processes hits both alike); the table reports medians and ours/ggml ratios, and checks the bytes agree.
+/// </summary>
+internal static class QuantizeCodecsBenchmark
+{
+    /// <summary>Named sets of types; add a line per family.</summary>
+    private static readonly Dictionary<string, GgmlType[]> TypeSets = new(StringComparer.OrdinalIgnoreCase)
+    {
+        ["k"] = [GgmlType.Q2_K, GgmlType.Q3_K, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K, GgmlType.Q8_K],
+    };
+
+    public static int Run(string[] args)
+    {
+        var rows = 1024;
+        var rowLength = 4096;
+        var runs = 5;
+        var typeSpec = "k";
+        string? output = null;
+        for (var i = 0; i < args.Length; i++)
+        {
+            switch (args[i])
+            {
+                case "--rows": rows = int.Parse(args[++i]); break;
+                case "--cols": rowLength = int.Parse(args[++i]); break;
+                case "--runs": runs = int.Parse(args[++i]); break;
+                case "--types": typeSpec = args[++i]; break;
+                case "--out": output = args[++i]; break;
+                default:
+                    Console.Error.WriteLine($"unknown option {args[i]}");
+                    Console.Error.WriteLine("usage: quantize-codecs [--types k|Q4_K,Q6_K,...] [--rows 1024] [--cols 4096] [--runs 5] [--out FILE.json]");
+                    return 2;
+            }
+        }
+        if (!GgmlNative.Available)
+        {
+            Console.Error.WriteLine($"no llama.cpp reference in {GgmlNative.LibraryDirectory}; run scripts/fetch-reference.sh");
+            return 1;
+        }
+        var types = ParseTypes(typeSpec);
+        output ??= Path.Combine("bench", "results", $"codecs-{typeSpec.ToLowerInvariant().Replace(',', '-')}.json");
+
+        var data = GaussianRows(rows * rowLength, seed: 42);
+        var importance = ImportanceVector(rowLength, seed: 43);
+        Console.WriteLine($"quantize-codecs: {rows} rows x {rowLength} Gaussian floats, one thread, median of {runs} runs after a warmup");
+        Console.WriteLine();
+        Console.WriteLine($"{"type",-7} {"imatrix",-7} {"ggml ms",9} {"ours ms",9} {"ratio",6} {"bytes",-9} | {"deq ggml ms",11} {"deq ours ms",11} {"ratio",6}");
+
+        var results = new List<Result>();
+        foreach (var type in types)
+        {
+            var codec = RowCodecs.Get(type);
+            foreach (var withImportance in codec.UsesImportance ? new[] { false, true } : [false])
+            {
+                var result = Measure(type, data, rowLength, withImportance ? importance : [], runs);
+                results.Add(result);
+                Console.WriteLine($"{result.Type,-7} {(withImportance ? "yes" : "no"),-7} {result.GgmlQuantizeMs,9:F1} {result.OursQuantizeMs,9:F1} " +
+                                  $"{result.QuantizeRatio,6:F2} {(result.Identical ? "identical" : "DIFFER"),-9} | " +
+                                  $"{result.GgmlDequantizeMs,11:F2} {result.OursDequantizeMs,11:F2} {result.DequantizeRatio,6:F2}");
+            }
+        }
+
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(output))!);
+        var report = new Report(DateTime.UtcNow.ToString("O"), Environment.ProcessorCount,
+            System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture.ToString(),
+            System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated, rows, rowLength, runs, "gaussian", results);
+        File.WriteAllText(output, JsonSerializer.Serialize(report, new JsonSerializerOptions { WriteIndented = true }));
+        Console.WriteLine();
+        Console.WriteLine($"wrote {output}");
+        return results.All(r => r.Identical) ? 0 : 3;
+    }
+
+    private static Result Measure(GgmlType type, float[] data, int rowLength, float[] importance, int runs)
+    {
+        var traits = GgmlTypeTraits.Of(type);
+        var expected = new byte[traits.RowBytes(rowLength) * (data.Length / rowLength)];
+        var actual = new byte[expected.Length];
+        var floatsGgml = new float[data.Length];
+        var floatsOurs = new float[data.Length];
+        GgmlNative.Prepare(type);
+
+        var ggmlQuantize = new List<double>();
+        var oursQuantize = new List<double>();
+        var ggmlDequantize = new List<double>();
+        var oursDequantize = new List<double>();
+        for (var run = 0; run <= runs; run++)
+        {
+            var ggmlMs = Time(() => GgmlNative.Quantize(type, data, expected, rowLength, importance));
+            var oursMs = Time(() => RowQuantizer.Quantize(type, data, actual, rowLength, importance, threads: 1));
+            var ggmlDeqMs = Time(() => GgmlNative.Dequantize(type, expected, floatsGgml));
+            var oursDeqMs = Time(() => RowQuantizer.Dequantize(type, expected, floatsOurs));
+            if (run == 0) continue; // warmup: JIT tiering, page faults
+            ggmlQuantize.Add(ggmlMs);
+            oursQuantize.Add(oursMs);
+            ggmlDequantize.Add(ggmlDeqMs);
+            oursDequantize.Add(oursDeqMs);
+        }
+        var identical = expected.AsSpan().SequenceEqual(actual)
+                        && System.Runtime.InteropServices.MemoryMarshal.AsBytes(floatsGgml.AsSpan())
+                            .SequenceEqual(System.Runtime.InteropServices.MemoryMarshal.AsBytes(floatsOurs.AsSpan()));
+        var gq = Median(ggmlQuantize);
+        var oq = Median(oursQuantize);
+        var gd = Median(ggmlDequantize);
+        var od = Median(oursDequantize);
+        return new Result(traits.Name, importance.Length > 0, gq, oq, oq / gq, identical, gd, od, od / gd);
+    }
+
+    private static double Time(Action action)
+    {
+        var start = Stopwatch.GetTimestamp();
+        action();
+        return Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+    }
+
+    private static double Median(List<double> values)
+    {
+        values.Sort();
+        return values.Count % 2 == 1 ? values[values.Count / 2] : (values[values.Count / 2 - 1] + values[values.Count / 2]) / 2;
+    }
+
+    private static GgmlType[] ParseTypes(string spec)
+    {
+        if (TypeSets.TryGetValue(spec, out var set)) return set;
+        return spec.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Select(name => GgmlTypeTraits.TryParse(name, out var t) ? t : throw new ArgumentException($"unknown type {name}"))
+            .ToArray();
+    }
+
+    private static float[] GaussianRows(int count, int seed)
+    {
+        var rng = new Random(seed);
+        var data = new float[count];
+        for (var i = 0; i < count; i++)
+        {
+            var u1 = 1.0 - rng.NextDouble();
+            data[i] = (float)(Math.Sqrt(-2 * Math.Log(u1)) * Math.Cos(2 * Math.PI * rng.NextDouble()));
+        }
+        return data;
+    }
+
+    /// <summary>Positive values spread over orders of magnitude, like an imatrix's column means of x².</summary>
+    private static float[] ImportanceVector(int count, int seed)
+    {
+        var rng = new Random(seed);
+        var w = new float[count];
+        for (var i = 0; i < count; i++) w[i] = (float)Math.Exp(1.5 * (rng.NextDouble() * 2 - 1)) * 0.01f;
+        return w;
+    }
+
+    private sealed record Result(string Type, bool Importance, double GgmlQuantizeMs, double OursQuantizeMs, double QuantizeRatio,
+        bool Identical, double GgmlDequantizeMs, double OursDequantizeMs, double DequantizeRatio);
+
+    private sealed record Report(string WhenUtc, int ProcessorCount, string Architecture, bool Vector256, int Rows, int RowLength,
+        int Runs, string Distribution, List<Result> Results);
+}

@@ -1,0 +1,286 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+
+namespace KQuant.Quants;
+
+// Lane-parallel versions of the solvers. ggml's searches try many candidate scales one after another; each candidate's
+// sums only depend on the candidate, and only the final "is it better?" decisions depend on earlier candidates. So each
+// SIMD lane here runs one candidate through exactly ggml's per-candidate arithmetic (same operations, same order over
+// the weights, so the same bits), and the decisions are then replayed in ggml's candidate order in scalar code.
+// Multiplies and adds stay separate instructions (no FMA), as in libggml-base.
+internal static partial class BlockSolvers
+{
+    private const int Lanes = 8;
+
+    /// <summary>ggml's nearest_int on eight lanes: the same 1.5·2²³ bit trick, so the same results for any input.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<int> NearestInt(Vector256<float> value) =>
+        (Vector256.AsInt32(value + Vector256.Create(RoundingMagic)) & Vector256.Create(0x007fffff)) - Vector256.Create(0x00400000);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Clamp(Vector256<int> value, Vector256<int> lowest, Vector256<int> highest) =>
+        Vector256.Min(Vector256.Max(value, lowest), highest);
+
+    /// <summary><see cref="MakeQxQuantsScalar"/> with its 19 candidate scales (steps -9..9, step 0 being the first
+    /// estimate) in the lanes of three vectors.</summary>
+    internal static float MakeQxQuantsVector256(int nmax, ReadOnlySpan<float> x, Span<sbyte> levels, ReadOnlySpan<float> weights)
+    {
+        const int steps = 9;
+        const int candidates = 2 * steps + 1;
+        const int groups = (candidates + Lanes - 1) / Lanes;
+        var n = x.Length;
+        var (max, amax) = SignedAbsMax(x);
+        if (amax < GroupMaxEps)
+        {
+            levels[..n].Clear();
+            return 0f;
+        }
+
+        // Per weight: w and w·x, the factors ggml multiplies each level by (w·x·l is (w·x)·l in C).
+        Span<float> w = stackalloc float[MaxGroup];
+        Span<float> wx = stackalloc float[MaxGroup];
+        for (var i = 0; i < n; i++)
+        {
+            w[i] = weights.IsEmpty ? x[i] * x[i] : weights[i];
+            wx[i] = w[i] * x[i];
+        }
+
+        Span<float> iscales = stackalloc float[groups * Lanes];
+        for (var k = 0; k < iscales.Length; k++)
+        {
+            var step = k < candidates ? k - steps : 0;
+            iscales[k] = step == 0 ? -nmax / max : -(nmax + 0.1f * step) / max;
+        }
+
+        Span<float> sumLX = stackalloc float[groups * Lanes];
+        Span<float> sumL2 = stackalloc float[groups * Lanes];
+        var lowest = Vector256.Create(-nmax);
+        var highest = Vector256.Create(nmax - 1);
+        for (var g = 0; g < groups; g++)
+        {
+            var iscale = Vector256.Create<float>(iscales.Slice(g * Lanes, Lanes));
+            Vector256<float> lx = Vector256<float>.Zero, l2 = Vector256<float>.Zero;
+            for (var i = 0; i < n; i++)
+            {
+                var l = Vector256.ConvertToSingle(Clamp(NearestInt(iscale * Vector256.Create(x[i])), lowest, highest));
+                lx += Vector256.Create(wx[i]) * l;
+                l2 += Vector256.Create(w[i]) * l * l;
+            }
+            lx.CopyTo(sumLX.Slice(g * Lanes, Lanes));
+            l2.CopyTo(sumL2.Slice(g * Lanes, Lanes));
+        }
+
+        // Replay ggml's decisions: first estimate, then steps -9..-1, 1..9 in that order.
+        var chosen = steps;
+        var scale = sumL2[steps] != 0 ? sumLX[steps] / sumL2[steps] : 0f;
+        var best = scale * sumLX[steps];
+        for (var k = 0; k < candidates; k++)
+        {
+            if (k == steps) continue;
+            if (sumL2[k] > 0 && sumLX[k] * sumLX[k] > best * sumL2[k])
+            {
+                scale = sumLX[k] / sumL2[k];
+                best = scale * sumLX[k];
+                chosen = k;
+            }
+        }
+        var chosenIscale = iscales[chosen];
+        for (var i = 0; i < n; i++)
+        {
+            levels[i] = (sbyte)(nmax + Math.Clamp(NearestInt(chosenIscale * x[i]), -nmax, nmax - 1));
+        }
+        return scale;
+    }
+
+    /// <summary>
+    /// <see cref="FitAsymmetricScalar"/> evaluating eight candidate steps per vector. Unlike make_qx_quants, ggml's loop
+    /// here is not a pure search: taking a candidate also replaces min, which the next candidates' levels depend on.
+    /// So the lanes are speculative: each batch assumes the current min, the decisions are replayed in step order,
+    /// and when a taken candidate changes min the rest of the batch is dropped and evaluation resumes after it.
+    /// </summary>
+    internal static float FitAsymmetricVector256(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, Span<byte> levels,
+        out float negatedMin, float min, float max, float sumW, float sumX, float rmin, float rdelta, int nstep, bool useMad)
+    {
+        var n = x.Length;
+        var iscale0 = nmax / (max - min);
+        var scale = 1 / iscale0;
+        float bestError = 0;
+        for (var i = 0; i < n; i++)
+        {
+            var l = Math.Clamp(NearestInt(iscale0 * (x[i] - min)), 0, nmax);
+            levels[i] = (byte)l;
+            var diff = scale * l + min - x[i];
+            diff = useMad ? MathF.Abs(diff) : diff * diff;
+            bestError += weights[i] * diff;
+        }
+        if (nstep < 1)
+        {
+            negatedMin = -min;
+            return scale;
+        }
+
+        Span<Vector256<float>> trialLevels = stackalloc Vector256<float>[MaxGroup];
+        Span<float> iscales = stackalloc float[Lanes];
+        Span<float> scales = stackalloc float[Lanes];
+        Span<float> offsets = stackalloc float[Lanes];
+        Span<float> errors = stackalloc float[Lanes];
+        Span<float> determinants = stackalloc float[Lanes];
+        var zero = Vector256<int>.Zero;
+        var highest = Vector256.Create(nmax);
+        var sumWv = Vector256.Create(sumW);
+        var sumXv = Vector256.Create(sumX);
+        var step = 0;
+        while (step <= nstep)
+        {
+            var count = Math.Min(Lanes, nstep + 1 - step);
+            var range = max - min;
+            for (var k = 0; k < Lanes; k++) iscales[k] = (rmin + rdelta * (step + Math.Min(k, count - 1)) + nmax) / range;
+            var iscale = Vector256.Create<float>(iscales);
+            var minV = Vector256.Create(min);
+            Vector256<float> sumL = Vector256<float>.Zero, sumL2 = Vector256<float>.Zero, sumXL = Vector256<float>.Zero;
+            for (var i = 0; i < n; i++)
+            {
+                var l = Vector256.ConvertToSingle(Clamp(NearestInt(iscale * (Vector256.Create(x[i]) - minV)), zero, highest));
+                trialLevels[i] = l;
+                var wl = Vector256.Create(weights[i]) * l;
+                sumL += wl;
+                sumL2 += wl * l;
+                sumXL += wl * Vector256.Create(x[i]);
+            }
+            var det = sumWv * sumL2 - sumL * sumL;
+            var trialScale = (sumWv * sumXL - sumXv * sumL) / det;
+            var trialMin = (sumL2 * sumXv - sumL * sumXL) / det;
+            var positive = Vector256.GreaterThan(trialMin, Vector256<float>.Zero);
+            trialMin = Vector256.ConditionalSelect(positive, Vector256<float>.Zero, trialMin);
+            trialScale = Vector256.ConditionalSelect(positive, sumXL / sumL2, trialScale);
+            var error = Vector256<float>.Zero;
+            for (var i = 0; i < n; i++)
+            {
+                var diff = trialScale * trialLevels[i] + trialMin - Vector256.Create(x[i]);
+                diff = useMad ? Vector256.Abs(diff) : diff * diff;
+                error += Vector256.Create(weights[i]) * diff;
+            }
+            det.CopyTo(determinants);
+            trialScale.CopyTo(scales);
+            trialMin.CopyTo(offsets);
+            error.CopyTo(errors);
+
+            // Replay ggml's decisions for this batch in step order.
+            var next = step + count;
+            for (var k = 0; k < count; k++)
+            {
+                if (!(determinants[k] > 0 && errors[k] < bestError)) continue;
+                bestError = errors[k];
+                scale = scales[k];
+                var chosen = MemoryMarshal.Cast<Vector256<float>, float>(trialLevels[..n]);
+                for (var i = 0; i < n; i++) levels[i] = (byte)chosen[i * Lanes + k];
+                if (BitConverter.SingleToInt32Bits(offsets[k]) != BitConverter.SingleToInt32Bits(min))
+                {
+                    min = offsets[k];
+                    next = step + k + 1; // later lanes assumed the old min
+                    break;
+                }
+            }
+            step = next;
+        }
+        negatedMin = -min;
+        return scale;
+    }
+
+    /// <summary>
+    /// ggml's make_q3_quants (with do_rmse) on many groups at once: groups of <paramref name="groupSize"/> consecutive
+    /// weights, eight groups per vector, each lane running one group's coordinate descent in lockstep (a lane stops
+    /// changing once its own round changes nothing, as ggml's loop breaks). Writes levels (+ nmax) and one scale per group.
+    /// </summary>
+    public static void MakeQ3QuantsForGroups(int nmax, ReadOnlySpan<float> x, int groupSize, Span<sbyte> levels, Span<float> scales)
+    {
+        CheckGroup(groupSize);
+        var groupCount = x.Length / groupSize;
+        var first = 0;
+        if (UseVector256)
+        {
+            for (; first + Lanes <= groupCount; first += Lanes)
+            {
+                MakeQ3QuantsEightGroups(nmax, x.Slice(first * groupSize, Lanes * groupSize), groupSize,
+                    levels.Slice(first * groupSize, Lanes * groupSize), scales.Slice(first, Lanes));
+            }
+        }
+        for (; first < groupCount; first++)
+        {
+            scales[first] = MakeQ3Quants(nmax, x.Slice(first * groupSize, groupSize), levels.Slice(first * groupSize, groupSize));
+        }
+    }
+
+    private static void MakeQ3QuantsEightGroups(int nmax, ReadOnlySpan<float> x, int n, Span<sbyte> levels, Span<float> scales)
+    {
+        // Transpose: xs[i] holds weight i of each of the eight groups.
+        Span<Vector256<float>> xs = stackalloc Vector256<float>[MaxGroup];
+        Span<Vector256<float>> ls = stackalloc Vector256<float>[MaxGroup];
+        for (var i = 0; i < n; i++)
+        {
+            xs[i] = Vector256.Create(x[i], x[n + i], x[2 * n + i], x[3 * n + i], x[4 * n + i], x[5 * n + i], x[6 * n + i], x[7 * n + i]);
+        }
+
+        // First value of largest magnitude, per lane.
+        Vector256<float> max = Vector256<float>.Zero, amax = Vector256<float>.Zero;
+        for (var i = 0; i < n; i++)
+        {
+            var ax = Vector256.Abs(xs[i]);
+            var larger = Vector256.GreaterThan(ax, amax);
+            amax = Vector256.ConditionalSelect(larger, ax, amax);
+            max = Vector256.ConditionalSelect(larger, xs[i], max);
+        }
+        var allZero = Vector256.LessThan(amax, Vector256.Create(GroupMaxEps));
+
+        var lowest = Vector256.Create(-nmax);
+        var highest = Vector256.Create(nmax - 1);
+        var iscale = Vector256.Create((float)-nmax) / max;
+        Vector256<float> sumlx = Vector256<float>.Zero, suml2 = Vector256<float>.Zero;
+        for (var i = 0; i < n; i++)
+        {
+            var l = Vector256.ConvertToSingle(Clamp(NearestInt(iscale * xs[i]), lowest, highest));
+            ls[i] = l;
+            var w = xs[i] * xs[i];
+            sumlx += w * xs[i] * l;
+            suml2 += w * l * l;
+        }
+
+        var active = ~allZero;
+        for (var round = 0; round < 5 && Vector256.ExtractMostSignificantBits(active) != 0; round++)
+        {
+            var changed = Vector256<float>.Zero;
+            for (var i = 0; i < n; i++)
+            {
+                var xi = xs[i];
+                var w = xi * xi;
+                var li = ls[i];
+                var slx = sumlx - w * xi * li;
+                var sl2 = suml2 - w * li * li;
+                var newL = Vector256.ConvertToSingle(Clamp(NearestInt(xi * sl2 / slx), lowest, highest));
+                var slxNew = slx + w * xi * newL;
+                var sl2New = sl2 + w * newL * newL;
+                var accept = active
+                             & Vector256.GreaterThan(slx, Vector256<float>.Zero)
+                             & ~Vector256.Equals(newL, li)
+                             & Vector256.GreaterThan(sl2New, Vector256<float>.Zero)
+                             & Vector256.GreaterThan(slxNew * slxNew * suml2, sumlx * sumlx * sl2New);
+                ls[i] = Vector256.ConditionalSelect(accept, newL, li);
+                sumlx = Vector256.ConditionalSelect(accept, slxNew, sumlx);
+                suml2 = Vector256.ConditionalSelect(accept, sl2New, suml2);
+                changed |= accept;
+            }
+            active &= changed;
+        }
+
+        var scale = Vector256.ConditionalSelect(Vector256.GreaterThan(suml2, Vector256<float>.Zero), sumlx / suml2, Vector256<float>.Zero);
+        scale = Vector256.ConditionalSelect(allZero, Vector256<float>.Zero, scale);
+        scale.CopyTo(scales);
+        var offset = Vector256.Create((float)nmax);
+        for (var i = 0; i < n; i++)
+        {
+            var stored = Vector256.ConditionalSelect(allZero, Vector256<float>.Zero, ls[i] + offset);
+            for (var lane = 0; lane < Lanes; lane++) levels[lane * n + i] = (sbyte)stored.GetElement(lane);
+        }
+    }
+}
