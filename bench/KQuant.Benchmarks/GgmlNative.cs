@@ -73,13 +73,15 @@ internal static unsafe partial class GgmlNative
         }
     }
 
-    /// <summary>ggml's to_float (dequantize_row_*; dequantize_row_q8_K for Q8_K, which has no to_float entry).</summary>
+    /// <summary>ggml's to_float (dequantize_row_*; dequantize_row_q8_K for Q8_K, which has no to_float entry; F32 has none
+    /// either, its rows being the floats themselves, so that is a copy).</summary>
     public static void Dequantize(GgmlType type, ReadOnlySpan<byte> source, Span<float> destination)
     {
         fixed (byte* s = source)
         fixed (float* d = destination)
         {
             if (type == GgmlType.Q8_K) DequantizeRowQ8K(s, d, destination.Length);
+            else if (type == GgmlType.F32) Buffer.MemoryCopy(s, d, (long)destination.Length * sizeof(float), source.Length);
             else GetTypeTraits((int)type)->ToFloat(s, d, destination.Length);
         }
     }
