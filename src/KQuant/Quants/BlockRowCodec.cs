@@ -16,7 +16,7 @@ public abstract class BlockRowCodec<TBlock> : IRowCodec where TBlock : unmanaged
     }
 
     /// <summary>True when the default constructor of a codec picks its AVX2 path.</summary>
-    public static bool VectorizedByDefault => Avx2.IsSupported;
+    protected static bool VectorizedByDefault => Avx2.IsSupported;
 
     /// <summary>Whether this instance runs the AVX2 path.</summary>
     public bool Vectorized { get; }
@@ -24,6 +24,8 @@ public abstract class BlockRowCodec<TBlock> : IRowCodec where TBlock : unmanaged
     public abstract GgmlType Type { get; }
 
     public virtual bool UsesImportance => true;
+
+    public override string ToString() => $"{GetType().Name} ({(Vectorized ? "AVX2" : "scalar")} path)";
 
     public void Quantize(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance) =>
         QuantizeBlocks(source, UsesImportance ? importance : default, MemoryMarshal.Cast<byte, TBlock>(destination));

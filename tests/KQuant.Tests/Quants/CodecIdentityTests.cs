@@ -24,14 +24,13 @@ public abstract class CodecIdentityTests(GgmlType type, ITestOutputHelper output
             ? [(256, 600), (512, 200), (1024, 100), (4096, 80), (16384, 20)]
             : [(32, 400), (64, 250), (96, 150), (256, 120), (4096, 60), (16384, 20)];
 
-    public static TheoryData<bool, string, bool> SyntheticCases()
+    public static TheoryData<string, bool> SyntheticCases()
     {
-        var data = new TheoryData<bool, string, bool>();
-        foreach (var vectorized in CodecVariants.Paths)
+        var data = new TheoryData<string, bool>();
         foreach (var kind in TestRows.Cases)
         {
-            data.Add(vectorized, kind, false);
-            data.Add(vectorized, kind, true);
+            data.Add(kind, false);
+            data.Add(kind, true);
         }
         return data;
     }
@@ -43,7 +42,8 @@ public abstract class CodecIdentityTests(GgmlType type, ITestOutputHelper output
                  {
                      "models/stories260K-F16.gguf", "models/stories260K-F32.gguf",
                      "models/debdocs-tiny/debdocs-tiny-F16.gguf", "models/debdocs-tiny/debdocs-tiny-F32.gguf",
-                     "models/debdocs/debdocs-llama-10m-F16.gguf", "models/debdocs/debdocs-llama-10m-F32.gguf",
+                     // The 10m model's F16 file holds the F32 file's weights rounded; checking both would double the slowest test.
+                     "models/debdocs/debdocs-llama-10m-F32.gguf",
                  })
         {
             data.Add(file, false);
@@ -59,19 +59,20 @@ public abstract class CodecIdentityTests(GgmlType type, ITestOutputHelper output
         return data;
     }
 
+    /// <summary>Each code path this machine has (scalar, AVX2) against one ggml run of the same rows.</summary>
     [SkippableTheory]
     [MemberData(nameof(SyntheticCases))]
-    public void SyntheticRowsMatchGgml(bool vectorized, string kind, bool withImportance)
+    public void SyntheticRowsMatchGgml(string kind, bool withImportance)
     {
         GgmlReference.Require();
-        var codec = CodecVariants.Create(type, vectorized);
+        var codecs = CodecVariants.Paths.Select(vectorized => CodecVariants.Create(type, vectorized)).Distinct().ToArray();
         var rows = 0;
         foreach (var (length, count) in RowPlan)
         {
             var seed = HashCode.Combine(kind, length) & 0x7fffffff;
             var data = TestRows.Make(kind, count, length, seed);
             var importance = withImportance ? TestRows.Importance(length, seed) : [];
-            rows += CodecComparison.AssertMatchesGgml(type, $"{kind} ({CodecVariants.PathName(vectorized)})", data, length, importance, codec);
+            rows += CodecComparison.AssertMatchesGgml(type, kind, data, length, importance, codecs);
         }
         Assert.Equal(1000, rows);
     }
@@ -102,7 +103,7 @@ public abstract class CodecIdentityTests(GgmlType type, ITestOutputHelper output
         const int rowLength = 4096;
         var bytes = new byte[_traits.RowBytes(rowLength) * 64];
         new Random(1234 + (int)type).NextBytes(bytes);
-        CodecComparison.AssertDequantizeMatches(type, $"{_traits.Name} random bytes ({CodecVariants.PathName(vectorized)})", bytes,
+        CodecComparison.AssertDequantizeMatches(type, $"{_traits.Name} random bytes [{CodecVariants.Create(type, vectorized)}]", bytes,
             rowLength, rowLength * 64, CodecVariants.Create(type, vectorized));
     }
 
