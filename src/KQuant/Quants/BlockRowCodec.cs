@@ -7,7 +7,7 @@ namespace KQuant.Quants;
 /// <summary>Base of the codecs whose rows are arrays of fixed-size blocks (<typeparamref name="TBlock"/>, laid out byte for
 /// byte as ggml's block struct). It reinterprets the row bytes as blocks and picks the code path once, at construction:
 /// the AVX2 path when the CPU has it, otherwise the scalar one. Both produce the same bytes; tests build each explicitly.</summary>
-public abstract class BlockRowCodec<TBlock> : IRowCodec where TBlock : unmanaged
+internal abstract class BlockRowCodec<TBlock> : IRowCodec where TBlock : unmanaged
 {
     protected BlockRowCodec(bool vectorized)
     {

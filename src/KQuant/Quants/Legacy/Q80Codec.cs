@@ -10,7 +10,7 @@ namespace KQuant.Quants.Legacy;
 
 /// <summary>GGML_TYPE_Q8_0 as llama.cpp v0.5.0 writes it (quantize_row_q8_0_ref; ggml ignores an importance matrix for this
 /// type): scale = max|x| / 127, code = roundf(x/scale), rounding halves away from zero.</summary>
-public sealed class Q80Codec : BlockRowCodec<BlockQ80>
+internal sealed class Q80Codec : BlockRowCodec<BlockQ80>
 {
     private const int Nmax = 127;
 
