@@ -22,8 +22,62 @@ internal static partial class BlockSolvers
     private static Vector256<int> Clamp(Vector256<int> value, Vector256<int> lowest, Vector256<int> highest) =>
         Vector256.Min(Vector256.Max(value, lowest), highest);
 
+    /// <summary>Lane indices 0..7 as floats.</summary>
+    private static Vector256<float> LaneIndices => Vector256.Create(0f, 1f, 2f, 3f, 4f, 5f, 6f, 7f);
+
+    /// <summary><see cref="SignedAbsMaxScalar"/> for lengths that are a multiple of 8: each lane keeps ggml's
+    /// "strictly larger" rule over its share, the lanes are merged with the same rule, and the first weight of that
+    /// magnitude supplies the sign, so ties and NaN (never larger) come out as in ggml.</summary>
+    internal static (float Max, float AbsMax) SignedAbsMaxVector256(ReadOnlySpan<float> x)
+    {
+        ref var src = ref MemoryMarshal.GetReference(x);
+        var amaxV = Vector256<float>.Zero;
+        for (var i = 0; i < x.Length; i += 8)
+        {
+            var ax = Vector256.Abs(Vector256.LoadUnsafe(ref src, (nuint)i));
+            amaxV = Vector256.ConditionalSelect(Vector256.GreaterThan(ax, amaxV), ax, amaxV);
+        }
+        float amax = 0;
+        for (var lane = 0; lane < Lanes; lane++)
+        {
+            var value = amaxV.GetElement(lane);
+            if (value > amax) amax = value;
+        }
+        if (amax == 0) return (0, 0);
+        var target = Vector256.Create(amax);
+        for (var i = 0; ; i += 8)
+        {
+            var hits = Vector256.Equals(Vector256.Abs(Vector256.LoadUnsafe(ref src, (nuint)i)), target).ExtractMostSignificantBits();
+            if (hits != 0) return (x[i + System.Numerics.BitOperations.TrailingZeroCount(hits)], amax);
+        }
+    }
+
+    /// <summary><see cref="RangeScalar"/> for lengths that are a multiple of 8. Lanes follow ggml's strict comparisons
+    /// from x[0], so NaN is skipped as in ggml; only which of +0 and -0 wins can differ, so a zero result is redone
+    /// in scalar.</summary>
+    internal static (float Min, float Max) RangeVector256(ReadOnlySpan<float> x)
+    {
+        ref var src = ref MemoryMarshal.GetReference(x);
+        var minV = Vector256.Create(x[0]);
+        var maxV = minV;
+        for (var i = 0; i < x.Length; i += 8)
+        {
+            var v = Vector256.LoadUnsafe(ref src, (nuint)i);
+            minV = Vector256.ConditionalSelect(Vector256.LessThan(v, minV), v, minV);
+            maxV = Vector256.ConditionalSelect(Vector256.GreaterThan(v, maxV), v, maxV);
+        }
+        float min = x[0], max = x[0];
+        for (var lane = 0; lane < Lanes; lane++)
+        {
+            if (minV.GetElement(lane) < min) min = minV.GetElement(lane);
+            if (maxV.GetElement(lane) > max) max = maxV.GetElement(lane);
+        }
+        return min == 0 || max == 0 ? RangeScalar(x) : (min, max);
+    }
+
     /// <summary><see cref="MakeQxQuantsScalar"/> with its 19 candidate scales (steps -9..9, step 0 being the first
     /// estimate) in the lanes of three vectors.</summary>
+    [SkipLocalsInit]
     internal static float MakeQxQuantsVector256(int nmax, ReadOnlySpan<float> x, Span<sbyte> levels, ReadOnlySpan<float> weights)
     {
         const int steps = 9;
@@ -46,11 +100,16 @@ internal static partial class BlockSolvers
             wx[i] = w[i] * x[i];
         }
 
+        // Candidate k tries step k - 9: iscale = -(nmax + 0.1·step) / max, lane by lane as ggml computes it (step 0 gives
+        // exactly ggml's first estimate -nmax / max). Lanes past the 19th repeat step 0 and are never read.
         Span<float> iscales = stackalloc float[groups * Lanes];
-        for (var k = 0; k < iscales.Length; k++)
+        var nmaxV = Vector256.Create((float)nmax);
+        var maxV = Vector256.Create(max);
+        for (var g = 0; g < groups; g++)
         {
-            var step = k < candidates ? k - steps : 0;
-            iscales[k] = step == 0 ? -nmax / max : -(nmax + 0.1f * step) / max;
+            var step = LaneIndices + Vector256.Create((float)(g * Lanes - steps));
+            step = Vector256.ConditionalSelect(Vector256.GreaterThan(step, Vector256.Create((float)steps)), Vector256<float>.Zero, step);
+            (-(nmaxV + Vector256.Create(0.1f) * step) / maxV).CopyTo(iscales[(g * Lanes)..]);
         }
 
         Span<float> sumLX = stackalloc float[groups * Lanes];
@@ -86,9 +145,19 @@ internal static partial class BlockSolvers
             }
         }
         var chosenIscale = iscales[chosen];
-        for (var i = 0; i < n; i++)
+        var i0 = 0;
+        var offset = Vector256.Create(nmax);
+        var chosenV = Vector256.Create(chosenIscale);
+        ref var src = ref MemoryMarshal.GetReference(x);
+        for (; i0 + 16 <= n; i0 += 16)
         {
-            levels[i] = (sbyte)(nmax + Math.Clamp(NearestInt(chosenIscale * x[i]), -nmax, nmax - 1));
+            var a = Clamp(NearestInt(chosenV * Vector256.LoadUnsafe(ref src, (nuint)i0)), lowest, highest) + offset;
+            var b = Clamp(NearestInt(chosenV * Vector256.LoadUnsafe(ref src, (nuint)i0 + 8)), lowest, highest) + offset;
+            K.SuperBlockRounding.StoreBytes(a, b, MemoryMarshal.AsBytes(levels[i0..]));
+        }
+        for (; i0 < n; i0++)
+        {
+            levels[i0] = (sbyte)(nmax + Math.Clamp(NearestInt(chosenIscale * x[i0]), -nmax, nmax - 1));
         }
         return scale;
     }
@@ -99,29 +168,14 @@ internal static partial class BlockSolvers
     /// So the lanes are speculative: each batch assumes the current min, the decisions are replayed in step order,
     /// and when a taken candidate changes min the rest of the batch is dropped and evaluation resumes after it.
     /// </summary>
+    [SkipLocalsInit]
     internal static float FitAsymmetricVector256(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, Span<byte> levels,
         out float negatedMin, float min, float max, float sumW, float sumX, float rmin, float rdelta, int nstep, bool useMad)
     {
+        // Candidate 0 is ggml's first estimate (scale 1/iscale, the raw min, no refit); candidate c ≥ 1 is step c - 1.
         var n = x.Length;
-        var iscale0 = nmax / (max - min);
-        var scale = 1 / iscale0;
-        float bestError = 0;
-        for (var i = 0; i < n; i++)
-        {
-            var l = Math.Clamp(NearestInt(iscale0 * (x[i] - min)), 0, nmax);
-            levels[i] = (byte)l;
-            var diff = scale * l + min - x[i];
-            diff = useMad ? MathF.Abs(diff) : diff * diff;
-            bestError += weights[i] * diff;
-        }
-        if (nstep < 1)
-        {
-            negatedMin = -min;
-            return scale;
-        }
-
+        var candidates = nstep < 1 ? 1 : nstep + 2;
         Span<Vector256<float>> trialLevels = stackalloc Vector256<float>[MaxGroup];
-        Span<float> iscales = stackalloc float[Lanes];
         Span<float> scales = stackalloc float[Lanes];
         Span<float> offsets = stackalloc float[Lanes];
         Span<float> errors = stackalloc float[Lanes];
@@ -130,23 +184,28 @@ internal static partial class BlockSolvers
         var highest = Vector256.Create(nmax);
         var sumWv = Vector256.Create(sumW);
         var sumXv = Vector256.Create(sumX);
-        var step = 0;
-        while (step <= nstep)
+        var firstLane = Vector256.Create(-1, 0, 0, 0, 0, 0, 0, 0).AsSingle();
+        float scale = 0, bestError = 0;
+        var candidate = 0;
+        while (candidate < candidates)
         {
-            var count = Math.Min(Lanes, nstep + 1 - step);
-            var range = max - min;
-            for (var k = 0; k < Lanes; k++) iscales[k] = (rmin + rdelta * (step + Math.Min(k, count - 1)) + nmax) / range;
-            var iscale = Vector256.Create<float>(iscales);
+            var count = Math.Min(Lanes, candidates - candidate);
+            var range = Vector256.Create(max - min);
+            // iscale = (rmin + rdelta·step + nmax) / (max - min) per lane; lanes past the last candidate repeat it.
+            var step = Vector256.Min(LaneIndices + Vector256.Create((float)(candidate - 1)), Vector256.Create((float)(candidates - 2)));
+            var iscale = (Vector256.Create(rmin) + Vector256.Create(rdelta) * step + Vector256.Create((float)nmax)) / range;
+            if (candidate == 0) iscale = Vector256.ConditionalSelect(firstLane, Vector256.Create((float)nmax) / range, iscale);
             var minV = Vector256.Create(min);
             Vector256<float> sumL = Vector256<float>.Zero, sumL2 = Vector256<float>.Zero, sumXL = Vector256<float>.Zero;
             for (var i = 0; i < n; i++)
             {
-                var l = Vector256.ConvertToSingle(Clamp(NearestInt(iscale * (Vector256.Create(x[i]) - minV)), zero, highest));
+                var xi = Vector256.Create(x[i]);
+                var l = Vector256.ConvertToSingle(Clamp(NearestInt(iscale * (xi - minV)), zero, highest));
                 trialLevels[i] = l;
                 var wl = Vector256.Create(weights[i]) * l;
                 sumL += wl;
                 sumL2 += wl * l;
-                sumXL += wl * Vector256.Create(x[i]);
+                sumXL += wl * xi;
             }
             var det = sumWv * sumL2 - sumL * sumL;
             var trialScale = (sumWv * sumXL - sumXv * sumL) / det;
@@ -154,6 +213,11 @@ internal static partial class BlockSolvers
             var positive = Vector256.GreaterThan(trialMin, Vector256<float>.Zero);
             trialMin = Vector256.ConditionalSelect(positive, Vector256<float>.Zero, trialMin);
             trialScale = Vector256.ConditionalSelect(positive, sumXL / sumL2, trialScale);
+            if (candidate == 0)
+            {
+                trialScale = Vector256.ConditionalSelect(firstLane, Vector256.Create(1f) / iscale, trialScale);
+                trialMin = Vector256.ConditionalSelect(firstLane, minV, trialMin);
+            }
             var error = Vector256<float>.Zero;
             for (var i = 0; i < n; i++)
             {
@@ -167,25 +231,38 @@ internal static partial class BlockSolvers
             error.CopyTo(errors);
 
             // Replay ggml's decisions for this batch in step order.
-            var next = step + count;
+            var next = candidate + count;
             for (var k = 0; k < count; k++)
             {
+                if (candidate + k == 0)
+                {
+                    bestError = errors[0];
+                    scale = scales[0];
+                    CopyLane(trialLevels[..n], 0, levels);
+                    continue;
+                }
                 if (!(determinants[k] > 0 && errors[k] < bestError)) continue;
                 bestError = errors[k];
                 scale = scales[k];
-                var chosen = MemoryMarshal.Cast<Vector256<float>, float>(trialLevels[..n]);
-                for (var i = 0; i < n; i++) levels[i] = (byte)chosen[i * Lanes + k];
+                CopyLane(trialLevels[..n], k, levels);
                 if (BitConverter.SingleToInt32Bits(offsets[k]) != BitConverter.SingleToInt32Bits(min))
                 {
                     min = offsets[k];
-                    next = step + k + 1; // later lanes assumed the old min
+                    next = candidate + k + 1; // later lanes assumed the old min
                     break;
                 }
             }
-            step = next;
+            candidate = next;
         }
         negatedMin = -min;
         return scale;
+    }
+
+    /// <summary>Writes lane <paramref name="lane"/> of each level vector (small non-negative integers) as bytes.</summary>
+    private static void CopyLane(ReadOnlySpan<Vector256<float>> levelVectors, int lane, Span<byte> levels)
+    {
+        var values = MemoryMarshal.Cast<Vector256<float>, float>(levelVectors);
+        for (var i = 0; i < levelVectors.Length; i++) levels[i] = (byte)values[i * Lanes + lane];
     }
 
     /// <summary>
@@ -212,6 +289,7 @@ internal static partial class BlockSolvers
         }
     }
 
+    [SkipLocalsInit]
     private static void MakeQ3QuantsEightGroups(int nmax, ReadOnlySpan<float> x, int n, Span<sbyte> levels, Span<float> scales)
     {
         // Transpose: xs[i] holds weight i of each of the eight groups.

@@ -53,7 +53,7 @@ internal static partial class BlockSolvers
     internal static float MakeQxQuantsScalar(int nmax, ReadOnlySpan<float> x, Span<sbyte> levels, ReadOnlySpan<float> weights)
     {
         var n = x.Length;
-        var (max, amax) = SignedAbsMax(x);
+        var (max, amax) = SignedAbsMaxScalar(x);
         if (amax < GroupMaxEps)
         {
             levels[..n].Clear();
@@ -105,7 +105,7 @@ internal static partial class BlockSolvers
     {
         CheckGroup(x.Length);
         var n = x.Length;
-        var (max, amax) = SignedAbsMax(x);
+        var (max, amax) = SignedAbsMaxScalar(x);
         if (amax < GroupMaxEps)
         {
             levels[..n].Clear();
@@ -191,18 +191,27 @@ internal static partial class BlockSolvers
     /// <summary>min and max of x (first wins on ties, as ggml's strict comparisons do), Σw and Σw·x left to right.</summary>
     internal static (float Min, float Max, float SumW, float SumX) RangeAndWeightedSums(ReadOnlySpan<float> x, ReadOnlySpan<float> weights)
     {
-        float min = x[0], max = x[0];
         var sumW = weights[0];
         var sumX = sumW * x[0];
         for (var i = 1; i < x.Length; i++)
         {
-            if (x[i] < min) min = x[i];
-            if (x[i] > max) max = x[i];
             var w = weights[i];
             sumW += w;
             sumX += w * x[i];
         }
+        var (min, max) = UseVector256 && x.Length % 8 == 0 ? RangeVector256(x) : RangeScalar(x);
         return (min, max, sumW, sumX);
+    }
+
+    internal static (float Min, float Max) RangeScalar(ReadOnlySpan<float> x)
+    {
+        float min = x[0], max = x[0];
+        for (var i = 1; i < x.Length; i++)
+        {
+            if (x[i] < min) min = x[i];
+            if (x[i] > max) max = x[i];
+        }
+        return (min, max);
     }
 
     /// <summary>The search shared by make_qkx2_quants and make_qkx3_quants once min, max, Σw and Σwx are known.</summary>
@@ -360,9 +369,11 @@ internal static partial class BlockSolvers
         if (n is < 1 or > MaxGroup) throw new ArgumentOutOfRangeException(nameof(n), n, $"groups hold 1 to {MaxGroup} weights");
     }
 
-    /// <summary>The first value of largest magnitude (ggml keeps the first on ties) and that magnitude.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static (float Max, float AbsMax) SignedAbsMax(ReadOnlySpan<float> x)
+    /// <summary>The first value of largest magnitude (ggml keeps the first on ties; NaN never wins) and that magnitude.</summary>
+    internal static (float Max, float AbsMax) SignedAbsMax(ReadOnlySpan<float> x) =>
+        UseVector256 && x.Length % 8 == 0 ? SignedAbsMaxVector256(x) : SignedAbsMaxScalar(x);
+
+    internal static (float Max, float AbsMax) SignedAbsMaxScalar(ReadOnlySpan<float> x)
     {
         float max = 0, amax = 0;
         for (var i = 0; i < x.Length; i++)
