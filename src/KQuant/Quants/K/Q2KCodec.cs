@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using KQuant.Gguf;
 
 namespace KQuant.Quants.K;
@@ -136,6 +137,40 @@ internal sealed class Q2KCodec : IRowCodec
 
     /// <summary>dequantize_row_q2_K: y = (d·sc)·q - dmin·m.</summary>
     public void Dequantize(ReadOnlySpan<byte> source, Span<float> destination)
+    {
+        if (KDequantize.UseVector256) DequantizeVector256(source, destination);
+        else DequantizeScalar(source, destination);
+    }
+
+    internal static unsafe void DequantizeVector256(ReadOnlySpan<byte> source, Span<float> destination)
+    {
+        var blocks = MemoryMarshal.Cast<byte, BlockQ2K>(source);
+        var three = Vector256.Create(3);
+        fixed (BlockQ2K* first = blocks)
+        fixed (float* output = destination)
+        {
+            for (var i = 0; i < blocks.Length; i++)
+            {
+                var block = first + i;
+                var d = (float)block->D;
+                var min = (float)block->DMin;
+                var scales = (byte*)&block->Scales;
+                var qs = (byte*)&block->Qs;
+                var y = output + (long)i * KQuantLayout.SuperBlock;
+                for (var j = 0; j < SubBlocks; j++)
+                {
+                    var shift = 2 * ((j % 8) / 2);
+                    var q = qs + 32 * (j / 8) + 16 * (j % 2);
+                    var dl = Vector256.Create(d * (scales[j] & 0xF));
+                    var ml = Vector256.Create(min * (scales[j] >> 4));
+                    KDequantize.StoreAffine((KDequantize.LoadBytes(q) >>> shift) & three, dl, ml, y + SubBlock * j);
+                    KDequantize.StoreAffine((KDequantize.LoadBytes(q + 8) >>> shift) & three, dl, ml, y + SubBlock * j + 8);
+                }
+            }
+        }
+    }
+
+    internal static void DequantizeScalar(ReadOnlySpan<byte> source, Span<float> destination)
     {
         var blocks = MemoryMarshal.Cast<byte, BlockQ2K>(source);
         for (var i = 0; i < blocks.Length; i++)

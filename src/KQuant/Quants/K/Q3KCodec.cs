@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using KQuant.Gguf;
 
 namespace KQuant.Quants.K;
@@ -151,6 +152,48 @@ internal sealed class Q3KCodec : IRowCodec
 
     /// <summary>dequantize_row_q3_K: y = (d·sc)·(low - (high bit clear ? 4 : 0)).</summary>
     public void Dequantize(ReadOnlySpan<byte> source, Span<float> destination)
+    {
+        if (KDequantize.UseVector256) DequantizeVector256(source, destination);
+        else DequantizeScalar(source, destination);
+    }
+
+    internal static unsafe void DequantizeVector256(ReadOnlySpan<byte> source, Span<float> destination)
+    {
+        var blocks = MemoryMarshal.Cast<byte, BlockQ3K>(source);
+        var three = Vector256.Create(3);
+        var one = Vector256.Create(1);
+        var four = Vector256.Create(4);
+        fixed (BlockQ3K* first = blocks)
+        fixed (float* output = destination)
+        {
+            for (var i = 0; i < blocks.Length; i++)
+            {
+                var block = first + i;
+                var d = (float)block->D;
+                ReadOnlySpan<byte> scales = block->Scales;
+                var qs = (byte*)&block->Qs;
+                var hmask = (byte*)&block->HMask;
+                var y = output + (long)i * KQuantLayout.SuperBlock;
+                for (var j = 0; j < SubBlocks; j++)
+                {
+                    var half = j / 8;
+                    var pairInHalf = (j % 8) / 2;
+                    var shift = 2 * pairInHalf;
+                    var offset = 16 * (j % 2);
+                    var bit = 4 * half + pairInHalf;
+                    var dl = Vector256.Create(d * UnpackScale(j, scales));
+                    for (var l = 0; l < SubBlock; l += 8)
+                    {
+                        var low = (KDequantize.LoadBytes(qs + 32 * half + offset + l) >>> shift) & three;
+                        var high = (KDequantize.LoadBytes(hmask + offset + l) >>> bit) & one;
+                        KDequantize.StoreScaled(low - four + (high << 2), dl, y + SubBlock * j + l);
+                    }
+                }
+            }
+        }
+    }
+
+    internal static void DequantizeScalar(ReadOnlySpan<byte> source, Span<float> destination)
     {
         var blocks = MemoryMarshal.Cast<byte, BlockQ3K>(source);
         for (var i = 0; i < blocks.Length; i++)

@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using KQuant.Gguf;
 
 namespace KQuant.Quants.K;
@@ -71,6 +72,53 @@ internal sealed class Q5KCodec : IRowCodec
 
     /// <summary>dequantize_row_q5_K: y = (d·sc)·(q + 16·h) - dmin·m.</summary>
     public void Dequantize(ReadOnlySpan<byte> source, Span<float> destination)
+    {
+        if (KDequantize.UseVector256) DequantizeVector256(source, destination);
+        else DequantizeScalar(source, destination);
+    }
+
+    internal static unsafe void DequantizeVector256(ReadOnlySpan<byte> source, Span<float> destination)
+    {
+        var blocks = MemoryMarshal.Cast<byte, BlockQ5K>(source);
+        var lowNibble = Vector256.Create(0xF);
+        var one = Vector256.Create(1);
+        fixed (BlockQ5K* first = blocks)
+        fixed (float* output = destination)
+        {
+            for (var i = 0; i < blocks.Length; i++)
+            {
+                var block = first + i;
+                var d = (float)block->D;
+                var min = (float)block->DMin;
+                ReadOnlySpan<byte> scales = block->Scales;
+                var qs = (byte*)&block->Qs;
+                var qh = (byte*)&block->Qh;
+                var y = output + (long)i * KQuantLayout.SuperBlock;
+                for (var pair = 0; pair < 4; pair++)
+                {
+                    var (sc1, m1) = KQuantLayout.UnpackScaleMin(2 * pair, scales);
+                    var (sc2, m2) = KQuantLayout.UnpackScaleMin(2 * pair + 1, scales);
+                    var d1 = Vector256.Create(d * sc1);
+                    var min1 = Vector256.Create(min * m1);
+                    var d2 = Vector256.Create(d * sc2);
+                    var min2 = Vector256.Create(min * m2);
+                    var q = qs + 32 * pair;
+                    var out1 = y + 64 * pair;
+                    for (var l = 0; l < 32; l += 8)
+                    {
+                        var v = KDequantize.LoadBytes(q + l);
+                        var h = KDequantize.LoadBytes(qh + l);
+                        var high1 = ((h >>> (2 * pair)) & one) << 4;
+                        var high2 = ((h >>> (2 * pair + 1)) & one) << 4;
+                        KDequantize.StoreAffine((v & lowNibble) + high1, d1, min1, out1 + l);
+                        KDequantize.StoreAffine((v >>> 4) + high2, d2, min2, out1 + 32 + l);
+                    }
+                }
+            }
+        }
+    }
+
+    internal static void DequantizeScalar(ReadOnlySpan<byte> source, Span<float> destination)
     {
         var blocks = MemoryMarshal.Cast<byte, BlockQ5K>(source);
         for (var i = 0; i < blocks.Length; i++)

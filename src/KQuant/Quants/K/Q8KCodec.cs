@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using KQuant.Gguf;
 
 namespace KQuant.Quants.K;
@@ -30,12 +31,7 @@ internal sealed class Q8KCodec : IRowCodec
         {
             ref var block = ref blocks[i];
             var x = source.Slice(i * KQuantLayout.SuperBlock, KQuantLayout.SuperBlock);
-            float max = 0, amax = 0;
-            for (var j = 0; j < x.Length; j++)
-            {
-                var ax = MathF.Abs(x[j]);
-                if (ax > amax) { amax = ax; max = x[j]; }
-            }
+            var (max, amax) = BlockSolvers.SignedAbsMax(x);
             if (amax == 0)
             {
                 block = default;
@@ -44,8 +40,8 @@ internal sealed class Q8KCodec : IRowCodec
             // ggml scales by -127/max rather than -128/max so that the AVX dot products can treat q as symmetric.
             var iscale = -127f / max;
             Span<sbyte> qs = block.Qs;
-            // Tiny blocks make iscale infinite; nearest_int then yields values whose low byte ggml stores, as we do.
-            for (var j = 0; j < x.Length; j++) qs[j] = (sbyte)Math.Min(127, BlockSolvers.NearestInt(iscale * x[j]));
+            if (BlockSolvers.UseVector256) RoundVector256(x, iscale, qs);
+            else RoundScalar(x, iscale, qs);
             Span<short> sums = block.BlockSums;
             for (var j = 0; j < 16; j++)
             {
@@ -57,8 +53,53 @@ internal sealed class Q8KCodec : IRowCodec
         }
     }
 
+    /// <summary>q = min(127, nearest_int(iscale·x)), stored as its low byte: tiny blocks make iscale infinite and
+    /// nearest_int return values outside int8, which ggml truncates into its int8_t array, as we do.</summary>
+    private static void RoundScalar(ReadOnlySpan<float> x, float iscale, Span<sbyte> qs)
+    {
+        for (var j = 0; j < x.Length; j++) qs[j] = (sbyte)Math.Min(127, BlockSolvers.NearestInt(iscale * x[j]));
+    }
+
+    private static void RoundVector256(ReadOnlySpan<float> x, float iscale, Span<sbyte> qs)
+    {
+        var scale = Vector256.Create(iscale);
+        var limit = Vector256.Create(127);
+        var lowByte = Vector256.Create(0xFF);
+        var bytes = MemoryMarshal.AsBytes(qs);
+        for (var j = 0; j < x.Length; j += 16)
+        {
+            // Keep the low byte explicitly, so the narrowing below cannot saturate.
+            var a = Vector256.Min(BlockSolvers.NearestInt(scale * Vector256.Create<float>(x[j..])), limit) & lowByte;
+            var b = Vector256.Min(BlockSolvers.NearestInt(scale * Vector256.Create<float>(x[(j + 8)..])), limit) & lowByte;
+            SuperBlockRounding.StoreBytes(a, b, bytes[j..]);
+        }
+    }
+
     /// <summary>dequantize_row_q8_K: y = d·q.</summary>
     public void Dequantize(ReadOnlySpan<byte> source, Span<float> destination)
+    {
+        if (KDequantize.UseVector256) DequantizeVector256(source, destination);
+        else DequantizeScalar(source, destination);
+    }
+
+    internal static unsafe void DequantizeVector256(ReadOnlySpan<byte> source, Span<float> destination)
+    {
+        var blocks = MemoryMarshal.Cast<byte, BlockQ8K>(source);
+        fixed (BlockQ8K* first = blocks)
+        fixed (float* output = destination)
+        {
+            for (var i = 0; i < blocks.Length; i++)
+            {
+                var block = first + i;
+                var d = Vector256.Create(block->D);
+                var qs = (sbyte*)&block->Qs;
+                var y = output + (long)i * KQuantLayout.SuperBlock;
+                for (var j = 0; j < KQuantLayout.SuperBlock; j += 8) KDequantize.StoreScaled(KDequantize.LoadSignedBytes(qs + j), d, y + j);
+            }
+        }
+    }
+
+    internal static void DequantizeScalar(ReadOnlySpan<byte> source, Span<float> destination)
     {
         var blocks = MemoryMarshal.Cast<byte, BlockQ8K>(source);
         for (var i = 0; i < blocks.Length; i++)
