@@ -50,7 +50,7 @@ internal static class QuantizeCodecsBenchmark
 
         var data = GaussianRows(rows * rowLength, seed: 42);
         var importance = ImportanceVector(rowLength, seed: 43);
-        Console.WriteLine($"quantize-codecs: {rows} rows x {rowLength} Gaussian floats, one thread, median of {runs} runs after a warmup");
+        Console.WriteLine($"quantize-codecs: {rows} rows x {rowLength} Gaussian floats, one thread, median of {runs} runs after >= 1 s of warmup");
         Console.WriteLine();
         Console.WriteLine($"{"type",-7} {"imatrix",-7} {"ggml ms",9} {"ours ms",9} {"ratio",6} {"bytes",-9} | {"deq ggml ms",11} {"deq ours ms",11} {"ratio",6}");
 
@@ -91,13 +91,22 @@ internal static class QuantizeCodecsBenchmark
         var oursQuantize = new List<double>();
         var ggmlDequantize = new List<double>();
         var oursDequantize = new List<double>();
-        for (var run = 0; run <= runs; run++)
+        // Warm up for at least a second and three rounds: .NET first runs new code unoptimized and recompiles hot
+        // methods in the background (tiered compilation), and both sides fault in their buffers on first touch.
+        var warmup = Stopwatch.StartNew();
+        for (var round = 0; round < 3 || warmup.ElapsedMilliseconds < 1000; round++)
+        {
+            GgmlNative.Quantize(type, data, expected, rowLength, importance);
+            RowQuantizer.Quantize(type, data, actual, rowLength, importance, threads: 1);
+            GgmlNative.Dequantize(type, expected, floatsGgml);
+            RowQuantizer.Dequantize(type, expected, floatsOurs);
+        }
+        for (var run = 0; run < runs; run++)
         {
             var ggmlMs = Time(() => GgmlNative.Quantize(type, data, expected, rowLength, importance));
             var oursMs = Time(() => RowQuantizer.Quantize(type, data, actual, rowLength, importance, threads: 1));
             var ggmlDeqMs = Time(() => GgmlNative.Dequantize(type, expected, floatsGgml));
             var oursDeqMs = Time(() => RowQuantizer.Dequantize(type, expected, floatsOurs));
-            if (run == 0) continue; // warmup: JIT tiering, page faults
             ggmlQuantize.Add(ggmlMs);
             oursQuantize.Add(oursMs);
             ggmlDequantize.Add(ggmlDeqMs);

@@ -138,6 +138,20 @@ internal sealed class Q3KCodec : IRowCodec
     private static void PackLevels(Span<sbyte> levels, ref BlockQ3K block)
     {
         Span<byte> hmask = block.HMask;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var bytes = MemoryMarshal.AsBytes(levels);
+            var mask = Vector256<byte>.Zero;
+            for (var k = 0; k < 8; k++)
+            {
+                var v = Vector256.Create<byte>(bytes[(32 * k)..]);
+                mask |= ((v >>> 2) & Vector256<byte>.One) << k;
+                (v & Vector256.Create((byte)3)).CopyTo(bytes[(32 * k)..]);
+            }
+            mask.CopyTo(hmask);
+            KQuantLayout.Pack2Bit(bytes, block.Qs);
+            return;
+        }
         hmask.Clear();
         for (var j = 0; j < KQuantLayout.SuperBlock; j++)
         {

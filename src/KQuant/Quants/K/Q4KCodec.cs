@@ -55,6 +55,14 @@ internal sealed class Q4KCodec : IRowCodec
     /// <summary>Each 64 weights become 32 bytes: weight l in the low nibble, weight l+32 in the high one.</summary>
     private static void PackNibbles(ReadOnlySpan<byte> levels, Span<byte> qs)
     {
+        if (Vector256.IsHardwareAccelerated)
+        {
+            for (var pair = 0; pair < 4; pair++)
+            {
+                (Vector256.Create(levels[(64 * pair)..]) | (Vector256.Create(levels[(64 * pair + 32)..]) << 4)).CopyTo(qs[(32 * pair)..]);
+            }
+            return;
+        }
         for (var pair = 0; pair < KQuantLayout.SuperBlock / 64; pair++)
         {
             var src = levels.Slice(64 * pair, 64);

@@ -53,6 +53,20 @@ internal sealed class Q5KCodec : IRowCodec
 
     private static void PackLevels(ReadOnlySpan<byte> levels, Span<byte> qs, Span<byte> qh)
     {
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var low = Vector256.Create((byte)0xF);
+            var high = Vector256<byte>.Zero;
+            for (var pair = 0; pair < 4; pair++)
+            {
+                var l1 = Vector256.Create(levels[(64 * pair)..]);
+                var l2 = Vector256.Create(levels[(64 * pair + 32)..]);
+                ((l1 & low) | ((l2 & low) << 4)).CopyTo(qs[(32 * pair)..]);
+                high |= ((l1 >>> 4) << (2 * pair)) | ((l2 >>> 4) << (2 * pair + 1));
+            }
+            high.CopyTo(qh);
+            return;
+        }
         qh.Clear();
         for (var pair = 0; pair < KQuantLayout.SuperBlock / 64; pair++)
         {

@@ -74,6 +74,22 @@ internal sealed class Q6KCodec : IRowCodec
 
     private static void PackLevels(ReadOnlySpan<byte> levels, Span<byte> ql, Span<byte> qh)
     {
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var lowNibble = Vector256.Create((byte)0xF);
+            for (var half = 0; half < 2; half++)
+            {
+                var src = levels.Slice(128 * half, 128);
+                var a = Vector256.Create(src);
+                var b = Vector256.Create(src[32..]);
+                var c = Vector256.Create(src[64..]);
+                var d = Vector256.Create(src[96..]);
+                ((a & lowNibble) | ((c & lowNibble) << 4)).CopyTo(ql[(64 * half)..]);
+                ((b & lowNibble) | ((d & lowNibble) << 4)).CopyTo(ql[(64 * half + 32)..]);
+                ((a >>> 4) | ((b >>> 4) << 2) | ((c >>> 4) << 4) | ((d >>> 4) << 6)).CopyTo(qh[(32 * half)..]);
+            }
+            return;
+        }
         for (var half = 0; half < 2; half++)
         {
             var src = levels.Slice(128 * half, 128);

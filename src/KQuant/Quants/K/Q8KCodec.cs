@@ -39,39 +39,40 @@ internal sealed class Q8KCodec : IRowCodec
             }
             // ggml scales by -127/max rather than -128/max so that the AVX dot products can treat q as symmetric.
             var iscale = -127f / max;
-            Span<sbyte> qs = block.Qs;
-            if (BlockSolvers.UseVector256) RoundVector256(x, iscale, qs);
-            else RoundScalar(x, iscale, qs);
-            Span<short> sums = block.BlockSums;
-            for (var j = 0; j < 16; j++)
-            {
-                var sum = 0;
-                for (var l = 0; l < 16; l++) sum += qs[16 * j + l];
-                sums[j] = (short)sum;
-            }
+            if (BlockSolvers.UseVector256) RoundVector256(x, iscale, block.Qs, block.BlockSums);
+            else RoundScalar(x, iscale, block.Qs, block.BlockSums);
             block.D = 1 / iscale;
         }
     }
 
     /// <summary>q = min(127, nearest_int(iscale·x)), stored as its low byte: tiny blocks make iscale infinite and
-    /// nearest_int return values outside int8, which ggml truncates into its int8_t array, as we do.</summary>
-    private static void RoundScalar(ReadOnlySpan<float> x, float iscale, Span<sbyte> qs)
+    /// nearest_int return values outside int8, which ggml truncates into its int8_t array, as we do. Then the sums of
+    /// each 16 stored quants.</summary>
+    private static void RoundScalar(ReadOnlySpan<float> x, float iscale, Span<sbyte> qs, Span<short> sums)
     {
         for (var j = 0; j < x.Length; j++) qs[j] = (sbyte)Math.Min(127, BlockSolvers.NearestInt(iscale * x[j]));
+        for (var j = 0; j < 16; j++)
+        {
+            var sum = 0;
+            for (var l = 0; l < 16; l++) sum += qs[16 * j + l];
+            sums[j] = (short)sum;
+        }
     }
 
-    private static void RoundVector256(ReadOnlySpan<float> x, float iscale, Span<sbyte> qs)
+    private static void RoundVector256(ReadOnlySpan<float> x, float iscale, Span<sbyte> qs, Span<short> sums)
     {
         var scale = Vector256.Create(iscale);
         var limit = Vector256.Create(127);
         var lowByte = Vector256.Create(0xFF);
         var bytes = MemoryMarshal.AsBytes(qs);
+        ref var src = ref MemoryMarshal.GetReference(x);
         for (var j = 0; j < x.Length; j += 16)
         {
-            // Keep the low byte explicitly, so the narrowing below cannot saturate.
-            var a = Vector256.Min(BlockSolvers.NearestInt(scale * Vector256.Create<float>(x[j..])), limit) & lowByte;
-            var b = Vector256.Min(BlockSolvers.NearestInt(scale * Vector256.Create<float>(x[(j + 8)..])), limit) & lowByte;
+            // Keep the low byte explicitly (what ggml's int8_t store keeps), then sign-extend it for the sum.
+            var a = Vector256.Min(BlockSolvers.NearestInt(scale * Vector256.LoadUnsafe(ref src, (nuint)j)), limit) & lowByte;
+            var b = Vector256.Min(BlockSolvers.NearestInt(scale * Vector256.LoadUnsafe(ref src, (nuint)j + 8)), limit) & lowByte;
             SuperBlockRounding.StoreBytes(a, b, bytes[j..]);
+            sums[j / 16] = (short)Vector256.Sum(((a << 24) >> 24) + ((b << 24) >> 24));
         }
     }
 
