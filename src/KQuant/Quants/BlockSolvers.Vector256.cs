@@ -265,40 +265,12 @@ internal static partial class BlockSolvers
         for (var i = 0; i < levelVectors.Length; i++) levels[i] = (byte)values[i * Lanes + lane];
     }
 
-    /// <summary>
-    /// ggml's make_q3_quants (with do_rmse) on many groups at once: groups of <paramref name="groupSize"/> consecutive
-    /// weights, eight groups per vector, each lane running one group's coordinate descent in lockstep (a lane stops
-    /// changing once its own round changes nothing, as ggml's loop breaks). Writes levels (+ nmax) and one scale per group.
-    /// </summary>
-    public static void MakeQ3QuantsForGroups(int nmax, ReadOnlySpan<float> x, int groupSize, Span<sbyte> levels, Span<float> scales)
-    {
-        CheckGroup(groupSize);
-        var groupCount = x.Length / groupSize;
-        var first = 0;
-        if (UseVector256)
-        {
-            for (; first + Lanes <= groupCount; first += Lanes)
-            {
-                MakeQ3QuantsEightGroups(nmax, x.Slice(first * groupSize, Lanes * groupSize), groupSize,
-                    levels.Slice(first * groupSize, Lanes * groupSize), scales.Slice(first, Lanes));
-            }
-        }
-        for (; first < groupCount; first++)
-        {
-            scales[first] = MakeQ3Quants(nmax, x.Slice(first * groupSize, groupSize), levels.Slice(first * groupSize, groupSize));
-        }
-    }
-
     [SkipLocalsInit]
     private static void MakeQ3QuantsEightGroups(int nmax, ReadOnlySpan<float> x, int n, Span<sbyte> levels, Span<float> scales)
     {
-        // Transpose: xs[i] holds weight i of each of the eight groups.
         Span<Vector256<float>> xs = stackalloc Vector256<float>[MaxGroup];
         Span<Vector256<float>> ls = stackalloc Vector256<float>[MaxGroup];
-        for (var i = 0; i < n; i++)
-        {
-            xs[i] = Vector256.Create(x[i], x[n + i], x[2 * n + i], x[3 * n + i], x[4 * n + i], x[5 * n + i], x[6 * n + i], x[7 * n + i]);
-        }
+        Transpose(x, n, xs);
 
         // First value of largest magnitude, per lane.
         Vector256<float> max = Vector256<float>.Zero, amax = Vector256<float>.Zero;
@@ -359,6 +331,113 @@ internal static partial class BlockSolvers
         {
             var stored = Vector256.ConditionalSelect(allZero, Vector256<float>.Zero, ls[i] + offset);
             for (var lane = 0; lane < Lanes; lane++) levels[lane * n + i] = (sbyte)stored.GetElement(lane);
+        }
+    }
+
+    /// <summary>Eight groups of <paramref name="n"/> consecutive values → n vectors, vector i holding value i of each group.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Transpose(ReadOnlySpan<float> groups, int n, Span<Vector256<float>> lanes)
+    {
+        ref var src = ref MemoryMarshal.GetReference(groups);
+        for (var i = 0; i < n; i++)
+        {
+            lanes[i] = Vector256.Create(
+                Unsafe.Add(ref src, i), Unsafe.Add(ref src, n + i), Unsafe.Add(ref src, 2 * n + i), Unsafe.Add(ref src, 3 * n + i),
+                Unsafe.Add(ref src, 4 * n + i), Unsafe.Add(ref src, 5 * n + i), Unsafe.Add(ref src, 6 * n + i), Unsafe.Add(ref src, 7 * n + i));
+        }
+    }
+
+    /// <summary>
+    /// make_qkx2_quants / make_qkx3_quants on eight groups at once, one group per lane. Each lane runs ggml's whole
+    /// sequential search (first estimate, then every step with the min of the candidates it took so far), so no
+    /// speculation is needed; levels are recomputed at the end from the taken candidate's iscale and the min it used.
+    /// </summary>
+    [SkipLocalsInit]
+    private static void MakeAsymmetricEightGroups(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, int n,
+        Span<byte> levels, Span<float> scales, Span<float> negatedMins, float rmin, float rdelta, int nstep, bool useMad,
+        bool emptyRangeIncludesInverted)
+    {
+        Span<Vector256<float>> xs = stackalloc Vector256<float>[MaxGroup];
+        Span<Vector256<float>> ws = stackalloc Vector256<float>[MaxGroup];
+        Span<Vector256<float>> trial = stackalloc Vector256<float>[MaxGroup];
+        Transpose(x, n, xs);
+        Transpose(weights, n, ws);
+
+        var zeroF = Vector256<float>.Zero;
+        var min = xs[0];
+        var max = xs[0];
+        var sumW = ws[0];
+        var sumX = sumW * xs[0];
+        for (var i = 1; i < n; i++)
+        {
+            min = Vector256.ConditionalSelect(Vector256.LessThan(xs[i], min), xs[i], min);
+            max = Vector256.ConditionalSelect(Vector256.GreaterThan(xs[i], max), xs[i], max);
+            sumW += ws[i];
+            sumX += ws[i] * xs[i];
+        }
+        min = Vector256.ConditionalSelect(Vector256.GreaterThan(min, zeroF), zeroF, min);
+        var empty = emptyRangeIncludesInverted ? Vector256.LessThanOrEqual(max, min) : Vector256.Equals(max, min);
+        var emptyMin = min; // what ggml returns for an empty range; the lane's search below is garbage and discarded
+
+        var zero = Vector256<int>.Zero;
+        var highest = Vector256.Create(nmax);
+        var nmaxF = Vector256.Create((float)nmax);
+        var bestIscale = nmaxF / (max - min);
+        var scale = Vector256.Create(1f) / bestIscale;
+        var bestShift = min;
+        var bestError = zeroF;
+        for (var i = 0; i < n; i++)
+        {
+            var l = Vector256.ConvertToSingle(Clamp(NearestInt(bestIscale * (xs[i] - min)), zero, highest));
+            var diff = scale * l + min - xs[i];
+            diff = useMad ? Vector256.Abs(diff) : diff * diff;
+            bestError += ws[i] * diff;
+        }
+
+        var stepCount = nstep < 1 ? 0 : nstep + 1;
+        for (var step = 0; step < stepCount; step++)
+        {
+            var iscale = (Vector256.Create(rmin + rdelta * step) + nmaxF) / (max - min);
+            Vector256<float> sumL = zeroF, sumL2 = zeroF, sumXL = zeroF;
+            for (var i = 0; i < n; i++)
+            {
+                var l = Vector256.ConvertToSingle(Clamp(NearestInt(iscale * (xs[i] - min)), zero, highest));
+                trial[i] = l;
+                var wl = ws[i] * l;
+                sumL += wl;
+                sumL2 += wl * l;
+                sumXL += wl * xs[i];
+            }
+            var det = sumW * sumL2 - sumL * sumL;
+            var trialScale = (sumW * sumXL - sumX * sumL) / det;
+            var trialMin = (sumL2 * sumX - sumL * sumXL) / det;
+            var positive = Vector256.GreaterThan(trialMin, zeroF);
+            trialMin = Vector256.ConditionalSelect(positive, zeroF, trialMin);
+            trialScale = Vector256.ConditionalSelect(positive, sumXL / sumL2, trialScale);
+            var error = zeroF;
+            for (var i = 0; i < n; i++)
+            {
+                var diff = trialScale * trial[i] + trialMin - xs[i];
+                diff = useMad ? Vector256.Abs(diff) : diff * diff;
+                error += ws[i] * diff;
+            }
+            var take = Vector256.GreaterThan(det, zeroF) & Vector256.LessThan(error, bestError);
+            bestError = Vector256.ConditionalSelect(take, error, bestError);
+            scale = Vector256.ConditionalSelect(take, trialScale, scale);
+            bestIscale = Vector256.ConditionalSelect(take, iscale, bestIscale);
+            bestShift = Vector256.ConditionalSelect(take, min, bestShift);
+            min = Vector256.ConditionalSelect(take, trialMin, min);
+        }
+
+        Vector256.ConditionalSelect(empty, zeroF, scale).CopyTo(scales);
+        (-Vector256.ConditionalSelect(empty, emptyMin, min)).CopyTo(negatedMins);
+        var emptyInt = empty.AsInt32();
+        Span<int> chosen = stackalloc int[Lanes];
+        for (var i = 0; i < n; i++)
+        {
+            var l = Clamp(NearestInt(bestIscale * (xs[i] - bestShift)), zero, highest);
+            Vector256.ConditionalSelect(emptyInt, zero, l).CopyTo(chosen);
+            for (var lane = 0; lane < Lanes; lane++) levels[lane * n + i] = (byte)chosen[lane];
         }
     }
 }

@@ -153,6 +153,30 @@ internal static partial class BlockSolvers
     }
 
     /// <summary>
+    /// ggml's make_q3_quants (with do_rmse) on many groups at once: groups of <paramref name="groupSize"/> consecutive
+    /// weights, eight groups per vector, each lane running one group's coordinate descent in lockstep (a lane stops
+    /// changing once its own round changes nothing, as ggml's loop breaks). Writes levels (+ nmax) and one scale per group.
+    /// </summary>
+    public static void MakeQ3QuantsForGroups(int nmax, ReadOnlySpan<float> x, int groupSize, Span<sbyte> levels, Span<float> scales)
+    {
+        CheckGroup(groupSize);
+        var groupCount = x.Length / groupSize;
+        var first = 0;
+        if (UseVector256)
+        {
+            for (; first + Lanes <= groupCount; first += Lanes)
+            {
+                MakeQ3QuantsEightGroups(nmax, x.Slice(first * groupSize, Lanes * groupSize), groupSize,
+                    levels.Slice(first * groupSize, Lanes * groupSize), scales.Slice(first, Lanes));
+            }
+        }
+        for (; first < groupCount; first++)
+        {
+            scales[first] = MakeQ3Quants(nmax, x.Slice(first * groupSize, groupSize), levels.Slice(first * groupSize, groupSize));
+        }
+    }
+
+    /// <summary>
     /// ggml's make_qkx2_quants: asymmetric levels in [0, nmax] with x ≈ scale·level - min. Starts from the min/max
     /// range, then tries nstep+1 scales (nmax + rmin + rdelta·step) and refits scale and min by weighted least squares,
     /// keeping the candidate with the smallest weighted error (absolute when <paramref name="useMad"/>, else squared).
@@ -212,6 +236,44 @@ internal static partial class BlockSolvers
             if (x[i] > max) max = x[i];
         }
         return (min, max);
+    }
+
+    /// <summary>
+    /// <see cref="MakeQkx2Quants"/> on consecutive groups of <paramref name="groupSize"/> weights (eight at a time in
+    /// SIMD lanes where available): levels for every weight, one scale and one -min per group.
+    /// </summary>
+    public static void MakeQkx2QuantsForGroups(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, int groupSize,
+        Span<byte> levels, Span<float> scales, Span<float> negatedMins, float rmin, float rdelta, int nstep, bool useMad) =>
+        MakeAsymmetricForGroups(nmax, x, weights, groupSize, levels, scales, negatedMins, rmin, rdelta, nstep, useMad, emptyRangeIncludesInverted: false);
+
+    /// <summary><see cref="MakeQkx3Quants"/> on consecutive groups of <paramref name="groupSize"/> weights.</summary>
+    public static void MakeQkx3QuantsForGroups(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, int groupSize,
+        Span<byte> levels, Span<float> scales, Span<float> negatedMins, float rmin, float rdelta, int nstep) =>
+        MakeAsymmetricForGroups(nmax, x, weights, groupSize, levels, scales, negatedMins, rmin, rdelta, nstep, useMad: false, emptyRangeIncludesInverted: true);
+
+    private static void MakeAsymmetricForGroups(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, int groupSize,
+        Span<byte> levels, Span<float> scales, Span<float> negatedMins, float rmin, float rdelta, int nstep, bool useMad,
+        bool emptyRangeIncludesInverted)
+    {
+        CheckGroup(groupSize);
+        var groupCount = x.Length / groupSize;
+        var first = 0;
+        if (UseVector256)
+        {
+            const int lanes = 8;
+            for (; first + lanes <= groupCount; first += lanes)
+            {
+                var span = new Range(first * groupSize, (first + lanes) * groupSize);
+                MakeAsymmetricEightGroups(nmax, x[span], weights[span], groupSize, levels[span], scales.Slice(first, lanes),
+                    negatedMins.Slice(first, lanes), rmin, rdelta, nstep, useMad, emptyRangeIncludesInverted);
+            }
+        }
+        for (; first < groupCount; first++)
+        {
+            var span = new Range(first * groupSize, (first + 1) * groupSize);
+            scales[first] = MakeAsymmetric(nmax, x[span], weights[span], levels[span], out negatedMins[first], rmin, rdelta, nstep,
+                useMad, emptyRangeIncludesInverted);
+        }
     }
 
     /// <summary>The search shared by make_qkx2_quants and make_qkx3_quants once min, max, Σw and Σwx are known.</summary>

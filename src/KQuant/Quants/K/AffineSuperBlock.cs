@@ -17,15 +17,18 @@ internal static class AffineSuperBlock
     {
         Span<float> scales = stackalloc float[SubBlocks];
         Span<float> mins = stackalloc float[SubBlocks];
-        Span<float> weights = stackalloc float[SubBlock];
-        float maxScale = 0, maxMin = 0;
+        Span<float> weights = stackalloc float[KQuantLayout.SuperBlock];
         for (var j = 0; j < SubBlocks; j++)
         {
             var group = x.Slice(SubBlock * j, SubBlock);
             var rms = MathF.Sqrt(SuperBlockRounding.SumOfSquares(group) / SubBlock);
-            for (var l = 0; l < SubBlock; l++) weights[l] = rms + MathF.Abs(group[l]);
-            scales[j] = BlockSolvers.MakeQkx2Quants(nmax, group, weights, levels.Slice(SubBlock * j, SubBlock), out mins[j],
-                rmin, 0.1f, nstep, useMad: false);
+            SuperBlockRounding.AddAbsolute(rms, group, weights.Slice(SubBlock * j, SubBlock));
+        }
+        BlockSolvers.MakeQkx2QuantsForGroups(nmax, x[..KQuantLayout.SuperBlock], weights, SubBlock, levels, scales, mins,
+            rmin, 0.1f, nstep, useMad: false);
+        float maxScale = 0, maxMin = 0;
+        for (var j = 0; j < SubBlocks; j++)
+        {
             if (scales[j] > maxScale) maxScale = scales[j];
             if (mins[j] > maxMin) maxMin = mins[j];
         }
@@ -55,16 +58,12 @@ internal static class AffineSuperBlock
         Span<float> scales = stackalloc float[SubBlocks];
         Span<float> mins = stackalloc float[SubBlocks];
         Span<float> subBlockWeights = stackalloc float[SubBlocks];
-        Span<float> weights = stackalloc float[SubBlock];
+        Span<float> weights = stackalloc float[KQuantLayout.SuperBlock];
         var sigma2 = 2 * SuperBlockRounding.SumOfSquares(x[..KQuantLayout.SuperBlock]) / KQuantLayout.SuperBlock;
-        for (var j = 0; j < SubBlocks; j++)
-        {
-            var group = x.Slice(SubBlock * j, SubBlock);
-            SuperBlockRounding.ImportanceWeights(group, importance.Slice(SubBlock * j, SubBlock), sigma2, weights);
-            subBlockWeights[j] = SuperBlockRounding.Sum(weights);
-            scales[j] = BlockSolvers.MakeQkx3Quants(nmax, group, weights, levels.Slice(SubBlock * j, SubBlock), out mins[j],
-                -0.9f, 0.05f, 36);
-        }
+        SuperBlockRounding.ImportanceWeights(x[..KQuantLayout.SuperBlock], importance[..KQuantLayout.SuperBlock], sigma2, weights);
+        for (var j = 0; j < SubBlocks; j++) subBlockWeights[j] = SuperBlockRounding.Sum(weights.Slice(SubBlock * j, SubBlock));
+        BlockSolvers.MakeQkx3QuantsForGroups(nmax, x[..KQuantLayout.SuperBlock], weights, SubBlock, levels, scales, mins,
+            -0.9f, 0.05f, 36);
 
         Span<byte> scaleLevels = stackalloc byte[SubBlocks];
         Span<byte> minLevels = stackalloc byte[SubBlocks];

@@ -58,14 +58,12 @@ internal sealed class Q2KCodec : IRowCodec
         const float q4scale = 15f;
         Span<float> scales = stackalloc float[SubBlocks];
         Span<float> mins = stackalloc float[SubBlocks];
-        Span<float> weights = stackalloc float[SubBlock];
+        Span<float> weights = stackalloc float[KQuantLayout.SuperBlock];
+        SuperBlockRounding.AddAbsolute(0f, x, weights);
+        BlockSolvers.MakeQkx2QuantsForGroups(Nmax, x, weights, SubBlock, levels, scales, mins, -0.5f, 0.1f, 15, useMad: true);
         float maxScale = 0, maxMin = 0;
         for (var j = 0; j < SubBlocks; j++)
         {
-            var group = x.Slice(SubBlock * j, SubBlock);
-            for (var l = 0; l < SubBlock; l++) weights[l] = MathF.Abs(group[l]);
-            scales[j] = BlockSolvers.MakeQkx2Quants(Nmax, group, weights, levels.Slice(SubBlock * j, SubBlock), out mins[j],
-                -0.5f, 0.1f, 15, useMad: true);
             if (scales[j] > maxScale) maxScale = scales[j];
             if (mins[j] > maxMin) maxMin = mins[j];
         }
@@ -99,17 +97,12 @@ internal sealed class Q2KCodec : IRowCodec
         Span<float> scales = stackalloc float[SubBlocks];
         Span<float> mins = stackalloc float[SubBlocks];
         Span<float> subBlockWeights = stackalloc float[SubBlocks];
-        Span<float> weights = stackalloc float[SubBlock];
+        Span<float> weights = stackalloc float[KQuantLayout.SuperBlock];
         // Unlike Q3_K..Q5_K, Q2_K's σ² is mean(x²), not twice it.
         var sigma2 = SuperBlockRounding.SumOfSquares(x) / KQuantLayout.SuperBlock;
-        for (var j = 0; j < SubBlocks; j++)
-        {
-            var group = x.Slice(SubBlock * j, SubBlock);
-            SuperBlockRounding.ImportanceWeights(group, importance.Slice(SubBlock * j, SubBlock), sigma2, weights);
-            subBlockWeights[j] = SuperBlockRounding.Sum(weights);
-            scales[j] = BlockSolvers.MakeQkx3Quants(Nmax, group, weights, levels.Slice(SubBlock * j, SubBlock), out mins[j],
-                -0.9f, 0.05f, 36);
-        }
+        SuperBlockRounding.ImportanceWeights(x, importance, sigma2, weights);
+        for (var j = 0; j < SubBlocks; j++) subBlockWeights[j] = SuperBlockRounding.Sum(weights.Slice(SubBlock * j, SubBlock));
+        BlockSolvers.MakeQkx3QuantsForGroups(Nmax, x, weights, SubBlock, levels, scales, mins, -0.9f, 0.05f, 36);
 
         Span<byte> scaleLevels = stackalloc byte[SubBlocks];
         Span<byte> minLevels = stackalloc byte[SubBlocks];

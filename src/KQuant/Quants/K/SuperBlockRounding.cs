@@ -91,6 +91,18 @@ internal static class SuperBlockRounding
         for (; i < x.Length; i++) weights[i] = importance[i] * MathF.Sqrt(sigma2 + x[i] * x[i]);
     }
 
+    /// <summary>weights = offset + |x| (the reference paths' weighting, offset being the group's rms).</summary>
+    public static void AddAbsolute(float offset, ReadOnlySpan<float> x, Span<float> weights)
+    {
+        var i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var o = Vector256.Create(offset);
+            for (; i + 8 <= x.Length; i += 8) (o + Vector256.Abs(Vector256.Create<float>(x[i..]))).CopyTo(weights[i..]);
+        }
+        for (; i < x.Length; i++) weights[i] = offset + MathF.Abs(x[i]);
+    }
+
     /// <summary>Σw added left to right.</summary>
     public static float Sum(ReadOnlySpan<float> values)
     {
