@@ -440,4 +440,80 @@ internal static partial class BlockSolvers
             for (var lane = 0; lane < Lanes; lane++) levels[lane * n + i] = (byte)chosen[lane];
         }
     }
+
+    /// <summary>
+    /// make_qx_quants (rmse_type 1) on eight groups at once, one group per lane: each lane tries ggml's 19 scales in
+    /// ggml's order and keeps its own best; the levels are recomputed at the end from the iscale that won.
+    /// </summary>
+    [SkipLocalsInit]
+    private static void MakeQxQuantsEightGroups(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, int n,
+        Span<sbyte> levels, Span<float> scales)
+    {
+        Span<Vector256<float>> xs = stackalloc Vector256<float>[MaxGroup];
+        Span<Vector256<float>> ws = stackalloc Vector256<float>[MaxGroup];
+        Span<Vector256<float>> wxs = stackalloc Vector256<float>[MaxGroup];
+        Transpose(x, n, xs);
+        if (weights.IsEmpty)
+        {
+            for (var i = 0; i < n; i++) ws[i] = xs[i] * xs[i];
+        }
+        else
+        {
+            Transpose(weights, n, ws);
+        }
+        for (var i = 0; i < n; i++) wxs[i] = ws[i] * xs[i];
+
+        var zeroF = Vector256<float>.Zero;
+        Vector256<float> max = zeroF, amax = zeroF;
+        for (var i = 0; i < n; i++)
+        {
+            var ax = Vector256.Abs(xs[i]);
+            var larger = Vector256.GreaterThan(ax, amax);
+            amax = Vector256.ConditionalSelect(larger, ax, amax);
+            max = Vector256.ConditionalSelect(larger, xs[i], max);
+        }
+        var allZero = Vector256.LessThan(amax, Vector256.Create(GroupMaxEps));
+
+        var lowest = Vector256.Create(-nmax);
+        var highest = Vector256.Create(nmax - 1);
+        var nmaxF = Vector256.Create((float)nmax);
+        var scale = zeroF;
+        var best = zeroF;
+        var bestIscale = zeroF;
+        for (var step = 0; step <= 18; step++)
+        {
+            // ggml evaluates its first estimate (-nmax/max) first, then steps -9..-1 and 1..9.
+            var tried = step == 0 ? 0 : step <= 9 ? step - 10 : step - 9;
+            var iscale = step == 0 ? Vector256.Create((float)-nmax) / max : -(nmaxF + Vector256.Create(0.1f * tried)) / max;
+            Vector256<float> sumlx = zeroF, suml2 = zeroF;
+            for (var i = 0; i < n; i++)
+            {
+                var l = Vector256.ConvertToSingle(Clamp(NearestInt(iscale * xs[i]), lowest, highest));
+                sumlx += wxs[i] * l;
+                suml2 += ws[i] * l * l;
+            }
+            if (step == 0)
+            {
+                scale = Vector256.ConditionalSelect(Vector256.Equals(suml2, zeroF), zeroF, sumlx / suml2);
+                best = scale * sumlx;
+                bestIscale = iscale;
+                continue;
+            }
+            var take = Vector256.GreaterThan(suml2, zeroF) & Vector256.GreaterThan(sumlx * sumlx, best * suml2);
+            var trialScale = sumlx / suml2;
+            scale = Vector256.ConditionalSelect(take, trialScale, scale);
+            best = Vector256.ConditionalSelect(take, trialScale * sumlx, best);
+            bestIscale = Vector256.ConditionalSelect(take, iscale, bestIscale);
+        }
+
+        Vector256.ConditionalSelect(allZero, zeroF, scale).CopyTo(scales);
+        var allZeroInt = allZero.AsInt32();
+        Span<int> chosen = stackalloc int[Lanes];
+        for (var i = 0; i < n; i++)
+        {
+            var l = Clamp(NearestInt(bestIscale * xs[i]), lowest, highest) - lowest;
+            Vector256.ConditionalSelect(allZeroInt, Vector256<int>.Zero, l).CopyTo(chosen);
+            for (var lane = 0; lane < Lanes; lane++) levels[lane * n + i] = (sbyte)chosen[lane];
+        }
+    }
 }

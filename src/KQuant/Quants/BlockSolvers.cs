@@ -50,6 +50,33 @@ internal static partial class BlockSolvers
         return UseVector256 ? MakeQxQuantsVector256(nmax, x, levels, weights) : MakeQxQuantsScalar(nmax, x, levels, weights);
     }
 
+    /// <summary>
+    /// <see cref="MakeQxQuants"/> on consecutive groups of <paramref name="groupSize"/> weights (eight at a time in SIMD
+    /// lanes where available). <paramref name="weights"/> is empty (x² weights) or one weight per value.
+    /// </summary>
+    public static void MakeQxQuantsForGroups(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, int groupSize,
+        Span<sbyte> levels, Span<float> scales)
+    {
+        CheckGroup(groupSize);
+        var groupCount = x.Length / groupSize;
+        var first = 0;
+        if (UseVector256)
+        {
+            const int lanes = 8;
+            for (; first + lanes <= groupCount; first += lanes)
+            {
+                var span = new Range(first * groupSize, (first + lanes) * groupSize);
+                MakeQxQuantsEightGroups(nmax, x[span], weights.IsEmpty ? default : weights[span], groupSize, levels[span],
+                    scales.Slice(first, lanes));
+            }
+        }
+        for (; first < groupCount; first++)
+        {
+            var span = new Range(first * groupSize, (first + 1) * groupSize);
+            scales[first] = MakeQxQuants(nmax, x[span], levels[span], weights.IsEmpty ? default : weights[span]);
+        }
+    }
+
     internal static float MakeQxQuantsScalar(int nmax, ReadOnlySpan<float> x, Span<sbyte> levels, ReadOnlySpan<float> weights)
     {
         var n = x.Length;

@@ -89,15 +89,11 @@ internal sealed class Q3KCodec : IRowCodec
     {
         Span<float> scales = stackalloc float[SubBlocks];
         Span<float> subBlockWeights = stackalloc float[SubBlocks];
-        Span<float> weights = stackalloc float[SubBlock];
+        Span<float> weights = stackalloc float[KQuantLayout.SuperBlock];
         var sigma2 = 2 * SuperBlockRounding.SumOfSquares(x) / KQuantLayout.SuperBlock;
-        for (var j = 0; j < SubBlocks; j++)
-        {
-            var group = x.Slice(SubBlock * j, SubBlock);
-            SuperBlockRounding.ImportanceWeights(group, importance.Slice(SubBlock * j, SubBlock), sigma2, weights);
-            subBlockWeights[j] = SuperBlockRounding.Sum(weights);
-            scales[j] = BlockSolvers.MakeQxQuants(4, group, levels.Slice(SubBlock * j, SubBlock), weights);
-        }
+        SuperBlockRounding.ImportanceWeights(x, importance, sigma2, weights);
+        for (var j = 0; j < SubBlocks; j++) subBlockWeights[j] = SuperBlockRounding.Sum(weights.Slice(SubBlock * j, SubBlock));
+        BlockSolvers.MakeQxQuantsForGroups(4, x, weights, SubBlock, levels, scales);
         return BlockSolvers.MakeQxQuants(32, scales, scaleLevels, subBlockWeights);
     }
 

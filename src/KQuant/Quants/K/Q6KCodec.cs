@@ -42,11 +42,10 @@ internal sealed class Q6KCodec : IRowCodec
             ref var block = ref blocks[i];
             var x = source.Slice(i * KQuantLayout.SuperBlock, KQuantLayout.SuperBlock);
             var blockImportance = importance.IsEmpty ? default : importance.Slice(i * KQuantLayout.SuperBlock, KQuantLayout.SuperBlock);
+            BlockSolvers.MakeQxQuantsForGroups(32, x, blockImportance, SubBlock, levels, scales);
             float maxScale = 0, maxAbsScale = 0;
             for (var j = 0; j < SubBlocks; j++)
             {
-                var weights = blockImportance.IsEmpty ? default : blockImportance.Slice(SubBlock * j, SubBlock);
-                scales[j] = BlockSolvers.MakeQxQuants(32, x.Slice(SubBlock * j, SubBlock), levels.Slice(SubBlock * j, SubBlock), weights);
                 var absScale = MathF.Abs(scales[j]);
                 if (absScale > maxAbsScale) { maxAbsScale = absScale; maxScale = scales[j]; }
             }
