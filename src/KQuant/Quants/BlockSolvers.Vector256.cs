@@ -4,11 +4,10 @@ using System.Runtime.Intrinsics;
 
 namespace KQuant.Quants;
 
-// Lane-parallel versions of the solvers. ggml's searches try many candidate scales one after another; each candidate's
-// sums only depend on the candidate, and only the final "is it better?" decisions depend on earlier candidates. So each
-// SIMD lane here runs one candidate through exactly ggml's per-candidate arithmetic (same operations, same order over
-// the weights, so the same bits), and the decisions are then replayed in ggml's candidate order in scalar code.
-// Multiplies and adds stay separate instructions (no FMA), as in libggml-base.
+// Lane-parallel versions of the solvers. Every lane runs ggml's scalar arithmetic for one group (or one candidate
+// scale) with the same operations in the same order over the weights, so each lane produces the bits ggml's scalar
+// code produces; comparisons become masks and ggml's if-statements become selects. Multiplies and adds stay separate
+// instructions (no FMA), as in libggml-base.
 internal static partial class BlockSolvers
 {
     private const int Lanes = 8;
@@ -160,109 +159,6 @@ internal static partial class BlockSolvers
             levels[i0] = (sbyte)(nmax + Math.Clamp(NearestInt(chosenIscale * x[i0]), -nmax, nmax - 1));
         }
         return scale;
-    }
-
-    /// <summary>
-    /// <see cref="FitAsymmetricScalar"/> evaluating eight candidate steps per vector. Unlike make_qx_quants, ggml's loop
-    /// here is not a pure search: taking a candidate also replaces min, which the next candidates' levels depend on.
-    /// So the lanes are speculative: each batch assumes the current min, the decisions are replayed in step order,
-    /// and when a taken candidate changes min the rest of the batch is dropped and evaluation resumes after it.
-    /// </summary>
-    [SkipLocalsInit]
-    internal static float FitAsymmetricVector256(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, Span<byte> levels,
-        out float negatedMin, float min, float max, float sumW, float sumX, float rmin, float rdelta, int nstep, bool useMad)
-    {
-        // Candidate 0 is ggml's first estimate (scale 1/iscale, the raw min, no refit); candidate c ≥ 1 is step c - 1.
-        var n = x.Length;
-        var candidates = nstep < 1 ? 1 : nstep + 2;
-        Span<Vector256<float>> trialLevels = stackalloc Vector256<float>[MaxGroup];
-        Span<float> scales = stackalloc float[Lanes];
-        Span<float> offsets = stackalloc float[Lanes];
-        Span<float> errors = stackalloc float[Lanes];
-        Span<float> determinants = stackalloc float[Lanes];
-        var zero = Vector256<int>.Zero;
-        var highest = Vector256.Create(nmax);
-        var sumWv = Vector256.Create(sumW);
-        var sumXv = Vector256.Create(sumX);
-        var firstLane = Vector256.Create(-1, 0, 0, 0, 0, 0, 0, 0).AsSingle();
-        float scale = 0, bestError = 0;
-        var candidate = 0;
-        while (candidate < candidates)
-        {
-            var count = Math.Min(Lanes, candidates - candidate);
-            var range = Vector256.Create(max - min);
-            // iscale = (rmin + rdelta·step + nmax) / (max - min) per lane; lanes past the last candidate repeat it.
-            var step = Vector256.Min(LaneIndices + Vector256.Create((float)(candidate - 1)), Vector256.Create((float)(candidates - 2)));
-            var iscale = (Vector256.Create(rmin) + Vector256.Create(rdelta) * step + Vector256.Create((float)nmax)) / range;
-            if (candidate == 0) iscale = Vector256.ConditionalSelect(firstLane, Vector256.Create((float)nmax) / range, iscale);
-            var minV = Vector256.Create(min);
-            Vector256<float> sumL = Vector256<float>.Zero, sumL2 = Vector256<float>.Zero, sumXL = Vector256<float>.Zero;
-            for (var i = 0; i < n; i++)
-            {
-                var xi = Vector256.Create(x[i]);
-                var l = Vector256.ConvertToSingle(Clamp(NearestInt(iscale * (xi - minV)), zero, highest));
-                trialLevels[i] = l;
-                var wl = Vector256.Create(weights[i]) * l;
-                sumL += wl;
-                sumL2 += wl * l;
-                sumXL += wl * xi;
-            }
-            var det = sumWv * sumL2 - sumL * sumL;
-            var trialScale = (sumWv * sumXL - sumXv * sumL) / det;
-            var trialMin = (sumL2 * sumXv - sumL * sumXL) / det;
-            var positive = Vector256.GreaterThan(trialMin, Vector256<float>.Zero);
-            trialMin = Vector256.ConditionalSelect(positive, Vector256<float>.Zero, trialMin);
-            trialScale = Vector256.ConditionalSelect(positive, sumXL / sumL2, trialScale);
-            if (candidate == 0)
-            {
-                trialScale = Vector256.ConditionalSelect(firstLane, Vector256.Create(1f) / iscale, trialScale);
-                trialMin = Vector256.ConditionalSelect(firstLane, minV, trialMin);
-            }
-            var error = Vector256<float>.Zero;
-            for (var i = 0; i < n; i++)
-            {
-                var diff = trialScale * trialLevels[i] + trialMin - Vector256.Create(x[i]);
-                diff = useMad ? Vector256.Abs(diff) : diff * diff;
-                error += Vector256.Create(weights[i]) * diff;
-            }
-            det.CopyTo(determinants);
-            trialScale.CopyTo(scales);
-            trialMin.CopyTo(offsets);
-            error.CopyTo(errors);
-
-            // Replay ggml's decisions for this batch in step order.
-            var next = candidate + count;
-            for (var k = 0; k < count; k++)
-            {
-                if (candidate + k == 0)
-                {
-                    bestError = errors[0];
-                    scale = scales[0];
-                    CopyLane(trialLevels[..n], 0, levels);
-                    continue;
-                }
-                if (!(determinants[k] > 0 && errors[k] < bestError)) continue;
-                bestError = errors[k];
-                scale = scales[k];
-                CopyLane(trialLevels[..n], k, levels);
-                if (BitConverter.SingleToInt32Bits(offsets[k]) != BitConverter.SingleToInt32Bits(min))
-                {
-                    min = offsets[k];
-                    next = candidate + k + 1; // later lanes assumed the old min
-                    break;
-                }
-            }
-            candidate = next;
-        }
-        negatedMin = -min;
-        return scale;
-    }
-
-    /// <summary>Writes lane <paramref name="lane"/> of each level vector (small non-negative integers) as bytes.</summary>
-    private static void CopyLane(ReadOnlySpan<Vector256<float>> levelVectors, int lane, Span<byte> levels)
-    {
-        var values = MemoryMarshal.Cast<Vector256<float>, float>(levelVectors);
-        for (var i = 0; i < levelVectors.Length; i++) levels[i] = (byte)values[i * Lanes + lane];
     }
 
     [SkipLocalsInit]

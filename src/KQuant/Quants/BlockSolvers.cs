@@ -9,11 +9,16 @@ namespace KQuant.Quants;
 /// the same comparisons (including how NaN falls through them).
 /// </summary>
 /// <remarks>
-/// The public methods pick the fastest exact implementation: the <c>…Scalar</c> methods here are written to be read next
-/// to ggml's; BlockSolvers.Vector256.cs evaluates all candidate scales of a search (or several groups) at once in
-/// SIMD lanes, each lane doing ggml's arithmetic in ggml's order, so the results are the same bits. Groups are at most
-/// <see cref="MaxGroup"/> weights (ggml uses 8, 16 and 32). Levels go to caller-provided spans; scratch is on the
-/// stack, so calls do not allocate.
+/// The <c>…Scalar</c> methods are written to be read next to ggml's. BlockSolvers.Vector256.cs has two kinds of SIMD
+/// versions, each lane doing exactly ggml's scalar arithmetic in ggml's order, so the results are the same bits:
+/// <list type="bullet">
+/// <item>the <c>…ForGroups</c> methods put eight groups (sub-blocks) in the eight lanes and run ggml's sequential
+/// search in every lane at once — the fast path the formats use;</item>
+/// <item><see cref="MakeQxQuants"/> on a single group puts its 19 independent candidate scales in lanes and replays
+/// ggml's choice among them in order.</item>
+/// </list>
+/// Groups are at most <see cref="MaxGroup"/> weights (ggml uses 8, 16 and 32). Levels go to caller-provided spans;
+/// scratch is on the stack, so calls do not allocate. The solvers assume finite input (the row quantizer checks).
 /// </remarks>
 internal static partial class BlockSolvers
 {
@@ -234,9 +239,7 @@ internal static partial class BlockSolvers
             negatedMin = -min;
             return 0f;
         }
-        return UseVector256
-            ? FitAsymmetricVector256(nmax, x, weights, levels, out negatedMin, min, max, sumW, sumX, rmin, rdelta, nstep, useMad)
-            : FitAsymmetricScalar(nmax, x, weights, levels, out negatedMin, min, max, sumW, sumX, rmin, rdelta, nstep, useMad);
+        return FitAsymmetricScalar(nmax, x, weights, levels, out negatedMin, min, max, sumW, sumX, rmin, rdelta, nstep, useMad);
     }
 
     /// <summary>min and max of x (first wins on ties, as ggml's strict comparisons do), Σw and Σw·x left to right.</summary>
