@@ -168,15 +168,7 @@ internal static partial class BlockSolvers
         Span<Vector256<float>> ls = stackalloc Vector256<float>[MaxGroup];
         Transpose(x, n, xs);
 
-        // First value of largest magnitude, per lane.
-        Vector256<float> max = Vector256<float>.Zero, amax = Vector256<float>.Zero;
-        for (var i = 0; i < n; i++)
-        {
-            var ax = Vector256.Abs(xs[i]);
-            var larger = Vector256.GreaterThan(ax, amax);
-            amax = Vector256.ConditionalSelect(larger, ax, amax);
-            max = Vector256.ConditionalSelect(larger, xs[i], max);
-        }
+        var (max, amax) = SignedAbsMax(xs[..n]);
         var allZero = Vector256.LessThan(amax, Vector256.Create(GroupMaxEps));
 
         var lowest = Vector256.Create(-nmax);
@@ -228,6 +220,21 @@ internal static partial class BlockSolvers
             var stored = Vector256.ConditionalSelect(allZero, Vector256<float>.Zero, ls[i] + offset);
             for (var lane = 0; lane < Lanes; lane++) levels[lane * n + i] = (sbyte)stored.GetElement(lane);
         }
+    }
+
+    /// <summary><see cref="SignedAbsMaxScalar"/> in every lane: per lane, the first value of largest magnitude and that magnitude.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (Vector256<float> Max, Vector256<float> AbsMax) SignedAbsMax(ReadOnlySpan<Vector256<float>> xs)
+    {
+        Vector256<float> max = Vector256<float>.Zero, amax = Vector256<float>.Zero;
+        foreach (var x in xs)
+        {
+            var ax = Vector256.Abs(x);
+            var larger = Vector256.GreaterThan(ax, amax);
+            amax = Vector256.ConditionalSelect(larger, ax, amax);
+            max = Vector256.ConditionalSelect(larger, x, max);
+        }
+        return (max, amax);
     }
 
     /// <summary>Eight groups of <paramref name="n"/> consecutive values → n vectors, vector i holding value i of each group.</summary>
@@ -360,14 +367,7 @@ internal static partial class BlockSolvers
         for (var i = 0; i < n; i++) wxs[i] = ws[i] * xs[i];
 
         var zeroF = Vector256<float>.Zero;
-        Vector256<float> max = zeroF, amax = zeroF;
-        for (var i = 0; i < n; i++)
-        {
-            var ax = Vector256.Abs(xs[i]);
-            var larger = Vector256.GreaterThan(ax, amax);
-            amax = Vector256.ConditionalSelect(larger, ax, amax);
-            max = Vector256.ConditionalSelect(larger, xs[i], max);
-        }
+        var (max, amax) = SignedAbsMax(xs[..n]);
         var allZero = Vector256.LessThan(amax, Vector256.Create(GroupMaxEps));
 
         var lowest = Vector256.Create(-nmax);

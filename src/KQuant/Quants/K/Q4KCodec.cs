@@ -25,7 +25,7 @@ internal struct BlockQ4K
 /// with importance quantize_row_q4_K_impl (make_qkx3_quants with qw·sqrt(σ² + x²), make_qp_quants for the 6-bit scales).</summary>
 internal sealed class Q4KCodec : IRowCodec
 {
-    private const int Nmax = 15;
+    private static readonly AffineSuperBlock.Format Format = new(Nmax: 15, ReferenceRmin: -1f, ReferenceSteps: 20, ClampScaleLevels: false);
 
     public GgmlType Type => GgmlType.Q4_K;
 
@@ -38,16 +38,8 @@ internal sealed class Q4KCodec : IRowCodec
         for (var i = 0; i < blocks.Length; i++)
         {
             ref var block = ref blocks[i];
-            var x = source.Slice(i * KQuantLayout.SuperBlock, KQuantLayout.SuperBlock);
-            if (importance.IsEmpty)
-            {
-                AffineSuperBlock.QuantizeReference(x, Nmax, -1f, 20, levels, block.Scales, out block.D, out block.DMin);
-            }
-            else
-            {
-                AffineSuperBlock.QuantizeWeighted(x, importance.Slice(i * KQuantLayout.SuperBlock, KQuantLayout.SuperBlock), Nmax,
-                    clampScaleLevels: false, levels, block.Scales, out block.D, out block.DMin);
-            }
+            AffineSuperBlock.Quantize(Format, source.Slice(i * KQuantLayout.SuperBlock, KQuantLayout.SuperBlock),
+                KQuantLayout.BlockImportance(importance, i), levels, block.Scales, out block.D, out block.DMin);
             PackNibbles(levels, block.Qs);
         }
     }
@@ -95,12 +87,11 @@ internal sealed class Q4KCodec : IRowCodec
                 var y = output + (long)i * KQuantLayout.SuperBlock;
                 for (var pair = 0; pair < 4; pair++)
                 {
-                    var (sc1, m1) = KQuantLayout.UnpackScaleMin(2 * pair, scales);
-                    var (sc2, m2) = KQuantLayout.UnpackScaleMin(2 * pair + 1, scales);
-                    var d1 = Vector256.Create(d * sc1);
-                    var min1 = Vector256.Create(min * m1);
-                    var d2 = Vector256.Create(d * sc2);
-                    var min2 = Vector256.Create(min * m2);
+                    var (scale1, offset1, scale2, offset2) = AffineSuperBlock.PairScales(d, min, scales, pair);
+                    var d1 = Vector256.Create(scale1);
+                    var min1 = Vector256.Create(offset1);
+                    var d2 = Vector256.Create(scale2);
+                    var min2 = Vector256.Create(offset2);
                     var q = qs + 32 * pair;
                     var out1 = y + 64 * pair;
                     for (var l = 0; l < 32; l += 8)
@@ -127,9 +118,7 @@ internal sealed class Q4KCodec : IRowCodec
             var y = destination.Slice(i * KQuantLayout.SuperBlock, KQuantLayout.SuperBlock);
             for (var pair = 0; pair < 4; pair++)
             {
-                var (sc1, m1) = KQuantLayout.UnpackScaleMin(2 * pair, scales);
-                var (sc2, m2) = KQuantLayout.UnpackScaleMin(2 * pair + 1, scales);
-                float d1 = d * sc1, min1 = min * m1, d2 = d * sc2, min2 = min * m2;
+                var (d1, min1, d2, min2) = AffineSuperBlock.PairScales(d, min, scales, pair);
                 var q = qs.Slice(32 * pair, 32);
                 var out1 = y.Slice(64 * pair, 32);
                 var out2 = y.Slice(64 * pair + 32, 32);

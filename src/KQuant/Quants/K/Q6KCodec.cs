@@ -41,7 +41,7 @@ internal sealed class Q6KCodec : IRowCodec
         {
             ref var block = ref blocks[i];
             var x = source.Slice(i * KQuantLayout.SuperBlock, KQuantLayout.SuperBlock);
-            var blockImportance = importance.IsEmpty ? default : importance.Slice(i * KQuantLayout.SuperBlock, KQuantLayout.SuperBlock);
+            var blockImportance = KQuantLayout.BlockImportance(importance, i);
             BlockSolvers.MakeQxQuantsForGroups(32, x, blockImportance, SubBlock, levels, scales);
             float maxScale = 0, maxAbsScale = 0;
             for (var j = 0; j < SubBlocks; j++)
