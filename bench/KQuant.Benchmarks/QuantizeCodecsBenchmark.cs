@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 using System.Text.Json;
 using KQuant.Gguf;
 using KQuant.Quants;
@@ -7,8 +8,9 @@ namespace KQuant.Benchmarks;
 
 /// <summary>
 /// `quantize-codecs`: our codecs against ggml_quantize_chunk and ggml's to_float, one thread, the same Gaussian rows
-/// for both, with and without an importance vector. Each run times ggml and then ours back to back in thread CPU time
-/// (so load from other processes hits neither); the table reports medians and ours/ggml ratios, and checks the bytes agree.
+/// for both, with and without an importance vector. Each run times ggml and then ours back to back (so load from
+/// other processes hits both alike); the table reports medians and ours/ggml ratios, and checks the bytes agree.
+/// Times are wall clock and the thread's CPU time: on a shared machine the CPU-time ratio is the steadier one.
 /// </summary>
 internal static class QuantizeCodecsBenchmark
 {
@@ -52,9 +54,10 @@ internal static class QuantizeCodecsBenchmark
 
         var data = GaussianRows(rows * rowLength, seed: 42);
         var importance = ImportanceVector(rowLength, seed: 43);
-        Console.WriteLine($"quantize-codecs: {rows} rows x {rowLength} Gaussian floats, one thread, median of {runs} runs after a warmup");
+        Console.WriteLine($"quantize-codecs: {rows} rows x {rowLength} Gaussian floats, one thread, median of {runs} runs after >= 1 s of warmup");
         Console.WriteLine();
-        Console.WriteLine($"{"type",-7} {"imatrix",-7} {"ggml ms",9} {"ours ms",9} {"ratio",6} {"bytes",-9} | {"deq ggml ms",11} {"deq ours ms",11} {"ratio",6}");
+        Console.WriteLine($"{"",-15} {"quantize: wall ms",-19} {"ratio",14}   {"",-9} | {"dequantize: wall ms",-21} {"ratio",12}");
+        Console.WriteLine($"{"type",-7} {"imatrix",-7} {"ggml",9} {"ours",9} {"wall",6} {"cpu",6}   {"bytes",-9} | {"ggml",9} {"ours",9} {"wall",6} {"cpu",6}");
 
         var results = new List<Result>();
         foreach (var type in types)
@@ -62,11 +65,11 @@ internal static class QuantizeCodecsBenchmark
             var codec = RowCodecs.Get(type);
             foreach (var withImportance in codec.UsesImportance ? new[] { false, true } : [false])
             {
-                var result = Measure(type, data, rowLength, withImportance ? importance : [], runs);
-                results.Add(result);
-                Console.WriteLine($"{result.Type,-7} {(withImportance ? "yes" : "no"),-7} {result.GgmlQuantizeMs,9:F1} {result.OursQuantizeMs,9:F1} " +
-                                  $"{result.QuantizeRatio,6:F2} {(result.Identical ? "identical" : "DIFFER"),-9} | " +
-                                  $"{result.GgmlDequantizeMs,11:F2} {result.OursDequantizeMs,11:F2} {result.DequantizeRatio,6:F2}");
+                var r = Measure(type, data, rowLength, withImportance ? importance : [], runs);
+                results.Add(r);
+                Console.WriteLine($"{r.Type,-7} {(withImportance ? "yes" : "no"),-7} {r.GgmlQuantize.WallMs,9:F1} {r.OursQuantize.WallMs,9:F1} " +
+                                  $"{r.QuantizeWallRatio,6:F2} {r.QuantizeCpuRatio,6:F2}   {(r.Identical ? "identical" : "DIFFER"),-9} | " +
+                                  $"{r.GgmlDequantize.WallMs,9:F2} {r.OursDequantize.WallMs,9:F2} {r.DequantizeWallRatio,6:F2} {r.DequantizeCpuRatio,6:F2}");
             }
         }
 
@@ -89,46 +92,46 @@ internal static class QuantizeCodecsBenchmark
         var floatsOurs = new float[data.Length];
         GgmlNative.Prepare(type);
 
-        var ggmlQuantize = new List<double>();
-        var oursQuantize = new List<double>();
-        var ggmlDequantize = new List<double>();
-        var oursDequantize = new List<double>();
-        for (var run = 0; run <= runs; run++)
+        var ggmlQuantize = new List<Timing>();
+        var oursQuantize = new List<Timing>();
+        var ggmlDequantize = new List<Timing>();
+        var oursDequantize = new List<Timing>();
+        // Warm up for at least a second and three rounds: .NET first runs new code unoptimized and recompiles hot
+        // methods in the background (tiered compilation), and both sides fault in their buffers on first touch.
+        var warmup = Stopwatch.StartNew();
+        for (var round = 0; round < 3 || warmup.ElapsedMilliseconds < 1000; round++)
         {
-            var ggmlMs = Time(() => GgmlNative.Quantize(type, data, expected, rowLength, importance));
-            var oursMs = Time(() => RowQuantizer.Quantize(type, data, actual, rowLength, importance, threads: 1));
-            var ggmlDeqMs = Time(() => GgmlNative.Dequantize(type, expected, floatsGgml));
-            var oursDeqMs = Time(() => RowQuantizer.Dequantize(type, expected, floatsOurs));
-            if (run == 0) continue; // warmup: JIT tiering, page faults
-            ggmlQuantize.Add(ggmlMs);
-            oursQuantize.Add(oursMs);
-            ggmlDequantize.Add(ggmlDeqMs);
-            oursDequantize.Add(oursDeqMs);
+            GgmlNative.Quantize(type, data, expected, rowLength, importance);
+            RowQuantizer.Quantize(type, data, actual, rowLength, importance, threads: 1);
+            GgmlNative.Dequantize(type, expected, floatsGgml);
+            RowQuantizer.Dequantize(type, expected, floatsOurs);
+        }
+        for (var run = 0; run < runs; run++)
+        {
+            ggmlQuantize.Add(Time(() => GgmlNative.Quantize(type, data, expected, rowLength, importance)));
+            oursQuantize.Add(Time(() => RowQuantizer.Quantize(type, data, actual, rowLength, importance, threads: 1)));
+            ggmlDequantize.Add(Time(() => GgmlNative.Dequantize(type, expected, floatsGgml)));
+            oursDequantize.Add(Time(() => RowQuantizer.Dequantize(type, expected, floatsOurs)));
         }
         var identical = expected.AsSpan().SequenceEqual(actual)
                         && System.Runtime.InteropServices.MemoryMarshal.AsBytes(floatsGgml.AsSpan())
                             .SequenceEqual(System.Runtime.InteropServices.MemoryMarshal.AsBytes(floatsOurs.AsSpan()));
-        var gq = Median(ggmlQuantize);
-        var oq = Median(oursQuantize);
-        var gd = Median(ggmlDequantize);
-        var od = Median(oursDequantize);
-        return new Result(traits.Name, importance.Length > 0, gq, oq, oq / gq, identical, gd, od, od / gd);
+        return new Result(traits.Name, importance.Length > 0, identical,
+            Median(ggmlQuantize), Median(oursQuantize), Median(ggmlDequantize), Median(oursDequantize));
     }
 
-    /// <summary>Milliseconds of this thread's CPU time spent in <paramref name="action"/> (wall-clock time where the OS has
-    /// no per-thread clock): other processes on a shared machine then slow neither side.</summary>
-    private static double Time(Action action)
+    /// <summary>Wall-clock and calling-thread CPU milliseconds of one call.</summary>
+    private static Timing Time(Action action)
     {
-        if (!ThreadClock.Available)
-        {
-            var start = Stopwatch.GetTimestamp();
-            action();
-            return Stopwatch.GetElapsedTime(start).TotalMilliseconds;
-        }
-        var before = ThreadClock.Milliseconds();
+        var cpu = ThreadCpuMs();
+        var start = Stopwatch.GetTimestamp();
         action();
-        return ThreadClock.Milliseconds() - before;
+        var wall = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+        return new Timing(wall, ThreadCpuMs() - cpu);
     }
+
+    private static Timing Median(List<Timing> timings) =>
+        new(Median(timings.Select(t => t.WallMs).ToList()), Median(timings.Select(t => t.CpuMs).ToList()));
 
     private static double Median(List<double> values)
     {
@@ -165,8 +168,31 @@ internal static class QuantizeCodecsBenchmark
         return w;
     }
 
-    private sealed record Result(string Type, bool Importance, double GgmlQuantizeMs, double OursQuantizeMs, double QuantizeRatio,
-        bool Identical, double GgmlDequantizeMs, double OursDequantizeMs, double DequantizeRatio);
+    [StructLayout(LayoutKind.Sequential)]
+    private struct TimeSpec
+    {
+        public long Seconds;
+        public long Nanoseconds;
+    }
+
+    [DllImport("libc", EntryPoint = "clock_gettime")]
+    private static extern int ClockGetTime(int clock, out TimeSpec time);
+
+    private const int ClockThreadCpuTime = 3; // CLOCK_THREAD_CPUTIME_ID on Linux
+
+    private static double ThreadCpuMs() =>
+        ClockGetTime(ClockThreadCpuTime, out var t) == 0 ? t.Seconds * 1e3 + t.Nanoseconds / 1e6 : double.NaN;
+
+    private sealed record Timing(double WallMs, double CpuMs);
+
+    private sealed record Result(string Type, bool Importance, bool Identical, Timing GgmlQuantize, Timing OursQuantize,
+        Timing GgmlDequantize, Timing OursDequantize)
+    {
+        public double QuantizeWallRatio => OursQuantize.WallMs / GgmlQuantize.WallMs;
+        public double QuantizeCpuRatio => OursQuantize.CpuMs / GgmlQuantize.CpuMs;
+        public double DequantizeWallRatio => OursDequantize.WallMs / GgmlDequantize.WallMs;
+        public double DequantizeCpuRatio => OursDequantize.CpuMs / GgmlDequantize.CpuMs;
+    }
 
     private sealed record Report(string WhenUtc, int ProcessorCount, string Architecture, bool Vector256, int Rows, int RowLength,
         int Runs, string Distribution, List<Result> Results);

@@ -4,11 +4,10 @@ using System.Runtime.Intrinsics;
 
 namespace KQuant.Quants;
 
-// Lane-parallel versions of the solvers. ggml's searches try many candidate scales one after another; each candidate's
-// sums only depend on the candidate, and only the final "is it better?" decisions depend on earlier candidates. So each
-// SIMD lane here runs one candidate through exactly ggml's per-candidate arithmetic (same operations, same order over
-// the weights, so the same bits), and the decisions are then replayed in ggml's candidate order in scalar code.
-// Multiplies and adds stay separate instructions (no FMA), as in libggml-base.
+// Lane-parallel versions of the solvers. Every lane runs ggml's scalar arithmetic for one group (or one candidate
+// scale) with the same operations in the same order over the weights, so each lane produces the bits ggml's scalar
+// code produces; comparisons become masks and ggml's if-statements become selects. Multiplies and adds stay separate
+// instructions (no FMA), as in libggml-base.
 internal static partial class BlockSolvers
 {
     private const int Lanes = 8;
@@ -22,8 +21,62 @@ internal static partial class BlockSolvers
     private static Vector256<int> Clamp(Vector256<int> value, Vector256<int> lowest, Vector256<int> highest) =>
         Vector256.Min(Vector256.Max(value, lowest), highest);
 
+    /// <summary>Lane indices 0..7 as floats.</summary>
+    private static Vector256<float> LaneIndices => Vector256.Create(0f, 1f, 2f, 3f, 4f, 5f, 6f, 7f);
+
+    /// <summary><see cref="SignedAbsMaxScalar"/> for lengths that are a multiple of 8: each lane keeps ggml's
+    /// "strictly larger" rule over its share, the lanes are merged with the same rule, and the first weight of that
+    /// magnitude supplies the sign, so ties and NaN (never larger) come out as in ggml.</summary>
+    internal static (float Max, float AbsMax) SignedAbsMaxVector256(ReadOnlySpan<float> x)
+    {
+        ref var src = ref MemoryMarshal.GetReference(x);
+        var amaxV = Vector256<float>.Zero;
+        for (var i = 0; i < x.Length; i += 8)
+        {
+            var ax = Vector256.Abs(Vector256.LoadUnsafe(ref src, (nuint)i));
+            amaxV = Vector256.ConditionalSelect(Vector256.GreaterThan(ax, amaxV), ax, amaxV);
+        }
+        float amax = 0;
+        for (var lane = 0; lane < Lanes; lane++)
+        {
+            var value = amaxV.GetElement(lane);
+            if (value > amax) amax = value;
+        }
+        if (amax == 0) return (0, 0);
+        var target = Vector256.Create(amax);
+        for (var i = 0; ; i += 8)
+        {
+            var hits = Vector256.Equals(Vector256.Abs(Vector256.LoadUnsafe(ref src, (nuint)i)), target).ExtractMostSignificantBits();
+            if (hits != 0) return (x[i + System.Numerics.BitOperations.TrailingZeroCount(hits)], amax);
+        }
+    }
+
+    /// <summary><see cref="RangeScalar"/> for lengths that are a multiple of 8. Lanes follow ggml's strict comparisons
+    /// from x[0], so NaN is skipped as in ggml; only which of +0 and -0 wins can differ, so a zero result is redone
+    /// in scalar.</summary>
+    internal static (float Min, float Max) RangeVector256(ReadOnlySpan<float> x)
+    {
+        ref var src = ref MemoryMarshal.GetReference(x);
+        var minV = Vector256.Create(x[0]);
+        var maxV = minV;
+        for (var i = 0; i < x.Length; i += 8)
+        {
+            var v = Vector256.LoadUnsafe(ref src, (nuint)i);
+            minV = Vector256.ConditionalSelect(Vector256.LessThan(v, minV), v, minV);
+            maxV = Vector256.ConditionalSelect(Vector256.GreaterThan(v, maxV), v, maxV);
+        }
+        float min = x[0], max = x[0];
+        for (var lane = 0; lane < Lanes; lane++)
+        {
+            if (minV.GetElement(lane) < min) min = minV.GetElement(lane);
+            if (maxV.GetElement(lane) > max) max = maxV.GetElement(lane);
+        }
+        return min == 0 || max == 0 ? RangeScalar(x) : (min, max);
+    }
+
     /// <summary><see cref="MakeQxQuantsScalar"/> with its 19 candidate scales (steps -9..9, step 0 being the first
     /// estimate) in the lanes of three vectors.</summary>
+    [SkipLocalsInit]
     internal static float MakeQxQuantsVector256(int nmax, ReadOnlySpan<float> x, Span<sbyte> levels, ReadOnlySpan<float> weights)
     {
         const int steps = 9;
@@ -46,11 +99,16 @@ internal static partial class BlockSolvers
             wx[i] = w[i] * x[i];
         }
 
+        // Candidate k tries step k - 9: iscale = -(nmax + 0.1·step) / max, lane by lane as ggml computes it (step 0 gives
+        // exactly ggml's first estimate -nmax / max). Lanes past the 19th repeat step 0 and are never read.
         Span<float> iscales = stackalloc float[groups * Lanes];
-        for (var k = 0; k < iscales.Length; k++)
+        var nmaxV = Vector256.Create((float)nmax);
+        var maxV = Vector256.Create(max);
+        for (var g = 0; g < groups; g++)
         {
-            var step = k < candidates ? k - steps : 0;
-            iscales[k] = step == 0 ? -nmax / max : -(nmax + 0.1f * step) / max;
+            var step = LaneIndices + Vector256.Create((float)(g * Lanes - steps));
+            step = Vector256.ConditionalSelect(Vector256.GreaterThan(step, Vector256.Create((float)steps)), Vector256<float>.Zero, step);
+            (-(nmaxV + Vector256.Create(0.1f) * step) / maxV).CopyTo(iscales[(g * Lanes)..]);
         }
 
         Span<float> sumLX = stackalloc float[groups * Lanes];
@@ -86,151 +144,31 @@ internal static partial class BlockSolvers
             }
         }
         var chosenIscale = iscales[chosen];
-        for (var i = 0; i < n; i++)
+        var i0 = 0;
+        var offset = Vector256.Create(nmax);
+        var chosenV = Vector256.Create(chosenIscale);
+        ref var src = ref MemoryMarshal.GetReference(x);
+        for (; i0 + 16 <= n; i0 += 16)
         {
-            levels[i] = (sbyte)(nmax + Math.Clamp(NearestInt(chosenIscale * x[i]), -nmax, nmax - 1));
+            var a = Clamp(NearestInt(chosenV * Vector256.LoadUnsafe(ref src, (nuint)i0)), lowest, highest) + offset;
+            var b = Clamp(NearestInt(chosenV * Vector256.LoadUnsafe(ref src, (nuint)i0 + 8)), lowest, highest) + offset;
+            K.SuperBlockRounding.StoreBytes(a, b, MemoryMarshal.AsBytes(levels[i0..]));
+        }
+        for (; i0 < n; i0++)
+        {
+            levels[i0] = (sbyte)(nmax + Math.Clamp(NearestInt(chosenIscale * x[i0]), -nmax, nmax - 1));
         }
         return scale;
     }
 
-    /// <summary>
-    /// <see cref="FitAsymmetricScalar"/> evaluating eight candidate steps per vector. Unlike make_qx_quants, ggml's loop
-    /// here is not a pure search: taking a candidate also replaces min, which the next candidates' levels depend on.
-    /// So the lanes are speculative: each batch assumes the current min, the decisions are replayed in step order,
-    /// and when a taken candidate changes min the rest of the batch is dropped and evaluation resumes after it.
-    /// </summary>
-    internal static float FitAsymmetricVector256(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, Span<byte> levels,
-        out float negatedMin, float min, float max, float sumW, float sumX, float rmin, float rdelta, int nstep, bool useMad)
-    {
-        var n = x.Length;
-        var iscale0 = nmax / (max - min);
-        var scale = 1 / iscale0;
-        float bestError = 0;
-        for (var i = 0; i < n; i++)
-        {
-            var l = Math.Clamp(NearestInt(iscale0 * (x[i] - min)), 0, nmax);
-            levels[i] = (byte)l;
-            var diff = scale * l + min - x[i];
-            diff = useMad ? MathF.Abs(diff) : diff * diff;
-            bestError += weights[i] * diff;
-        }
-        if (nstep < 1)
-        {
-            negatedMin = -min;
-            return scale;
-        }
-
-        Span<Vector256<float>> trialLevels = stackalloc Vector256<float>[MaxGroup];
-        Span<float> iscales = stackalloc float[Lanes];
-        Span<float> scales = stackalloc float[Lanes];
-        Span<float> offsets = stackalloc float[Lanes];
-        Span<float> errors = stackalloc float[Lanes];
-        Span<float> determinants = stackalloc float[Lanes];
-        var zero = Vector256<int>.Zero;
-        var highest = Vector256.Create(nmax);
-        var sumWv = Vector256.Create(sumW);
-        var sumXv = Vector256.Create(sumX);
-        var step = 0;
-        while (step <= nstep)
-        {
-            var count = Math.Min(Lanes, nstep + 1 - step);
-            var range = max - min;
-            for (var k = 0; k < Lanes; k++) iscales[k] = (rmin + rdelta * (step + Math.Min(k, count - 1)) + nmax) / range;
-            var iscale = Vector256.Create<float>(iscales);
-            var minV = Vector256.Create(min);
-            Vector256<float> sumL = Vector256<float>.Zero, sumL2 = Vector256<float>.Zero, sumXL = Vector256<float>.Zero;
-            for (var i = 0; i < n; i++)
-            {
-                var l = Vector256.ConvertToSingle(Clamp(NearestInt(iscale * (Vector256.Create(x[i]) - minV)), zero, highest));
-                trialLevels[i] = l;
-                var wl = Vector256.Create(weights[i]) * l;
-                sumL += wl;
-                sumL2 += wl * l;
-                sumXL += wl * Vector256.Create(x[i]);
-            }
-            var det = sumWv * sumL2 - sumL * sumL;
-            var trialScale = (sumWv * sumXL - sumXv * sumL) / det;
-            var trialMin = (sumL2 * sumXv - sumL * sumXL) / det;
-            var positive = Vector256.GreaterThan(trialMin, Vector256<float>.Zero);
-            trialMin = Vector256.ConditionalSelect(positive, Vector256<float>.Zero, trialMin);
-            trialScale = Vector256.ConditionalSelect(positive, sumXL / sumL2, trialScale);
-            var error = Vector256<float>.Zero;
-            for (var i = 0; i < n; i++)
-            {
-                var diff = trialScale * trialLevels[i] + trialMin - Vector256.Create(x[i]);
-                diff = useMad ? Vector256.Abs(diff) : diff * diff;
-                error += Vector256.Create(weights[i]) * diff;
-            }
-            det.CopyTo(determinants);
-            trialScale.CopyTo(scales);
-            trialMin.CopyTo(offsets);
-            error.CopyTo(errors);
-
-            // Replay ggml's decisions for this batch in step order.
-            var next = step + count;
-            for (var k = 0; k < count; k++)
-            {
-                if (!(determinants[k] > 0 && errors[k] < bestError)) continue;
-                bestError = errors[k];
-                scale = scales[k];
-                var chosen = MemoryMarshal.Cast<Vector256<float>, float>(trialLevels[..n]);
-                for (var i = 0; i < n; i++) levels[i] = (byte)chosen[i * Lanes + k];
-                if (BitConverter.SingleToInt32Bits(offsets[k]) != BitConverter.SingleToInt32Bits(min))
-                {
-                    min = offsets[k];
-                    next = step + k + 1; // later lanes assumed the old min
-                    break;
-                }
-            }
-            step = next;
-        }
-        negatedMin = -min;
-        return scale;
-    }
-
-    /// <summary>
-    /// ggml's make_q3_quants (with do_rmse) on many groups at once: groups of <paramref name="groupSize"/> consecutive
-    /// weights, eight groups per vector, each lane running one group's coordinate descent in lockstep (a lane stops
-    /// changing once its own round changes nothing, as ggml's loop breaks). Writes levels (+ nmax) and one scale per group.
-    /// </summary>
-    public static void MakeQ3QuantsForGroups(int nmax, ReadOnlySpan<float> x, int groupSize, Span<sbyte> levels, Span<float> scales)
-    {
-        CheckGroup(groupSize);
-        var groupCount = x.Length / groupSize;
-        var first = 0;
-        if (UseVector256)
-        {
-            for (; first + Lanes <= groupCount; first += Lanes)
-            {
-                MakeQ3QuantsEightGroups(nmax, x.Slice(first * groupSize, Lanes * groupSize), groupSize,
-                    levels.Slice(first * groupSize, Lanes * groupSize), scales.Slice(first, Lanes));
-            }
-        }
-        for (; first < groupCount; first++)
-        {
-            scales[first] = MakeQ3Quants(nmax, x.Slice(first * groupSize, groupSize), levels.Slice(first * groupSize, groupSize));
-        }
-    }
-
+    [SkipLocalsInit]
     private static void MakeQ3QuantsEightGroups(int nmax, ReadOnlySpan<float> x, int n, Span<sbyte> levels, Span<float> scales)
     {
-        // Transpose: xs[i] holds weight i of each of the eight groups.
         Span<Vector256<float>> xs = stackalloc Vector256<float>[MaxGroup];
         Span<Vector256<float>> ls = stackalloc Vector256<float>[MaxGroup];
-        for (var i = 0; i < n; i++)
-        {
-            xs[i] = Vector256.Create(x[i], x[n + i], x[2 * n + i], x[3 * n + i], x[4 * n + i], x[5 * n + i], x[6 * n + i], x[7 * n + i]);
-        }
+        Transpose(x, n, xs);
 
-        // First value of largest magnitude, per lane.
-        Vector256<float> max = Vector256<float>.Zero, amax = Vector256<float>.Zero;
-        for (var i = 0; i < n; i++)
-        {
-            var ax = Vector256.Abs(xs[i]);
-            var larger = Vector256.GreaterThan(ax, amax);
-            amax = Vector256.ConditionalSelect(larger, ax, amax);
-            max = Vector256.ConditionalSelect(larger, xs[i], max);
-        }
+        var (max, amax) = SignedAbsMax(xs[..n]);
         var allZero = Vector256.LessThan(amax, Vector256.Create(GroupMaxEps));
 
         var lowest = Vector256.Create(-nmax);
@@ -281,6 +219,197 @@ internal static partial class BlockSolvers
         {
             var stored = Vector256.ConditionalSelect(allZero, Vector256<float>.Zero, ls[i] + offset);
             for (var lane = 0; lane < Lanes; lane++) levels[lane * n + i] = (sbyte)stored.GetElement(lane);
+        }
+    }
+
+    /// <summary><see cref="SignedAbsMaxScalar"/> in every lane: per lane, the first value of largest magnitude and that magnitude.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (Vector256<float> Max, Vector256<float> AbsMax) SignedAbsMax(ReadOnlySpan<Vector256<float>> xs)
+    {
+        Vector256<float> max = Vector256<float>.Zero, amax = Vector256<float>.Zero;
+        foreach (var x in xs)
+        {
+            var ax = Vector256.Abs(x);
+            var larger = Vector256.GreaterThan(ax, amax);
+            amax = Vector256.ConditionalSelect(larger, ax, amax);
+            max = Vector256.ConditionalSelect(larger, x, max);
+        }
+        return (max, amax);
+    }
+
+    /// <summary>Eight groups of <paramref name="n"/> consecutive values → n vectors, vector i holding value i of each group.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Transpose(ReadOnlySpan<float> groups, int n, Span<Vector256<float>> lanes)
+    {
+        ref var src = ref MemoryMarshal.GetReference(groups);
+        for (var i = 0; i < n; i++)
+        {
+            lanes[i] = Vector256.Create(
+                Unsafe.Add(ref src, i), Unsafe.Add(ref src, n + i), Unsafe.Add(ref src, 2 * n + i), Unsafe.Add(ref src, 3 * n + i),
+                Unsafe.Add(ref src, 4 * n + i), Unsafe.Add(ref src, 5 * n + i), Unsafe.Add(ref src, 6 * n + i), Unsafe.Add(ref src, 7 * n + i));
+        }
+    }
+
+    /// <summary>
+    /// make_qkx2_quants / make_qkx3_quants on eight groups at once, one group per lane. Each lane runs ggml's whole
+    /// sequential search (first estimate, then every step with the min of the candidates it took so far), so no
+    /// speculation is needed; levels are recomputed at the end from the taken candidate's iscale and the min it used.
+    /// </summary>
+    [SkipLocalsInit]
+    private static void MakeAsymmetricEightGroups(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, int n,
+        Span<byte> levels, Span<float> scales, Span<float> negatedMins, float rmin, float rdelta, int nstep, bool useMad,
+        bool emptyRangeIncludesInverted)
+    {
+        Span<Vector256<float>> xs = stackalloc Vector256<float>[MaxGroup];
+        Span<Vector256<float>> ws = stackalloc Vector256<float>[MaxGroup];
+        Span<Vector256<float>> trial = stackalloc Vector256<float>[MaxGroup];
+        Transpose(x, n, xs);
+        Transpose(weights, n, ws);
+
+        var zeroF = Vector256<float>.Zero;
+        var min = xs[0];
+        var max = xs[0];
+        var sumW = ws[0];
+        var sumX = sumW * xs[0];
+        for (var i = 1; i < n; i++)
+        {
+            min = Vector256.ConditionalSelect(Vector256.LessThan(xs[i], min), xs[i], min);
+            max = Vector256.ConditionalSelect(Vector256.GreaterThan(xs[i], max), xs[i], max);
+            sumW += ws[i];
+            sumX += ws[i] * xs[i];
+        }
+        min = Vector256.ConditionalSelect(Vector256.GreaterThan(min, zeroF), zeroF, min);
+        var empty = emptyRangeIncludesInverted ? Vector256.LessThanOrEqual(max, min) : Vector256.Equals(max, min);
+        var emptyMin = min; // what ggml returns for an empty range; the lane's search below is garbage and discarded
+
+        var zero = Vector256<int>.Zero;
+        var highest = Vector256.Create(nmax);
+        var nmaxF = Vector256.Create((float)nmax);
+        var bestIscale = nmaxF / (max - min);
+        var scale = Vector256.Create(1f) / bestIscale;
+        var bestShift = min;
+        var bestError = zeroF;
+        for (var i = 0; i < n; i++)
+        {
+            var l = Vector256.ConvertToSingle(Clamp(NearestInt(bestIscale * (xs[i] - min)), zero, highest));
+            var diff = scale * l + min - xs[i];
+            diff = useMad ? Vector256.Abs(diff) : diff * diff;
+            bestError += ws[i] * diff;
+        }
+
+        var stepCount = nstep < 1 ? 0 : nstep + 1;
+        for (var step = 0; step < stepCount; step++)
+        {
+            var iscale = (Vector256.Create(rmin + rdelta * step) + nmaxF) / (max - min);
+            Vector256<float> sumL = zeroF, sumL2 = zeroF, sumXL = zeroF;
+            for (var i = 0; i < n; i++)
+            {
+                var l = Vector256.ConvertToSingle(Clamp(NearestInt(iscale * (xs[i] - min)), zero, highest));
+                trial[i] = l;
+                var wl = ws[i] * l;
+                sumL += wl;
+                sumL2 += wl * l;
+                sumXL += wl * xs[i];
+            }
+            var det = sumW * sumL2 - sumL * sumL;
+            var trialScale = (sumW * sumXL - sumX * sumL) / det;
+            var trialMin = (sumL2 * sumX - sumL * sumXL) / det;
+            var positive = Vector256.GreaterThan(trialMin, zeroF);
+            trialMin = Vector256.ConditionalSelect(positive, zeroF, trialMin);
+            trialScale = Vector256.ConditionalSelect(positive, sumXL / sumL2, trialScale);
+            var error = zeroF;
+            for (var i = 0; i < n; i++)
+            {
+                var diff = trialScale * trial[i] + trialMin - xs[i];
+                diff = useMad ? Vector256.Abs(diff) : diff * diff;
+                error += ws[i] * diff;
+            }
+            var take = Vector256.GreaterThan(det, zeroF) & Vector256.LessThan(error, bestError);
+            bestError = Vector256.ConditionalSelect(take, error, bestError);
+            scale = Vector256.ConditionalSelect(take, trialScale, scale);
+            bestIscale = Vector256.ConditionalSelect(take, iscale, bestIscale);
+            bestShift = Vector256.ConditionalSelect(take, min, bestShift);
+            min = Vector256.ConditionalSelect(take, trialMin, min);
+        }
+
+        Vector256.ConditionalSelect(empty, zeroF, scale).CopyTo(scales);
+        (-Vector256.ConditionalSelect(empty, emptyMin, min)).CopyTo(negatedMins);
+        var emptyInt = empty.AsInt32();
+        Span<int> chosen = stackalloc int[Lanes];
+        for (var i = 0; i < n; i++)
+        {
+            var l = Clamp(NearestInt(bestIscale * (xs[i] - bestShift)), zero, highest);
+            Vector256.ConditionalSelect(emptyInt, zero, l).CopyTo(chosen);
+            for (var lane = 0; lane < Lanes; lane++) levels[lane * n + i] = (byte)chosen[lane];
+        }
+    }
+
+    /// <summary>
+    /// make_qx_quants (rmse_type 1) on eight groups at once, one group per lane: each lane tries ggml's 19 scales in
+    /// ggml's order and keeps its own best; the levels are recomputed at the end from the iscale that won.
+    /// </summary>
+    [SkipLocalsInit]
+    private static void MakeQxQuantsEightGroups(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, int n,
+        Span<sbyte> levels, Span<float> scales)
+    {
+        Span<Vector256<float>> xs = stackalloc Vector256<float>[MaxGroup];
+        Span<Vector256<float>> ws = stackalloc Vector256<float>[MaxGroup];
+        Span<Vector256<float>> wxs = stackalloc Vector256<float>[MaxGroup];
+        Transpose(x, n, xs);
+        if (weights.IsEmpty)
+        {
+            for (var i = 0; i < n; i++) ws[i] = xs[i] * xs[i];
+        }
+        else
+        {
+            Transpose(weights, n, ws);
+        }
+        for (var i = 0; i < n; i++) wxs[i] = ws[i] * xs[i];
+
+        var zeroF = Vector256<float>.Zero;
+        var (max, amax) = SignedAbsMax(xs[..n]);
+        var allZero = Vector256.LessThan(amax, Vector256.Create(GroupMaxEps));
+
+        var lowest = Vector256.Create(-nmax);
+        var highest = Vector256.Create(nmax - 1);
+        var nmaxF = Vector256.Create((float)nmax);
+        var scale = zeroF;
+        var best = zeroF;
+        var bestIscale = zeroF;
+        for (var step = 0; step <= 18; step++)
+        {
+            // ggml evaluates its first estimate (-nmax/max) first, then steps -9..-1 and 1..9.
+            var tried = step == 0 ? 0 : step <= 9 ? step - 10 : step - 9;
+            var iscale = step == 0 ? Vector256.Create((float)-nmax) / max : -(nmaxF + Vector256.Create(0.1f * tried)) / max;
+            Vector256<float> sumlx = zeroF, suml2 = zeroF;
+            for (var i = 0; i < n; i++)
+            {
+                var l = Vector256.ConvertToSingle(Clamp(NearestInt(iscale * xs[i]), lowest, highest));
+                sumlx += wxs[i] * l;
+                suml2 += ws[i] * l * l;
+            }
+            if (step == 0)
+            {
+                scale = Vector256.ConditionalSelect(Vector256.Equals(suml2, zeroF), zeroF, sumlx / suml2);
+                best = scale * sumlx;
+                bestIscale = iscale;
+                continue;
+            }
+            var take = Vector256.GreaterThan(suml2, zeroF) & Vector256.GreaterThan(sumlx * sumlx, best * suml2);
+            var trialScale = sumlx / suml2;
+            scale = Vector256.ConditionalSelect(take, trialScale, scale);
+            best = Vector256.ConditionalSelect(take, trialScale * sumlx, best);
+            bestIscale = Vector256.ConditionalSelect(take, iscale, bestIscale);
+        }
+
+        Vector256.ConditionalSelect(allZero, zeroF, scale).CopyTo(scales);
+        var allZeroInt = allZero.AsInt32();
+        Span<int> chosen = stackalloc int[Lanes];
+        for (var i = 0; i < n; i++)
+        {
+            var l = Clamp(NearestInt(bestIscale * xs[i]), lowest, highest) - lowest;
+            Vector256.ConditionalSelect(allZeroInt, Vector256<int>.Zero, l).CopyTo(chosen);
+            for (var lane = 0; lane < Lanes; lane++) levels[lane * n + i] = (sbyte)chosen[lane];
         }
     }
 }

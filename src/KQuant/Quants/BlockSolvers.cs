@@ -9,11 +9,16 @@ namespace KQuant.Quants;
 /// the same comparisons (including how NaN falls through them).
 /// </summary>
 /// <remarks>
-/// The public methods pick the fastest exact implementation: the <c>…Scalar</c> methods here are written to be read next
-/// to ggml's; BlockSolvers.Vector256.cs evaluates all candidate scales of a search (or several groups) at once in
-/// SIMD lanes, each lane doing ggml's arithmetic in ggml's order, so the results are the same bits. Groups are at most
-/// <see cref="MaxGroup"/> weights (ggml uses 8, 16 and 32). Levels go to caller-provided spans; scratch is on the
-/// stack, so calls do not allocate.
+/// The <c>…Scalar</c> methods are written to be read next to ggml's. BlockSolvers.Vector256.cs has two kinds of SIMD
+/// versions, each lane doing exactly ggml's scalar arithmetic in ggml's order, so the results are the same bits:
+/// <list type="bullet">
+/// <item>the <c>…ForGroups</c> methods put eight groups (sub-blocks) in the eight lanes and run ggml's sequential
+/// search in every lane at once — the fast path the formats use;</item>
+/// <item><see cref="MakeQxQuants"/> on a single group puts its 19 independent candidate scales in lanes and replays
+/// ggml's choice among them in order.</item>
+/// </list>
+/// Groups are at most <see cref="MaxGroup"/> weights (ggml uses 8, 16 and 32). Levels go to caller-provided spans;
+/// scratch is on the stack, so calls do not allocate. The solvers assume finite input (the row quantizer checks).
 /// </remarks>
 internal static partial class BlockSolvers
 {
@@ -50,10 +55,37 @@ internal static partial class BlockSolvers
         return UseVector256 ? MakeQxQuantsVector256(nmax, x, levels, weights) : MakeQxQuantsScalar(nmax, x, levels, weights);
     }
 
+    /// <summary>
+    /// <see cref="MakeQxQuants"/> on consecutive groups of <paramref name="groupSize"/> weights (eight at a time in SIMD
+    /// lanes where available). <paramref name="weights"/> is empty (x² weights) or one weight per value.
+    /// </summary>
+    public static void MakeQxQuantsForGroups(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, int groupSize,
+        Span<sbyte> levels, Span<float> scales)
+    {
+        CheckGroup(groupSize);
+        var groupCount = x.Length / groupSize;
+        var first = 0;
+        if (UseVector256)
+        {
+            const int lanes = 8;
+            for (; first + lanes <= groupCount; first += lanes)
+            {
+                var span = new Range(first * groupSize, (first + lanes) * groupSize);
+                MakeQxQuantsEightGroups(nmax, x[span], weights.IsEmpty ? default : weights[span], groupSize, levels[span],
+                    scales.Slice(first, lanes));
+            }
+        }
+        for (; first < groupCount; first++)
+        {
+            var span = new Range(first * groupSize, (first + 1) * groupSize);
+            scales[first] = MakeQxQuants(nmax, x[span], levels[span], weights.IsEmpty ? default : weights[span]);
+        }
+    }
+
     internal static float MakeQxQuantsScalar(int nmax, ReadOnlySpan<float> x, Span<sbyte> levels, ReadOnlySpan<float> weights)
     {
         var n = x.Length;
-        var (max, amax) = SignedAbsMax(x);
+        var (max, amax) = SignedAbsMaxScalar(x);
         if (amax < GroupMaxEps)
         {
             levels[..n].Clear();
@@ -105,7 +137,7 @@ internal static partial class BlockSolvers
     {
         CheckGroup(x.Length);
         var n = x.Length;
-        var (max, amax) = SignedAbsMax(x);
+        var (max, amax) = SignedAbsMaxScalar(x);
         if (amax < GroupMaxEps)
         {
             levels[..n].Clear();
@@ -153,6 +185,30 @@ internal static partial class BlockSolvers
     }
 
     /// <summary>
+    /// ggml's make_q3_quants (with do_rmse) on many groups at once: groups of <paramref name="groupSize"/> consecutive
+    /// weights, eight groups per vector, each lane running one group's coordinate descent in lockstep (a lane stops
+    /// changing once its own round changes nothing, as ggml's loop breaks). Writes levels (+ nmax) and one scale per group.
+    /// </summary>
+    public static void MakeQ3QuantsForGroups(int nmax, ReadOnlySpan<float> x, int groupSize, Span<sbyte> levels, Span<float> scales)
+    {
+        CheckGroup(groupSize);
+        var groupCount = x.Length / groupSize;
+        var first = 0;
+        if (UseVector256)
+        {
+            for (; first + Lanes <= groupCount; first += Lanes)
+            {
+                MakeQ3QuantsEightGroups(nmax, x.Slice(first * groupSize, Lanes * groupSize), groupSize,
+                    levels.Slice(first * groupSize, Lanes * groupSize), scales.Slice(first, Lanes));
+            }
+        }
+        for (; first < groupCount; first++)
+        {
+            scales[first] = MakeQ3Quants(nmax, x.Slice(first * groupSize, groupSize), levels.Slice(first * groupSize, groupSize));
+        }
+    }
+
+    /// <summary>
     /// ggml's make_qkx2_quants: asymmetric levels in [0, nmax] with x ≈ scale·level - min. Starts from the min/max
     /// range, then tries nstep+1 scales (nmax + rmin + rdelta·step) and refits scale and min by weighted least squares,
     /// keeping the candidate with the smallest weighted error (absolute when <paramref name="useMad"/>, else squared).
@@ -183,26 +239,71 @@ internal static partial class BlockSolvers
             negatedMin = -min;
             return 0f;
         }
-        return UseVector256
-            ? FitAsymmetricVector256(nmax, x, weights, levels, out negatedMin, min, max, sumW, sumX, rmin, rdelta, nstep, useMad)
-            : FitAsymmetricScalar(nmax, x, weights, levels, out negatedMin, min, max, sumW, sumX, rmin, rdelta, nstep, useMad);
+        return FitAsymmetricScalar(nmax, x, weights, levels, out negatedMin, min, max, sumW, sumX, rmin, rdelta, nstep, useMad);
     }
 
     /// <summary>min and max of x (first wins on ties, as ggml's strict comparisons do), Σw and Σw·x left to right.</summary>
     internal static (float Min, float Max, float SumW, float SumX) RangeAndWeightedSums(ReadOnlySpan<float> x, ReadOnlySpan<float> weights)
     {
-        float min = x[0], max = x[0];
         var sumW = weights[0];
         var sumX = sumW * x[0];
         for (var i = 1; i < x.Length; i++)
         {
-            if (x[i] < min) min = x[i];
-            if (x[i] > max) max = x[i];
             var w = weights[i];
             sumW += w;
             sumX += w * x[i];
         }
+        var (min, max) = UseVector256 && x.Length % 8 == 0 ? RangeVector256(x) : RangeScalar(x);
         return (min, max, sumW, sumX);
+    }
+
+    internal static (float Min, float Max) RangeScalar(ReadOnlySpan<float> x)
+    {
+        float min = x[0], max = x[0];
+        for (var i = 1; i < x.Length; i++)
+        {
+            if (x[i] < min) min = x[i];
+            if (x[i] > max) max = x[i];
+        }
+        return (min, max);
+    }
+
+    /// <summary>
+    /// <see cref="MakeQkx2Quants"/> on consecutive groups of <paramref name="groupSize"/> weights (eight at a time in
+    /// SIMD lanes where available): levels for every weight, one scale and one -min per group.
+    /// </summary>
+    public static void MakeQkx2QuantsForGroups(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, int groupSize,
+        Span<byte> levels, Span<float> scales, Span<float> negatedMins, float rmin, float rdelta, int nstep, bool useMad) =>
+        MakeAsymmetricForGroups(nmax, x, weights, groupSize, levels, scales, negatedMins, rmin, rdelta, nstep, useMad, emptyRangeIncludesInverted: false);
+
+    /// <summary><see cref="MakeQkx3Quants"/> on consecutive groups of <paramref name="groupSize"/> weights.</summary>
+    public static void MakeQkx3QuantsForGroups(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, int groupSize,
+        Span<byte> levels, Span<float> scales, Span<float> negatedMins, float rmin, float rdelta, int nstep) =>
+        MakeAsymmetricForGroups(nmax, x, weights, groupSize, levels, scales, negatedMins, rmin, rdelta, nstep, useMad: false, emptyRangeIncludesInverted: true);
+
+    private static void MakeAsymmetricForGroups(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, int groupSize,
+        Span<byte> levels, Span<float> scales, Span<float> negatedMins, float rmin, float rdelta, int nstep, bool useMad,
+        bool emptyRangeIncludesInverted)
+    {
+        CheckGroup(groupSize);
+        var groupCount = x.Length / groupSize;
+        var first = 0;
+        if (UseVector256)
+        {
+            const int lanes = 8;
+            for (; first + lanes <= groupCount; first += lanes)
+            {
+                var span = new Range(first * groupSize, (first + lanes) * groupSize);
+                MakeAsymmetricEightGroups(nmax, x[span], weights[span], groupSize, levels[span], scales.Slice(first, lanes),
+                    negatedMins.Slice(first, lanes), rmin, rdelta, nstep, useMad, emptyRangeIncludesInverted);
+            }
+        }
+        for (; first < groupCount; first++)
+        {
+            var span = new Range(first * groupSize, (first + 1) * groupSize);
+            scales[first] = MakeAsymmetric(nmax, x[span], weights[span], levels[span], out negatedMins[first], rmin, rdelta, nstep,
+                useMad, emptyRangeIncludesInverted);
+        }
     }
 
     /// <summary>The search shared by make_qkx2_quants and make_qkx3_quants once min, max, Σw and Σwx are known.</summary>
@@ -360,9 +461,11 @@ internal static partial class BlockSolvers
         if (n is < 1 or > MaxGroup) throw new ArgumentOutOfRangeException(nameof(n), n, $"groups hold 1 to {MaxGroup} weights");
     }
 
-    /// <summary>The first value of largest magnitude (ggml keeps the first on ties) and that magnitude.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static (float Max, float AbsMax) SignedAbsMax(ReadOnlySpan<float> x)
+    /// <summary>The first value of largest magnitude (ggml keeps the first on ties; NaN never wins) and that magnitude.</summary>
+    internal static (float Max, float AbsMax) SignedAbsMax(ReadOnlySpan<float> x) =>
+        UseVector256 && x.Length % 8 == 0 ? SignedAbsMaxVector256(x) : SignedAbsMaxScalar(x);
+
+    internal static (float Max, float AbsMax) SignedAbsMaxScalar(ReadOnlySpan<float> x)
     {
         float max = 0, amax = 0;
         for (var i = 0; i < x.Length; i++)
