@@ -42,7 +42,8 @@ internal abstract class AffineLegacyCodec<TBlock> : BlockRowCodec<TBlock> where 
         {
             var x = source.Slice(ib * BlockWeights, BlockWeights);
             ref var block = ref blocks[ib];
-            var (min, max) = MinMax(x);
+            // ggml's scan starts from ±FLT_MAX rather than x[0]; for finite input the extremes (and zero signs) are the same.
+            var (min, max) = BlockSolvers.RangeScalar(x);
             var d = (max - min) / Nmax;
             var id = d != 0 ? 1f / d : 0f;
             TBlock.Scale(ref block) = Fp16.FromFloat(d);
@@ -61,7 +62,7 @@ internal abstract class AffineLegacyCodec<TBlock> : BlockRowCodec<TBlock> where 
         for (var ib = 0; ib < blocks.Length; ib++, x = ref Unsafe.Add(ref x, BlockWeights))
         {
             ref var block = ref blocks[ib];
-            var (min, max) = MinMax(ref x);
+            var (min, max) = MinMaxOf32(ref x);
             var d = (max - min) / Nmax;
             var id = Vector256.Create(d != 0 ? 1f / d : 0f);
             TBlock.Scale(ref block) = Fp16.FromFloat(d);

@@ -45,7 +45,7 @@ internal abstract class SymmetricLegacyCodec<TBlock> : BlockRowCodec<TBlock> whe
         {
             var x = source.Slice(ib * BlockWeights, BlockWeights);
             ref var block = ref blocks[ib];
-            var d = SignedAbsMax(x) / -Nmax;
+            var d = BlockSolvers.SignedAbsMaxScalar(x).Max / -Nmax;
             var id = d != 0 ? 1f / d : 0f;
             TBlock.Scale(ref block) = Fp16.FromFloat(d);
             for (var j = 0; j < BlockWeights; j++)
@@ -62,7 +62,7 @@ internal abstract class SymmetricLegacyCodec<TBlock> : BlockRowCodec<TBlock> whe
         for (var ib = 0; ib < blocks.Length; ib++, x = ref Unsafe.Add(ref x, BlockWeights))
         {
             ref var block = ref blocks[ib];
-            var d = SignedAbsMax(ref x) / -Nmax;
+            var d = SignedAbsMaxOf32(ref x) / -Nmax;
             var id = Vector256.Create(d != 0 ? 1f / d : 0f);
             TBlock.Scale(ref block) = Fp16.FromFloat(d);
             TBlock.StoreCodes(ref block, Code(ref x, 0, id), Code(ref x, 8, id), Code(ref x, 16, id), Code(ref x, 24, id));
