@@ -3,6 +3,7 @@ using System.Runtime.CompilerServices;
 using KQuant.Gguf;
 using KQuant.Quants;
 using KQuant.Quants.IQ;
+using KQuant.Quants.K;
 using KQuant.Quants.Legacy;
 using KQuant.Tests.Reference;
 using Xunit.Abstractions;
@@ -10,9 +11,9 @@ using Xunit.Abstractions;
 namespace KQuant.Tests.Quants;
 
 /// <summary>
-/// Byte identity of the float, legacy and IQ4 codecs with ggml_quantize_chunk and to_float of llama.cpp v0.5.0: every
-/// TestRows case with and without importance, 1,000 rows per case over row lengths 32 to 16384, on the scalar and the
-/// AVX2 path; every 2-D weight of the shared models; random block bytes. One subclass per type so xunit runs types in parallel.
+/// Byte identity of every codec with ggml_quantize_chunk and to_float of llama.cpp v0.5.0: every TestRows case with and
+/// without importance, 1,000 rows per case over row lengths from one block to 16384, on each code path a codec lets us
+/// pick; every 2-D weight of the shared models; random block bytes. One subclass per type so xunit runs types in parallel.
 /// </summary>
 public abstract class CodecIdentityTests(GgmlType type, ITestOutputHelper output)
 {
@@ -21,7 +22,7 @@ public abstract class CodecIdentityTests(GgmlType type, ITestOutputHelper output
     /// <summary>(row length, rows) per case: 1,000 rows, lengths multiples of the block size, few of the long ones.</summary>
     private (int Length, int Rows)[] RowPlan =>
         _traits.BlockSize == 256
-            ? [(256, 600), (512, 200), (1024, 100), (4096, 80), (16384, 20)]
+            ? [(256, 400), (512, 200), (768, 150), (1024, 100), (2048, 60), (4096, 50), (8192, 25), (16384, 15)]
             : [(32, 400), (64, 250), (96, 150), (256, 120), (4096, 60), (16384, 20)];
 
     public static TheoryData<string, bool> SyntheticCases()
@@ -121,6 +122,12 @@ public abstract class CodecIdentityTests(GgmlType type, ITestOutputHelper output
             GgmlType.Q8_0 => Unsafe.SizeOf<BlockQ80>(),
             GgmlType.IQ4_NL => Unsafe.SizeOf<BlockIQ4NL>(),
             GgmlType.IQ4_XS => Unsafe.SizeOf<BlockIQ4XS>(),
+            GgmlType.Q2_K => Unsafe.SizeOf<BlockQ2K>(),
+            GgmlType.Q3_K => Unsafe.SizeOf<BlockQ3K>(),
+            GgmlType.Q4_K => Unsafe.SizeOf<BlockQ4K>(),
+            GgmlType.Q5_K => Unsafe.SizeOf<BlockQ5K>(),
+            GgmlType.Q6_K => Unsafe.SizeOf<BlockQ6K>(),
+            GgmlType.Q8_K => Unsafe.SizeOf<BlockQ8K>(),
             _ => throw new ArgumentOutOfRangeException(nameof(type)),
         };
         Assert.Equal(_traits.BytesPerBlock, actual);
@@ -149,3 +156,15 @@ public sealed class Q80IdentityTests(ITestOutputHelper output) : CodecIdentityTe
 public sealed class IQ4NLIdentityTests(ITestOutputHelper output) : CodecIdentityTests(GgmlType.IQ4_NL, output);
 
 public sealed class IQ4XSIdentityTests(ITestOutputHelper output) : CodecIdentityTests(GgmlType.IQ4_XS, output);
+
+public sealed class Q2KIdentityTests(ITestOutputHelper output) : CodecIdentityTests(GgmlType.Q2_K, output);
+
+public sealed class Q3KIdentityTests(ITestOutputHelper output) : CodecIdentityTests(GgmlType.Q3_K, output);
+
+public sealed class Q4KIdentityTests(ITestOutputHelper output) : CodecIdentityTests(GgmlType.Q4_K, output);
+
+public sealed class Q5KIdentityTests(ITestOutputHelper output) : CodecIdentityTests(GgmlType.Q5_K, output);
+
+public sealed class Q6KIdentityTests(ITestOutputHelper output) : CodecIdentityTests(GgmlType.Q6_K, output);
+
+public sealed class Q8KIdentityTests(ITestOutputHelper output) : CodecIdentityTests(GgmlType.Q8_K, output);
