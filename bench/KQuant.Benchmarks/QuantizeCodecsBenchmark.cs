@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Runtime.InteropServices;
 using System.Text.Json;
 using KQuant.Gguf;
 using KQuant.Quants;
@@ -96,8 +95,8 @@ internal static class QuantizeCodecsBenchmark
         var oursQuantize = new List<Timing>();
         var ggmlDequantize = new List<Timing>();
         var oursDequantize = new List<Timing>();
-        // Warm up for at least a second and three rounds: .NET first runs new code unoptimized and recompiles hot
-        // methods in the background (tiered compilation), and both sides fault in their buffers on first touch.
+        // Warm up for at least a second and three rounds: both sides fault in their buffers on first touch, and the
+        // caches and branch predictors settle (tiered compilation is off in this project, so the code is final).
         var warmup = Stopwatch.StartNew();
         for (var round = 0; round < 3 || warmup.ElapsedMilliseconds < 1000; round++)
         {
@@ -123,11 +122,11 @@ internal static class QuantizeCodecsBenchmark
     /// <summary>Wall-clock and calling-thread CPU milliseconds of one call.</summary>
     private static Timing Time(Action action)
     {
-        var cpu = ThreadCpuMs();
+        var cpu = ThreadClock.Available ? ThreadClock.Milliseconds() : double.NaN;
         var start = Stopwatch.GetTimestamp();
         action();
         var wall = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
-        return new Timing(wall, ThreadCpuMs() - cpu);
+        return new Timing(wall, ThreadClock.Available ? ThreadClock.Milliseconds() - cpu : double.NaN);
     }
 
     private static Timing Median(List<Timing> timings) =>
@@ -167,21 +166,6 @@ internal static class QuantizeCodecsBenchmark
         for (var i = 0; i < count; i++) w[i] = (float)Math.Exp(1.5 * (rng.NextDouble() * 2 - 1)) * 0.01f;
         return w;
     }
-
-    [StructLayout(LayoutKind.Sequential)]
-    private struct TimeSpec
-    {
-        public long Seconds;
-        public long Nanoseconds;
-    }
-
-    [DllImport("libc", EntryPoint = "clock_gettime")]
-    private static extern int ClockGetTime(int clock, out TimeSpec time);
-
-    private const int ClockThreadCpuTime = 3; // CLOCK_THREAD_CPUTIME_ID on Linux
-
-    private static double ThreadCpuMs() =>
-        ClockGetTime(ClockThreadCpuTime, out var t) == 0 ? t.Seconds * 1e3 + t.Nanoseconds / 1e6 : double.NaN;
 
     private sealed record Timing(double WallMs, double CpuMs);
 

@@ -62,12 +62,7 @@ internal sealed class Q3KCodec : IRowCodec
     {
         Span<float> scales = stackalloc float[SubBlocks];
         BlockSolvers.MakeQ3QuantsForGroups(4, x, SubBlock, levels, scales);
-        float maxScale = 0, amax = 0;
-        for (var j = 0; j < SubBlocks; j++)
-        {
-            var scale = MathF.Abs(scales[j]);
-            if (scale > amax) { amax = scale; maxScale = scales[j]; }
-        }
+        var (maxScale, _) = BlockSolvers.SignedAbsMax(scales);
         if (maxScale == 0)
         {
             // ggml leaves all scale bytes zero here, which is what 6-bit levels of 0 pack to.

@@ -43,12 +43,7 @@ internal sealed class Q6KCodec : IRowCodec
             var x = source.Slice(i * KQuantLayout.SuperBlock, KQuantLayout.SuperBlock);
             var blockImportance = KQuantLayout.BlockImportance(importance, i);
             BlockSolvers.MakeQxQuantsForGroups(32, x, blockImportance, SubBlock, levels, scales);
-            float maxScale = 0, maxAbsScale = 0;
-            for (var j = 0; j < SubBlocks; j++)
-            {
-                var absScale = MathF.Abs(scales[j]);
-                if (absScale > maxAbsScale) { maxAbsScale = absScale; maxScale = scales[j]; }
-            }
+            var (maxScale, maxAbsScale) = BlockSolvers.SignedAbsMax(scales);
             if (maxAbsScale < BlockSolvers.GroupMaxEps)
             {
                 block = default;
