@@ -12,9 +12,9 @@ internal struct BlockQ2K
     public const int Size = 84;
 
     /// <summary>Per sub-block: scale level in the low nibble, min level in the high nibble.</summary>
-    public KBytes16 Scales;
+    public Bytes16 Scales;
     /// <summary>Levels, four per byte (<see cref="KQuantLayout.Pack2Bit"/>).</summary>
-    public KBytes64 Qs;
+    public Bytes64 Qs;
     public Half D;
     public Half DMin;
 }

@@ -12,12 +12,12 @@ internal struct BlockQ3K
     public const int Size = 110;
 
     /// <summary>Bit k of byte m is set when weight 32k + m has q ≥ 0 (its level, q + 4, has the high bit).</summary>
-    public KBytes32 HMask;
+    public Bytes32 HMask;
     /// <summary>Low two bits of each level (<see cref="KQuantLayout.Pack2Bit"/>).</summary>
-    public KBytes64 Qs;
+    public Bytes64 Qs;
     /// <summary>Sixteen 6-bit scales + 32: low nibbles of 0-7 in bytes 0-7, of 8-15 in their high nibbles; the top
     /// two bits of scale j in bits 2·(j/4) of byte 8 + j%4.</summary>
-    public KBytes12 Scales;
+    public Bytes12 Scales;
     public Half D;
 }
 

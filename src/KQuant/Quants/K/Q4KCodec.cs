@@ -16,9 +16,9 @@ internal struct BlockQ4K
     /// <summary>Super-block scale of the sub-block mins.</summary>
     public Half DMin;
     /// <summary>Eight 6-bit scales and eight 6-bit mins (<see cref="KQuantLayout.PackScaleMins"/>).</summary>
-    public KBytes12 Scales;
+    public Bytes12 Scales;
     /// <summary>Levels, two per byte: byte l of each 32-byte run holds weight l (low nibble) and l+32 (high nibble) of a 64-weight pair of sub-blocks.</summary>
-    public KBytes128 Qs;
+    public Bytes128 Qs;
 }
 
 /// <summary>Q4_K. Without importance ggml_quantize_chunk runs quantize_row_q4_K_ref (make_qkx2_quants, weights rms + |x|);

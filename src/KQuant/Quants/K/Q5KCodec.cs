@@ -13,11 +13,11 @@ internal struct BlockQ5K
     public Half D;
     public Half DMin;
     /// <summary>Eight 6-bit scales and eight 6-bit mins (<see cref="KQuantLayout.PackScaleMins"/>).</summary>
-    public KBytes12 Scales;
+    public Bytes12 Scales;
     /// <summary>High bits: bit 2p of byte l is the fifth bit of weight 64p + l, bit 2p+1 that of weight 64p + 32 + l.</summary>
-    public KBytes32 Qh;
+    public Bytes32 Qh;
     /// <summary>Low four bits, packed as in Q4_K.</summary>
-    public KBytes128 Qs;
+    public Bytes128 Qs;
 }
 
 /// <summary>Q5_K. Without importance ggml_quantize_chunk runs quantize_row_q5_K_ref (make_qkx2_quants, weights rms + |x|,

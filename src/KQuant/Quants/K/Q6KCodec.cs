@@ -13,10 +13,10 @@ internal struct BlockQ6K
 
     /// <summary>Low four bits of the levels (q + 32): per 128 weights, 64 bytes; byte l holds weights l and l+64 of
     /// the half, byte 32+l weights l+32 and l+96.</summary>
-    public KBytes128 Ql;
+    public Bytes128 Ql;
     /// <summary>High two bits: per 128 weights, 32 bytes; byte l holds weights l, l+32, l+64, l+96 from the low bits up.</summary>
-    public KBytes64 Qh;
-    public KSBytes16 Scales;
+    public Bytes64 Qh;
+    public SBytes16 Scales;
     public Half D;
 }
 

@@ -12,8 +12,8 @@ internal struct BlockQ8K
     public const int Size = 292;
 
     public float D;
-    public KSBytes256 Qs;
-    public KShorts16 BlockSums;
+    public SBytes256 Qs;
+    public Shorts16 BlockSums;
 }
 
 /// <summary>Q8_K, the activation format of the K-quant dot products: quantize_row_q8_K_ref (ggml_quantize_chunk has no

@@ -9,7 +9,7 @@ namespace KQuant.Quants.Legacy;
 /// <summary>Q4_1 and Q5_1, as llama.cpp v0.5.0 writes them: weight = d·code + m with nmax = 2^bits − 1. Without importance,
 /// quantize_row_q{4,5}_1_ref: m = block minimum, d = (max − min)/nmax, code = (x − min)/d + 0.5 truncated. With importance,
 /// quantize_row_q{4,5}_1_impl: make_qkx3_quants (rmin −0.9, rdelta 0.05, 36 steps) with error weights qw·√(σ² + x²).</summary>
-internal abstract class AffineLegacyCodec<TBlock> : BlockRowCodec<TBlock> where TBlock : unmanaged, IAffineLegacyBlock<TBlock>
+internal abstract class AffineLegacyCodec<TBlock> : LegacyCodec<TBlock> where TBlock : unmanaged, IAffineLegacyBlock<TBlock>
 {
     private static int Nmax
     {
@@ -19,23 +19,10 @@ internal abstract class AffineLegacyCodec<TBlock> : BlockRowCodec<TBlock> where 
 
     protected AffineLegacyCodec(bool vectorized) : base(vectorized) { }
 
-    protected override void QuantizeBlocks(ReadOnlySpan<float> source, ReadOnlySpan<float> importance, Span<TBlock> blocks)
-    {
-        if (!importance.IsEmpty) QuantizeWeighted(source, importance, blocks);
-        else if (Vectorized) QuantizeVector256(source, blocks);
-        else QuantizeScalar(source, blocks);
-    }
-
-    protected override void DequantizeBlocks(ReadOnlySpan<TBlock> blocks, Span<float> destination)
-    {
-        if (Vectorized) DequantizeVector256(blocks, destination);
-        else DequantizeScalar(blocks, destination);
-    }
-
     // ggml stores Q4_1's code as min(15, (int8_t)v) and Q5_1's as (uint8_t)v, v = trunc((x − min)/d + 0.5) done by cvttss2si.
     // v is in [0, nmax] (x − min ≤ max − min) or int.MinValue (an infinite or NaN (x − min)/d), whose low byte is 0, so
     // min(nmax, (int8_t)v) gives both formats' bytes.
-    private static void QuantizeScalar(ReadOnlySpan<float> source, Span<TBlock> blocks)
+    protected override void QuantizeScalar(ReadOnlySpan<float> source, Span<TBlock> blocks)
     {
         Span<byte> codes = stackalloc byte[BlockWeights];
         for (var ib = 0; ib < blocks.Length; ib++)
@@ -56,7 +43,7 @@ internal abstract class AffineLegacyCodec<TBlock> : BlockRowCodec<TBlock> where 
         }
     }
 
-    private static void QuantizeVector256(ReadOnlySpan<float> source, Span<TBlock> blocks)
+    protected override void QuantizeVector256(ReadOnlySpan<float> source, Span<TBlock> blocks)
     {
         ref var x = ref MemoryMarshal.GetReference(source);
         for (var ib = 0; ib < blocks.Length; ib++, x = ref Unsafe.Add(ref x, BlockWeights))
@@ -77,7 +64,7 @@ internal abstract class AffineLegacyCodec<TBlock> : BlockRowCodec<TBlock> where 
                 Vector256.Create(Nmax));
     }
 
-    private static void QuantizeWeighted(ReadOnlySpan<float> source, ReadOnlySpan<float> importance, Span<TBlock> blocks)
+    protected override void QuantizeWeighted(ReadOnlySpan<float> source, ReadOnlySpan<float> importance, Span<TBlock> blocks)
     {
         var sigma2 = MeanSquare(source);
         Span<float> weights = stackalloc float[BlockWeights];
@@ -94,7 +81,7 @@ internal abstract class AffineLegacyCodec<TBlock> : BlockRowCodec<TBlock> where 
         }
     }
 
-    private static void DequantizeScalar(ReadOnlySpan<TBlock> blocks, Span<float> destination)
+    protected override void DequantizeScalar(ReadOnlySpan<TBlock> blocks, Span<float> destination)
     {
         for (var ib = 0; ib < blocks.Length; ib++)
         {
@@ -106,7 +93,7 @@ internal abstract class AffineLegacyCodec<TBlock> : BlockRowCodec<TBlock> where 
         }
     }
 
-    private static void DequantizeVector256(ReadOnlySpan<TBlock> blocks, Span<float> destination)
+    protected override void DequantizeVector256(ReadOnlySpan<TBlock> blocks, Span<float> destination)
     {
         ref var y = ref MemoryMarshal.GetReference(destination);
         for (var ib = 0; ib < blocks.Length; ib++, y = ref Unsafe.Add(ref y, BlockWeights))

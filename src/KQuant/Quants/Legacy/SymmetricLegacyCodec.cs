@@ -10,7 +10,7 @@ namespace KQuant.Quants.Legacy;
 /// Without importance, quantize_row_q{4,5}_0_ref: d = (value of largest magnitude)/−nmax, code =
 /// min(2·nmax − 1, (int8_t)(x/d + nmax + 0.5)). With importance, quantize_row_q{4,5}_0_impl: make_qx_quants with error
 /// weights qw·√(σ² + x²), σ² = Σx²/n over the row.</summary>
-internal abstract class SymmetricLegacyCodec<TBlock> : BlockRowCodec<TBlock> where TBlock : unmanaged, ILegacyBlock<TBlock>
+internal abstract class SymmetricLegacyCodec<TBlock> : LegacyCodec<TBlock> where TBlock : unmanaged, ILegacyBlock<TBlock>
 {
     private static int Nmax
     {
@@ -25,20 +25,7 @@ internal abstract class SymmetricLegacyCodec<TBlock> : BlockRowCodec<TBlock> whe
 
     protected SymmetricLegacyCodec(bool vectorized) : base(vectorized) { }
 
-    protected override void QuantizeBlocks(ReadOnlySpan<float> source, ReadOnlySpan<float> importance, Span<TBlock> blocks)
-    {
-        if (!importance.IsEmpty) QuantizeWeighted(source, importance, blocks);
-        else if (Vectorized) QuantizeVector256(source, blocks);
-        else QuantizeScalar(source, blocks);
-    }
-
-    protected override void DequantizeBlocks(ReadOnlySpan<TBlock> blocks, Span<float> destination)
-    {
-        if (Vectorized) DequantizeVector256(blocks, destination);
-        else DequantizeScalar(blocks, destination);
-    }
-
-    private static void QuantizeScalar(ReadOnlySpan<float> source, Span<TBlock> blocks)
+    protected override void QuantizeScalar(ReadOnlySpan<float> source, Span<TBlock> blocks)
     {
         Span<byte> codes = stackalloc byte[BlockWeights];
         for (var ib = 0; ib < blocks.Length; ib++)
@@ -56,7 +43,7 @@ internal abstract class SymmetricLegacyCodec<TBlock> : BlockRowCodec<TBlock> whe
         }
     }
 
-    private static void QuantizeVector256(ReadOnlySpan<float> source, Span<TBlock> blocks)
+    protected override void QuantizeVector256(ReadOnlySpan<float> source, Span<TBlock> blocks)
     {
         ref var x = ref MemoryMarshal.GetReference(source);
         for (var ib = 0; ib < blocks.Length; ib++, x = ref Unsafe.Add(ref x, BlockWeights))
@@ -73,7 +60,7 @@ internal abstract class SymmetricLegacyCodec<TBlock> : BlockRowCodec<TBlock> whe
                 Vector256.Create(MaxCode));
     }
 
-    private static void QuantizeWeighted(ReadOnlySpan<float> source, ReadOnlySpan<float> importance, Span<TBlock> blocks)
+    protected override void QuantizeWeighted(ReadOnlySpan<float> source, ReadOnlySpan<float> importance, Span<TBlock> blocks)
     {
         var sigma2 = MeanSquare(source);
         Span<float> weights = stackalloc float[BlockWeights];
@@ -88,7 +75,7 @@ internal abstract class SymmetricLegacyCodec<TBlock> : BlockRowCodec<TBlock> whe
         }
     }
 
-    private static void DequantizeScalar(ReadOnlySpan<TBlock> blocks, Span<float> destination)
+    protected override void DequantizeScalar(ReadOnlySpan<TBlock> blocks, Span<float> destination)
     {
         for (var ib = 0; ib < blocks.Length; ib++)
         {
@@ -98,7 +85,7 @@ internal abstract class SymmetricLegacyCodec<TBlock> : BlockRowCodec<TBlock> whe
         }
     }
 
-    private static void DequantizeVector256(ReadOnlySpan<TBlock> blocks, Span<float> destination)
+    protected override void DequantizeVector256(ReadOnlySpan<TBlock> blocks, Span<float> destination)
     {
         ref var y = ref MemoryMarshal.GetReference(destination);
         var offset = Vector256.Create(Nmax);
