@@ -67,17 +67,23 @@ internal abstract class AffineLegacyCodec<TBlock> : LegacyCodec<TBlock> where TB
     protected override void QuantizeWeighted(ReadOnlySpan<float> source, ReadOnlySpan<float> importance, Span<TBlock> blocks)
     {
         var sigma2 = MeanSquare(source);
-        Span<float> weights = stackalloc float[BlockWeights];
-        Span<byte> codes = stackalloc byte[BlockWeights];
-        for (var ib = 0; ib < blocks.Length; ib++)
+        Span<float> weights = stackalloc float[WeightedChunkBlocks * BlockWeights];
+        Span<byte> codes = stackalloc byte[WeightedChunkBlocks * BlockWeights];
+        Span<float> scales = stackalloc float[WeightedChunkBlocks];
+        Span<float> negatedMins = stackalloc float[WeightedChunkBlocks];
+        for (var first = 0; first < blocks.Length; first += WeightedChunkBlocks)
         {
-            var x = source.Slice(ib * BlockWeights, BlockWeights);
-            ImportanceWeights(x, importance.Slice(ib * BlockWeights, BlockWeights), sigma2, weights);
-            ref var block = ref blocks[ib];
-            var d = BlockSolvers.MakeQkx3Quants(Nmax, x, weights, codes, out var negatedMin, -0.9f, 0.05f, 36);
-            TBlock.Scale(ref block) = Fp16.FromFloat(d);
-            TBlock.Offset(ref block) = Fp16.FromFloat(-negatedMin);
-            TBlock.StoreCodes(ref block, codes);
+            var count = Math.Min(WeightedChunkBlocks, blocks.Length - first);
+            var x = source.Slice(first * BlockWeights, count * BlockWeights);
+            ImportanceWeights(x, importance.Slice(first * BlockWeights, x.Length), sigma2, weights);
+            BlockSolvers.MakeQkx3QuantsForGroups(Nmax, x, weights[..x.Length], BlockWeights, codes, scales, negatedMins, -0.9f, 0.05f, 36);
+            for (var i = 0; i < count; i++)
+            {
+                ref var block = ref blocks[first + i];
+                TBlock.Scale(ref block) = Fp16.FromFloat(scales[i]);
+                TBlock.Offset(ref block) = Fp16.FromFloat(-negatedMins[i]);
+                TBlock.StoreCodes(ref block, codes.Slice(i * BlockWeights, BlockWeights));
+            }
         }
     }
 

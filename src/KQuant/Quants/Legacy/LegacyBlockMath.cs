@@ -11,6 +11,10 @@ internal static class LegacyBlockMath
 {
     public const int BlockWeights = 32;
 
+    /// <summary>Blocks handed to the BlockSolvers group searches at once under importance: they run eight groups per SIMD
+    /// pass, and the chunk's scratch stays on the stack.</summary>
+    public const int WeightedChunkBlocks = 16;
+
     /// <summary>C's float-to-int conversion as x86's cvttss2si/cvttps2dq does it: truncation toward zero, and int.MinValue
     /// (0x80000000) for NaN, ±Inf and out-of-range input. ggml's <c>(int8_t)</c>/<c>(uint8_t)</c> casts compile to this and keep
     /// the low byte; .NET's own <c>(int)</c> cast saturates instead, so it cannot be used where the input may be ±Inf (a block

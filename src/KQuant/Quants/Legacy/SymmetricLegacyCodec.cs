@@ -63,15 +63,21 @@ internal abstract class SymmetricLegacyCodec<TBlock> : LegacyCodec<TBlock> where
     protected override void QuantizeWeighted(ReadOnlySpan<float> source, ReadOnlySpan<float> importance, Span<TBlock> blocks)
     {
         var sigma2 = MeanSquare(source);
-        Span<float> weights = stackalloc float[BlockWeights];
-        Span<sbyte> codes = stackalloc sbyte[BlockWeights];
-        for (var ib = 0; ib < blocks.Length; ib++)
+        Span<float> weights = stackalloc float[WeightedChunkBlocks * BlockWeights];
+        Span<sbyte> codes = stackalloc sbyte[WeightedChunkBlocks * BlockWeights];
+        Span<float> scales = stackalloc float[WeightedChunkBlocks];
+        for (var first = 0; first < blocks.Length; first += WeightedChunkBlocks)
         {
-            var x = source.Slice(ib * BlockWeights, BlockWeights);
-            ImportanceWeights(x, importance.Slice(ib * BlockWeights, BlockWeights), sigma2, weights);
-            ref var block = ref blocks[ib];
-            TBlock.Scale(ref block) = Fp16.FromFloat(BlockSolvers.MakeQxQuants(Nmax, x, codes, weights));
-            TBlock.StoreCodes(ref block, MemoryMarshal.AsBytes(codes));
+            var count = Math.Min(WeightedChunkBlocks, blocks.Length - first);
+            var x = source.Slice(first * BlockWeights, count * BlockWeights);
+            ImportanceWeights(x, importance.Slice(first * BlockWeights, x.Length), sigma2, weights);
+            BlockSolvers.MakeQxQuantsForGroups(Nmax, x, weights[..x.Length], BlockWeights, codes, scales);
+            for (var i = 0; i < count; i++)
+            {
+                ref var block = ref blocks[first + i];
+                TBlock.Scale(ref block) = Fp16.FromFloat(scales[i]);
+                TBlock.StoreCodes(ref block, MemoryMarshal.AsBytes(codes.Slice(i * BlockWeights, BlockWeights)));
+            }
         }
     }
 
