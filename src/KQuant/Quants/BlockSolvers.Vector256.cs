@@ -161,21 +161,65 @@ internal static partial class BlockSolvers
         return scale;
     }
 
+    /// <summary>
+    /// make_q3_quants on eight groups per vector, one group per lane, and <paramref name="sets"/> (1 or 2) such vectors
+    /// side by side: a coordinate-descent step waits on the previous one (a division and a dozen dependent operations),
+    /// so two independent sets of lanes in the same loop keep the core busy. Groups of a set are consecutive in x.
+    /// </summary>
     [SkipLocalsInit]
-    private static void MakeQ3QuantsEightGroups(int nmax, ReadOnlySpan<float> x, int n, Span<sbyte> levels, Span<float> scales)
+    private static void MakeQ3QuantsLaneSets(int nmax, ReadOnlySpan<float> x, int n, int sets, Span<sbyte> levels, Span<float> scales)
     {
-        Span<Vector256<float>> xs = stackalloc Vector256<float>[MaxGroup];
-        Span<Vector256<float>> ls = stackalloc Vector256<float>[MaxGroup];
-        Transpose(x, n, xs);
-
-        var (max, amax) = SignedAbsMax(xs[..n]);
-        var allZero = Vector256.LessThan(amax, Vector256.Create(GroupMaxEps));
-
+        Span<Vector256<float>> xs = stackalloc Vector256<float>[2 * MaxGroup];
+        Span<Vector256<float>> ls = stackalloc Vector256<float>[2 * MaxGroup];
+        var xsA = xs[..n];
+        var lsA = ls[..n];
+        var xsB = xs.Slice(MaxGroup, n);
+        var lsB = ls.Slice(MaxGroup, n);
         var lowest = Vector256.Create(-nmax);
         var highest = Vector256.Create(nmax - 1);
+        Transpose(x[..(Lanes * n)], n, xsA);
+        var (allZeroA, sumlxA, suml2A) = Q3Start(nmax, xsA, lsA, lowest, highest);
+        Vector256<float> allZeroB = default, sumlxB = default, suml2B = default;
+        if (sets == 2)
+        {
+            Transpose(x.Slice(Lanes * n, Lanes * n), n, xsB);
+            (allZeroB, sumlxB, suml2B) = Q3Start(nmax, xsB, lsB, lowest, highest);
+        }
+
+        // A lane takes part in a round only while its previous round changed something (ggml breaks out otherwise).
+        var activeA = ~allZeroA;
+        var activeB = sets == 2 ? ~allZeroB : Vector256<float>.Zero;
+        for (var round = 0; round < 5 && Vector256.ExtractMostSignificantBits(activeA | activeB) != 0; round++)
+        {
+            Vector256<float> changedA = Vector256<float>.Zero, changedB = Vector256<float>.Zero;
+            for (var i = 0; i < n; i++)
+            {
+                (lsA[i], sumlxA, suml2A, var acceptedA) = Q3Step(xsA[i], lsA[i], sumlxA, suml2A, activeA, lowest, highest);
+                changedA |= acceptedA;
+                if (sets == 2)
+                {
+                    (lsB[i], sumlxB, suml2B, var acceptedB) = Q3Step(xsB[i], lsB[i], sumlxB, suml2B, activeB, lowest, highest);
+                    changedB |= acceptedB;
+                }
+            }
+            activeA &= changedA;
+            activeB &= changedB;
+        }
+
+        Q3Finish(nmax, lsA, allZeroA, sumlxA, suml2A, levels[..(Lanes * n)], scales[..Lanes]);
+        if (sets == 2) Q3Finish(nmax, lsB, allZeroB, sumlxB, suml2B, levels.Slice(Lanes * n, Lanes * n), scales.Slice(Lanes, Lanes));
+    }
+
+    /// <summary>make_q3_quants up to its descent, per lane: the all-zero test, levels from -nmax/max, and the x²-weighted sums.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (Vector256<float> AllZero, Vector256<float> SumLX, Vector256<float> SumL2) Q3Start(int nmax,
+        ReadOnlySpan<Vector256<float>> xs, Span<Vector256<float>> ls, Vector256<int> lowest, Vector256<int> highest)
+    {
+        var (max, amax) = SignedAbsMax(xs);
+        var allZero = Vector256.LessThan(amax, Vector256.Create(GroupMaxEps));
         var iscale = Vector256.Create((float)-nmax) / max;
         Vector256<float> sumlx = Vector256<float>.Zero, suml2 = Vector256<float>.Zero;
-        for (var i = 0; i < n; i++)
+        for (var i = 0; i < xs.Length; i++)
         {
             var l = Vector256.ConvertToSingle(Clamp(NearestInt(iscale * xs[i]), lowest, highest));
             ls[i] = l;
@@ -183,37 +227,38 @@ internal static partial class BlockSolvers
             sumlx += w * xs[i] * l;
             suml2 += w * l * l;
         }
+        return (allZero, sumlx, suml2);
+    }
 
-        var active = ~allZero;
-        for (var round = 0; round < 5 && Vector256.ExtractMostSignificantBits(active) != 0; round++)
-        {
-            var changed = Vector256<float>.Zero;
-            for (var i = 0; i < n; i++)
-            {
-                var xi = xs[i];
-                var w = xi * xi;
-                var li = ls[i];
-                var slx = sumlx - w * xi * li;
-                var sl2 = suml2 - w * li * li;
-                var newL = Vector256.ConvertToSingle(Clamp(NearestInt(xi * sl2 / slx), lowest, highest));
-                var slxNew = slx + w * xi * newL;
-                var sl2New = sl2 + w * newL * newL;
-                var accept = active
-                             & Vector256.GreaterThan(slx, Vector256<float>.Zero)
-                             & ~Vector256.Equals(newL, li)
-                             & Vector256.GreaterThan(sl2New, Vector256<float>.Zero)
-                             & Vector256.GreaterThan(slxNew * slxNew * suml2, sumlx * sumlx * sl2New);
-                ls[i] = Vector256.ConditionalSelect(accept, newL, li);
-                sumlx = Vector256.ConditionalSelect(accept, slxNew, sumlx);
-                suml2 = Vector256.ConditionalSelect(accept, sl2New, suml2);
-                changed |= accept;
-            }
-            active &= changed;
-        }
+    /// <summary>One coordinate-descent step of make_q3_quants on weight xi, per lane: try the level that best fits the
+    /// others' current scale and keep it when it lowers the error. Lanes outside <paramref name="active"/> keep theirs.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (Vector256<float> Level, Vector256<float> SumLX, Vector256<float> SumL2, Vector256<float> Accepted) Q3Step(
+        Vector256<float> xi, Vector256<float> li, Vector256<float> sumlx, Vector256<float> suml2, Vector256<float> active,
+        Vector256<int> lowest, Vector256<int> highest)
+    {
+        var w = xi * xi;
+        var slx = sumlx - w * xi * li;
+        var sl2 = suml2 - w * li * li;
+        var newL = Vector256.ConvertToSingle(Clamp(NearestInt(xi * sl2 / slx), lowest, highest));
+        var slxNew = slx + w * xi * newL;
+        var sl2New = sl2 + w * newL * newL;
+        var accept = active
+                     & Vector256.GreaterThan(slx, Vector256<float>.Zero)
+                     & ~Vector256.Equals(newL, li)
+                     & Vector256.GreaterThan(sl2New, Vector256<float>.Zero)
+                     & Vector256.GreaterThan(slxNew * slxNew * suml2, sumlx * sumlx * sl2New);
+        return (Vector256.ConditionalSelect(accept, newL, li), Vector256.ConditionalSelect(accept, slxNew, sumlx),
+            Vector256.ConditionalSelect(accept, sl2New, suml2), accept);
+    }
 
+    /// <summary>make_q3_quants' result per lane: levels + nmax and sumlx/suml2 (zeros for all-zero groups).</summary>
+    private static void Q3Finish(int nmax, ReadOnlySpan<Vector256<float>> ls, Vector256<float> allZero, Vector256<float> sumlx,
+        Vector256<float> suml2, Span<sbyte> levels, Span<float> scales)
+    {
+        var n = ls.Length;
         var scale = Vector256.ConditionalSelect(Vector256.GreaterThan(suml2, Vector256<float>.Zero), sumlx / suml2, Vector256<float>.Zero);
-        scale = Vector256.ConditionalSelect(allZero, Vector256<float>.Zero, scale);
-        scale.CopyTo(scales);
+        Vector256.ConditionalSelect(allZero, Vector256<float>.Zero, scale).CopyTo(scales);
         var offset = Vector256.Create((float)nmax);
         for (var i = 0; i < n; i++)
         {

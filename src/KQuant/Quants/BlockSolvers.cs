@@ -196,10 +196,13 @@ internal static partial class BlockSolvers
         var first = 0;
         if (UseVector256)
         {
-            for (; first + Lanes <= groupCount; first += Lanes)
+            const int lanes = 8;
+            while (groupCount - first >= lanes)
             {
-                MakeQ3QuantsEightGroups(nmax, x.Slice(first * groupSize, Lanes * groupSize), groupSize,
-                    levels.Slice(first * groupSize, Lanes * groupSize), scales.Slice(first, Lanes));
+                var sets = groupCount - first >= 2 * lanes ? 2 : 1;
+                var span = new Range(first * groupSize, (first + sets * lanes) * groupSize);
+                MakeQ3QuantsLaneSets(nmax, x[span], groupSize, sets, levels[span], scales.Slice(first, sets * lanes));
+                first += sets * lanes;
             }
         }
         for (; first < groupCount; first++)
