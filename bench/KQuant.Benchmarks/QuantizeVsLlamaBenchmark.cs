@@ -27,6 +27,22 @@ public static class QuantizeVsLlamaBenchmark
         Console.Error.WriteLine($"model: {model} ({modelBytes / 1e9:0.00} GB), {options.Runs} runs per tool and case, {options.Threads} threads");
 
         var results = new List<object>();
+        void WriteReport()
+        {
+            var report = new
+            {
+                benchmark = "quantize-vs-llama",
+                date = DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm'Z'", CultureInfo.InvariantCulture),
+                machine = $"{Environment.ProcessorCount} cores, {Environment.OSVersion}",
+                reference = "llama-quantize of llama.cpp v0.5.0 (npm node-llama-cpp@3.22.1 bundle, cmake Release, GGML_NATIVE)",
+                model = new { path = Path.GetFileName(model), bytes = modelBytes, options.Embedding, options.FeedForward, options.Layers },
+                options.Threads,
+                options.Runs,
+                results,
+            };
+            Directory.CreateDirectory(Path.GetDirectoryName(options.Output)!);
+            File.WriteAllText(options.Output, JsonSerializer.Serialize(report, new JsonSerializerOptions { WriteIndented = true }) + "\n");
+        }
         Console.WriteLine($"{"type",-8} {"imatrix",-8} {"llama s",9} {"kquant s",9} {"ratio",7} {"llama MB",9} {"kquant MB",10}  identical");
         foreach (var type in options.Types)
         {
@@ -71,21 +87,9 @@ public static class QuantizeVsLlamaBenchmark
                 });
                 File.Delete(llamaOut);
                 File.Delete(ourOut);
+                WriteReport(); // after every case, so an interrupted run still leaves what it measured
             }
         }
-        var report = new
-        {
-            benchmark = "quantize-vs-llama",
-            date = DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm'Z'", CultureInfo.InvariantCulture),
-            machine = $"{Environment.ProcessorCount} cores, {Environment.OSVersion}",
-            reference = "llama-quantize of llama.cpp v0.5.0 (npm node-llama-cpp@3.22.1 bundle, cmake Release, GGML_NATIVE)",
-            model = new { path = Path.GetFileName(model), bytes = modelBytes, options.Embedding, options.FeedForward, options.Layers },
-            options.Threads,
-            options.Runs,
-            results,
-        };
-        Directory.CreateDirectory(Path.GetDirectoryName(options.Output)!);
-        File.WriteAllText(options.Output, JsonSerializer.Serialize(report, new JsonSerializerOptions { WriteIndented = true }) + "\n");
         Console.Error.WriteLine($"wrote {options.Output}");
         return 0;
     }
