@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using KQuant.Gguf;
 
 namespace KQuant.Model.Tokenizers;
@@ -13,12 +14,16 @@ internal sealed class BytePairTokenizer : Tokenizer
 
     private readonly PreTokenizerDefinition _preTokenizer;
     private readonly BpeMergeTable _merges;
+    private readonly int[] _byteSymbolIds; // per byte, the merge-table id of its byte-level character, or -1
 
     private BytePairTokenizer(TokenizerSettings settings, PreTokenizerDefinition preTokenizer, BpeMergeTable merges)
         : base(settings)
     {
         _preTokenizer = preTokenizer;
         _merges = merges;
+        _byteSymbolIds = Enumerable.Range(0, 256)
+            .Select(b => merges.TryGetStringId(ByteLevelAlphabet.Utf8Of((byte)b), out var id) ? id : -1)
+            .ToArray();
     }
 
     public static BytePairTokenizer Load(IGgufMetadataSource metadata, string path)
@@ -40,18 +45,16 @@ internal sealed class BytePairTokenizer : Tokenizer
         LenientUtf8.Decode(text, codepoints);
         var words = _preTokenizer.Split(new SplitText(codepoints));
 
-        var session = new MergeSession(this, output);
-        var word = new List<byte>();
-        Span<byte> utf8 = stackalloc byte[4];
+        var session = new MergeSession(this);
+        var word = new byte[64];
         var next = 0;
         foreach (var length in words)
         {
-            word.Clear();
-            for (var i = next; i < next + length; i++)
-            {
-                foreach (var b in utf8[..LenientUtf8.Encode(codepoints[i], utf8)]) word.AddRange(ByteLevelAlphabet.Utf8Of(b));
-            }
-            session.EncodeWord(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(word));
+            // The word's UTF-8 (at most 4 bytes a codepoint), which MergeSession writes in the byte-level alphabet.
+            if (word.Length < 4 * length) word = new byte[8 * length];
+            var size = 0;
+            for (var i = next; i < next + length; i++) size += LenientUtf8.Encode(codepoints[i], word.AsSpan(size));
+            session.EncodeWord(word.AsSpan(0, size), output);
             next += length;
         }
     }
@@ -78,39 +81,70 @@ internal sealed class BytePairTokenizer : Tokenizer
         return bytes.ToArray();
     }
 
-    /// <summary>Merges the words of one text, reusing its buffers from word to word.</summary>
-    private sealed class MergeSession(BytePairTokenizer tokenizer, List<int> output)
+    /// <summary>Merges the words of one text, reusing its buffers from word to word, and the tokens of a word seen
+    /// before (a word's tokens depend on nothing else).</summary>
+    private sealed class MergeSession(BytePairTokenizer tokenizer)
     {
         private readonly SymbolChain _symbols = new();
-        private readonly PriorityQueue<Pair, long> _queue = new();
+        private readonly MinHeap<Candidate, LowestRankFirst> _queue = new();
+        private readonly Dictionary<byte[], int[]>.AlternateLookup<ReadOnlySpan<byte>> _wordTokens =
+            new Dictionary<byte[], int[]>(Utf8KeyComparer.Instance).GetAlternateLookup<ReadOnlySpan<byte>>();
+        private readonly List<int> _wordOutput = [];
+        private byte[] _encoded = new byte[128];
 
-        public void EncodeWord(ReadOnlySpan<byte> word)
+        /// <summary>Appends the tokens of a word given in UTF-8.</summary>
+        public void EncodeWord(ReadOnlySpan<byte> utf8, List<int> output)
+        {
+            if (_wordTokens.TryGetValue(utf8, out var known))
+            {
+                output.AddRange(known);
+                return;
+            }
+            _wordOutput.Clear();
+            Merge(utf8, _wordOutput);
+            _wordTokens[utf8] = _wordOutput.ToArray();
+            output.AddRange(CollectionsMarshal.AsSpan(_wordOutput));
+        }
+
+        // Each byte written as the UTF-8 of its byte-level codepoint (1 or 2 bytes).
+        private ReadOnlySpan<byte> ToByteLevel(ReadOnlySpan<byte> utf8)
+        {
+            if (_encoded.Length < 2 * utf8.Length) _encoded = new byte[4 * utf8.Length];
+            var size = 0;
+            foreach (var b in utf8)
+            {
+                var encoded = ByteLevelAlphabet.Utf8Of(b);
+                encoded.CopyTo(_encoded.AsSpan(size));
+                size += encoded.Length;
+            }
+            return _encoded.AsSpan(0, size);
+        }
+
+        private void Merge(ReadOnlySpan<byte> utf8, List<int> output)
         {
             var vocabulary = tokenizer.Vocabulary;
+            var word = ToByteLevel(utf8);
             if (tokenizer._preTokenizer.IgnoreMerges && vocabulary.TryGetId(word, out var whole))
             {
                 output.Add(whole);
                 return;
             }
 
+            // One symbol per byte-level character, that is, per byte of the UTF-8.
             _symbols.Reset(word);
-            for (var i = 0; i < _symbols.Count; i++)
-            {
-                ref var symbol = ref _symbols[i];
-                symbol.Id = tokenizer._merges.TryGetStringId(word.Slice(symbol.Start, symbol.Length), out var id) ? id : -1;
-            }
+            for (var i = 0; i < _symbols.Count; i++) _symbols[i].Id = tokenizer._byteSymbolIds[utf8[i]];
             _queue.Clear();
             for (var i = 1; i < _symbols.Count; i++) Consider(i - 1, i);
-            while (_queue.TryDequeue(out var pair, out _))
+            while (_queue.TryPop(out var candidate))
             {
-                ref var left = ref _symbols[pair.Left];
-                ref var right = ref _symbols[pair.Right];
+                ref var left = ref _symbols[candidate.Left];
+                ref var right = ref _symbols[candidate.Right];
                 // Skip pairs one of whose symbols has changed since they were queued.
-                if (left.Length == 0 || right.Length == 0 || left.Id != pair.LeftId || right.Id != pair.RightId) continue;
-                _symbols.Merge(pair.Left, pair.Right);
-                left.Id = pair.Result;
-                Consider(left.Prev, pair.Left);
-                Consider(pair.Left, left.Next);
+                if (left.Length == 0 || right.Length == 0 || left.Id != candidate.LeftId || right.Id != candidate.RightId) continue;
+                _symbols.Merge(candidate.Left, candidate.Right);
+                left.Id = candidate.Result;
+                Consider(left.Prev, candidate.Left);
+                Consider(candidate.Left, left.Next);
             }
 
             for (var i = 0; i >= 0 && _symbols.Count > 0; i = _symbols[i].Next)
@@ -135,11 +169,16 @@ internal sealed class BytePairTokenizer : Tokenizer
             var leftId = _symbols[left].Id;
             var rightId = _symbols[right].Id;
             if (leftId < 0 || rightId < 0 || !tokenizer._merges.TryGetMerge(leftId, rightId, out var rank, out var result)) return;
-            _queue.Enqueue(new Pair(left, right, leftId, rightId, result), ((long)rank << 32) | (uint)left);
+            _queue.Push(new Candidate(rank, left, right, leftId, rightId, result));
         }
+    }
 
-        /// <summary>A queued merge of symbols <see cref="Left"/> and <see cref="Right"/>, which were
-        /// <see cref="LeftId"/> and <see cref="RightId"/> when queued, into <see cref="Result"/>.</summary>
-        private readonly record struct Pair(int Left, int Right, int LeftId, int RightId, int Result);
+    /// <summary>A queued merge of rank <see cref="Rank"/> of symbols <see cref="Left"/> and <see cref="Right"/>, which
+    /// were <see cref="LeftId"/> and <see cref="RightId"/> when queued, into <see cref="Result"/>.</summary>
+    private readonly record struct Candidate(int Rank, int Left, int Right, int LeftId, int RightId, int Result);
+
+    private readonly struct LowestRankFirst : IComparer<Candidate>
+    {
+        public int Compare(Candidate x, Candidate y) => x.Rank != y.Rank ? x.Rank.CompareTo(y.Rank) : x.Left.CompareTo(y.Left);
     }
 }

@@ -23,6 +23,11 @@ internal static class LenientUtf8
         var offset = 0;
         while (offset < utf8.Length)
         {
+            if (utf8[offset] < 0x80)
+            {
+                codepoints.Add(utf8[offset++]);
+                continue;
+            }
             codepoints.Add(DecodeOne(utf8[offset..], out var consumed));
             offset += consumed;
         }

@@ -40,6 +40,7 @@ internal static class PreTokenizerCatalog
     private static readonly RegexWordSplitter Digits = new(@"\p{N}+");
     private static readonly RegexWordSplitter DigitTriples = new("[0-9][0-9][0-9]");
     private static readonly RegexWordSplitter PunctuationRuns = new(@"[\p{P}\$\+<=>\^~\|]+");
+    private static readonly RegexWordSplitter PunctuationAndBacktickRuns = new(@"[\p{P}\$\+<=>\^~\|`]+");
     private static readonly RegexWordSplitter LineBreaks = new("[\r\n]");
     private static readonly RegexWordSplitter CjkRuns = new("[一-龥ࠀ-一가-퟿]+");
 
@@ -108,7 +109,7 @@ internal static class PreTokenizerCatalog
         ["command-r"] = DigitsThenGpt2 with { CleanSpaces = false },
         ["smollm"] = DigitsThenGpt2 with { CleanSpaces = false },
 
-        ["falcon"] = new([PunctuationRuns, Gpt2WordSplitter.Instance, DigitTriples]),
+        ["falcon"] = new([PunctuationAndBacktickRuns, Gpt2WordSplitter.Instance, DigitTriples]),
         ["deepseek-coder"] = new(
             [LineBreaks, new RegexWordSplitter(@"\s?\p{L}+"), new RegexWordSplitter(@"\s?\p{P}+"), CjkRuns, EachDigit],
             CleanSpaces: false),

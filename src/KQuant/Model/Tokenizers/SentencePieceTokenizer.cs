@@ -1,3 +1,5 @@
+using System.Runtime.InteropServices;
+using System.Text;
 using KQuant.Gguf;
 
 namespace KQuant.Model.Tokenizers;
@@ -6,6 +8,9 @@ namespace KQuant.Model.Tokenizers;
 /// '▁' (U+2581) and the text gets a leading one; then, starting from single characters, the adjacent pair whose
 /// concatenation is the vocabulary piece with the highest score is merged, leftmost first on ties, until no pair forms a
 /// piece. A character left without a piece is written as byte tokens "&lt;0xXX&gt;".</summary>
+/// <remarks>llama.cpp merges the whole text as one sequence. When no piece has a '▁' after anything but '▁' (true of
+/// SentencePiece vocabularies split on whitespace), no merge can cross the start of a run of '▁', so the text is merged
+/// word by word instead, with the same result, and a word seen before is not merged again.</remarks>
 internal sealed class SentencePieceTokenizer : Tokenizer
 {
     public const string ModelName = "llama";
@@ -16,19 +21,19 @@ internal sealed class SentencePieceTokenizer : Tokenizer
     private static readonly TypeDefaults Defaults = new(Bos: 1, Eos: 2, Unknown: 0, AddBos: true, AddSpacePrefix: true, CleanSpaces: false);
 
     private readonly int[] _byteTokens; // per byte value, its fallback token or -1
+    private readonly bool _mergesStayInWords;
 
     private SentencePieceTokenizer(TokenizerSettings settings)
         : base(settings)
     {
         _byteTokens = new int[256];
-        Span<byte> single = stackalloc byte[1];
         for (var b = 0; b < 256; b++)
         {
             // "<0xXX>", or else the byte itself as a one-byte piece
-            single[0] = (byte)b;
-            _byteTokens[b] = Vocabulary.TryGetId(System.Text.Encoding.ASCII.GetBytes($"<0x{b:X2}>"), out var id) ? id
-                : Vocabulary.TryGetId(single, out id) ? id : -1;
+            _byteTokens[b] = Vocabulary.TryGetId(Encoding.ASCII.GetBytes($"<0x{b:X2}>"), out var id) ? id
+                : Vocabulary.TryGetId([(byte)b], out id) ? id : -1;
         }
+        _mergesStayInWords = Enumerable.Range(0, Vocabulary.Count).All(id => SpaceMarksOnlyLead(Vocabulary.Text(id)));
     }
 
     public static SentencePieceTokenizer Load(IGgufMetadataSource metadata, string path) =>
@@ -37,37 +42,19 @@ internal sealed class SentencePieceTokenizer : Tokenizer
     private protected override void EncodeText(ReadOnlySpan<byte> text, bool atStartOrAfterSpecial, List<int> output)
     {
         var escaped = EscapeSpaces(text, AddSpacePrefix && atStartOrAfterSpecial);
-        var symbols = new SymbolChain();
-        symbols.Reset(escaped);
-        if (symbols.Count == 0) return;
-
-        var queue = new PriorityQueue<Pair, (float Score, int Left)>(symbols.Count, HighestScoreFirst.Instance);
-        void Consider(int left, int right)
+        var session = new MergeSession(this, escaped);
+        if (!_mergesStayInWords)
         {
-            if (left < 0 || right < 0) return;
-            ref var l = ref symbols[left];
-            var length = l.Length + symbols[right].Length;
-            if (Vocabulary.TryGetId(escaped.AsSpan(l.Start, length), out var id))
-                queue.Enqueue(new Pair(left, right, length), (Vocabulary.Score(id), left));
+            session.MergeAll(output);
+            return;
         }
-
-        for (var i = 1; i < symbols.Count; i++) Consider(i - 1, i);
-        while (queue.TryDequeue(out var pair, out _))
+        var symbols = session.Symbols;
+        var wordStart = 0;
+        for (var i = 1; i <= symbols.Count; i++)
         {
-            ref var left = ref symbols[pair.Left];
-            var rightLength = symbols[pair.Right].Length;
-            // Skip pairs one of whose symbols has been merged since they were queued.
-            if (left.Length == 0 || rightLength == 0 || left.Length + rightLength != pair.Length) continue;
-            symbols.Merge(pair.Left, pair.Right);
-            Consider(left.Prev, pair.Left);
-            Consider(pair.Left, left.Next);
-        }
-
-        for (var i = 0; i >= 0; i = symbols[i].Next)
-        {
-            var piece = escaped.AsSpan(symbols[i].Start, symbols[i].Length);
-            if (Vocabulary.TryGetId(piece, out var id)) output.Add(id);
-            else foreach (var b in piece) output.Add(ByteToken(b));
+            if (i < symbols.Count && !(IsSpaceMark(escaped, symbols[i]) && !IsSpaceMark(escaped, symbols[i - 1]))) continue;
+            session.MergeWord(wordStart, i, output);
+            wordStart = i;
         }
     }
 
@@ -76,6 +63,14 @@ internal sealed class SentencePieceTokenizer : Tokenizer
     private int ByteToken(byte value) =>
         _byteTokens[value] >= 0 ? _byteTokens[value]
             : throw new InvalidOperationException($"{SourcePath}: the vocabulary has no token for byte 0x{value:X2} (\"<0x{value:X2}>\")");
+
+    private static bool IsSpaceMark(byte[] text, in SymbolChain.Symbol symbol) => text.AsSpan(symbol.Start, symbol.Length).SequenceEqual(SpaceMark);
+
+    private static bool SpaceMarksOnlyLead(ReadOnlySpan<byte> piece)
+    {
+        while (piece.StartsWith(SpaceMark)) piece = piece[SpaceMark.Length..];
+        return piece.IndexOf(SpaceMark) < 0;
+    }
 
     private static byte[] EscapeSpaces(ReadOnlySpan<byte> text, bool addPrefix)
     {
@@ -90,7 +85,7 @@ internal sealed class SentencePieceTokenizer : Tokenizer
         return escaped;
     }
 
-    internal static byte[] UnescapeSpaces(ReadOnlySpan<byte> text)
+    private static byte[] UnescapeSpaces(ReadOnlySpan<byte> text)
     {
         var result = new List<byte>(text.Length);
         for (var i = 0; i < text.Length;)
@@ -111,15 +106,86 @@ internal sealed class SentencePieceTokenizer : Tokenizer
         return source.Length;
     }
 
-    /// <summary>A queued candidate: symbols <see cref="Left"/> and <see cref="Right"/>, which together were
-    /// <see cref="Length"/> bytes long when queued.</summary>
-    private readonly record struct Pair(int Left, int Right, int Length);
-
-    private sealed class HighestScoreFirst : IComparer<(float Score, int Left)>
+    /// <summary>The merging of one escaped text: its symbols, the queue, and the tokens of words already merged.</summary>
+    private sealed class MergeSession
     {
-        public static readonly HighestScoreFirst Instance = new();
+        private readonly SentencePieceTokenizer _tokenizer;
+        private readonly byte[] _text;
+        private readonly MinHeap<Candidate, HighestScoreFirst> _queue = new();
+        private readonly Dictionary<byte[], int[]> _wordTokens = new(Utf8KeyComparer.Instance);
+        private readonly List<int> _wordOutput = [];
 
-        public int Compare((float Score, int Left) x, (float Score, int Left) y) =>
+        public MergeSession(SentencePieceTokenizer tokenizer, byte[] text)
+        {
+            _tokenizer = tokenizer;
+            _text = text;
+            Symbols.Reset(text);
+        }
+
+        public SymbolChain Symbols { get; } = new();
+
+        public void MergeAll(List<int> output)
+        {
+            if (Symbols.Count > 0) Merge(0, Symbols.Count, output);
+        }
+
+        /// <summary>Merges symbols <paramref name="first"/> to <paramref name="end"/> (exclusive) on their own.</summary>
+        public void MergeWord(int first, int end, List<int> output)
+        {
+            var bytes = _text.AsSpan(Symbols[first].Start, Symbols[end - 1].Start + Symbols[end - 1].Length - Symbols[first].Start);
+            var lookup = _wordTokens.GetAlternateLookup<ReadOnlySpan<byte>>();
+            if (lookup.TryGetValue(bytes, out var known))
+            {
+                output.AddRange(known);
+                return;
+            }
+            _wordOutput.Clear();
+            Merge(first, end, _wordOutput);
+            lookup[bytes] = _wordOutput.ToArray();
+            output.AddRange(CollectionsMarshal.AsSpan(_wordOutput));
+        }
+
+        private void Merge(int first, int end, List<int> output)
+        {
+            Symbols[first].Prev = -1;
+            Symbols[end - 1].Next = -1;
+            _queue.Clear();
+            for (var i = first + 1; i < end; i++) Consider(i - 1, i);
+            while (_queue.TryPop(out var candidate))
+            {
+                ref var left = ref Symbols[candidate.Left];
+                var rightLength = Symbols[candidate.Right].Length;
+                // Skip pairs one of whose symbols has been merged since they were queued.
+                if (left.Length == 0 || rightLength == 0 || left.Length + rightLength != candidate.Length) continue;
+                Symbols.Merge(candidate.Left, candidate.Right);
+                Consider(left.Prev, candidate.Left);
+                Consider(candidate.Left, left.Next);
+            }
+            for (var i = first; i >= 0; i = Symbols[i].Next)
+            {
+                var piece = _text.AsSpan(Symbols[i].Start, Symbols[i].Length);
+                if (_tokenizer.Vocabulary.TryGetId(piece, out var id)) output.Add(id);
+                else foreach (var b in piece) output.Add(_tokenizer.ByteToken(b));
+            }
+        }
+
+        private void Consider(int left, int right)
+        {
+            if (left < 0 || right < 0) return;
+            var start = Symbols[left].Start;
+            var length = Symbols[left].Length + Symbols[right].Length;
+            if (_tokenizer.Vocabulary.TryGetId(_text.AsSpan(start, length), out var id))
+                _queue.Push(new Candidate(_tokenizer.Vocabulary.Score(id), left, right, length));
+        }
+    }
+
+    /// <summary>A queued pair of symbols <see cref="Left"/> and <see cref="Right"/>, together <see cref="Length"/> bytes
+    /// long when queued, that would form a piece of <see cref="Score"/>.</summary>
+    private readonly record struct Candidate(float Score, int Left, int Right, int Length);
+
+    private readonly struct HighestScoreFirst : IComparer<Candidate>
+    {
+        public int Compare(Candidate x, Candidate y) =>
             x.Score > y.Score ? -1 : x.Score < y.Score ? 1 : x.Left.CompareTo(y.Left);
     }
 }
