@@ -36,6 +36,9 @@ internal sealed class SentencePieceTokenizer : Tokenizer
         _mergesStayInWords = Enumerable.Range(0, Vocabulary.Count).All(id => SpaceMarksOnlyLead(Vocabulary.Text(id)));
     }
 
+    /// <summary>Whether text is merged word by word (see the remarks) rather than as one sequence.</summary>
+    internal bool MergesWordByWord => _mergesStayInWords;
+
     public static SentencePieceTokenizer Load(IGgufMetadataSource metadata, string path) =>
         new(ReadSettings(metadata, path, ModelName, preTokenizer: null, Defaults));
 
