@@ -21,11 +21,11 @@ internal static class TokenizerTestVocabs
     public static readonly string[] BundleSupported =
     [
         "llama-spm", "phi-3", "baichuan", "gpt-2", "llama-bpe", "qwen2", "qwen35", "mpt", "starcoder", "refact",
-        "command-r", "falcon", "deepseek-llm", "deepseek-coder", "aquila", "gpt-neox",
+        "command-r", "falcon", "deepseek-llm", "deepseek-coder", "gemma-4", "aquila", "gpt-neox",
     ];
 
     /// <summary>Bundle vocabularies of tokenizer types KQuant does not run.</summary>
-    public static readonly string[] BundleUnsupported = ["bert-bge", "nomic-bert-moe", "gemma-4"];
+    public static readonly string[] BundleUnsupported = ["bert-bge", "nomic-bert-moe"];
 
     private static readonly ConcurrentDictionary<string, Lazy<Tokenizer>> Tokenizers = new(StringComparer.Ordinal);
 

@@ -117,7 +117,7 @@ public sealed class TokenizerTests
     [Theory]
     [InlineData("bert")]
     [InlineData("t5")]
-    [InlineData("gemma4")]
+    [InlineData("rwkv")]
     [InlineData(null)]
     public void AnUnsupportedModelIsNamedWithTheFileAndTheSupportedOnes(string? model)
     {
@@ -125,8 +125,8 @@ public sealed class TokenizerTests
         var e = Assert.Throws<TokenizerNotSupportedException>(() => Tokenizer.FromGguf(metadata, "/models/x.gguf"));
         Assert.Equal("/models/x.gguf", e.Path);
         Assert.Equal(model, e.Value);
-        Assert.Equal(["llama", "gpt2"], e.Supported);
-        Assert.Equal($"/models/x.gguf: tokenizer.ggml.model = {(model is null ? "(absent)" : $"'{model}'")} is not supported; supported: llama, gpt2", e.Message);
+        Assert.Equal(["llama", "gpt2", "gemma4"], e.Supported);
+        Assert.Equal($"/models/x.gguf: tokenizer.ggml.model = {(model is null ? "(absent)" : $"'{model}'")} is not supported; supported: llama, gpt2, gemma4", e.Message);
     }
 
     [Fact]

@@ -7,14 +7,17 @@ namespace KQuant.Model.Tokenizers;
 /// named by tokenizer.ggml.pre splits the text into words; each word's UTF-8 bytes are written in GPT-2's byte-level
 /// alphabet, and, starting from single characters, the adjacent pair with the lowest merge rank is merged, leftmost
 /// first on ties, until no pair has a merge. A symbol that is not a token falls back to its single-byte tokens, where
-/// there are any.</summary>
+/// there are any. tokenizer.ggml.model = "gemma4" is the SentencePiece-style variant (see
+/// <see cref="PreTokenizerDefinition.ByteLevel"/>).</summary>
 internal sealed class BytePairTokenizer : Tokenizer
 {
     public const string ModelName = "gpt2";
+    public const string Gemma4ModelName = "gemma4";
 
     private readonly PreTokenizerDefinition _preTokenizer;
     private readonly BpeMergeTable _merges;
     private readonly int[] _byteSymbolIds; // per byte, the merge-table id of its byte-level character, or -1
+    private readonly int[] _byteTokens;    // per byte, its "<0xXX>" token or -1 (for UTF-8 merging)
 
     private BytePairTokenizer(TokenizerSettings settings, PreTokenizerDefinition preTokenizer, BpeMergeTable merges)
         : base(settings)
@@ -24,23 +27,29 @@ internal sealed class BytePairTokenizer : Tokenizer
         _byteSymbolIds = Enumerable.Range(0, 256)
             .Select(b => merges.TryGetStringId(ByteLevelAlphabet.Utf8Of((byte)b), out var id) ? id : -1)
             .ToArray();
+        _byteTokens = Enumerable.Range(0, 256).Select(b => Vocabulary.FindByteToken((byte)b)).ToArray();
     }
 
-    public static BytePairTokenizer Load(IGgufMetadataSource metadata, string path)
+    /// <summary>A "gpt2" tokenizer, or with <paramref name="model"/> "gemma4", Gemma 4's.</summary>
+    public static BytePairTokenizer Load(IGgufMetadataSource metadata, string path, string model)
     {
-        var name = metadata.GetString(PreTokenizerCatalog.PreKey);
+        var gemma4 = model == Gemma4ModelName;
+        var name = gemma4 ? PreTokenizerCatalog.Gemma4Name : metadata.GetString(PreTokenizerCatalog.PreKey);
         if (string.IsNullOrEmpty(name)) name = PreTokenizerCatalog.DefaultName;
         var preTokenizer = PreTokenizerCatalog.Find(name)
             ?? throw new TokenizerNotSupportedException(path, PreTokenizerCatalog.PreKey, name, PreTokenizerCatalog.Names);
-        // llama.cpp's defaults for "gpt2" vocabularies: BOS and EOS 11 (GPT-2's own ids are in the metadata), no unknown token.
-        var defaults = new TypeDefaults(Bos: preTokenizer.HasDefaultBos ? 11 : null, Eos: 11, Unknown: null,
+        // llama.cpp's defaults: for "gpt2" vocabularies BOS and EOS 11 (GPT-2's own ids are in the metadata) and no
+        // unknown token; for "gemma4" none of them.
+        var defaults = new TypeDefaults(Bos: preTokenizer.HasDefaultBos && !gemma4 ? 11 : null, Eos: gemma4 ? null : 11, Unknown: null,
             AddBos: preTokenizer.AddBos, AddSpacePrefix: false, CleanSpaces: preTokenizer.CleanSpaces);
-        var settings = ReadSettings(metadata, path, ModelName, name, defaults);
+        var settings = ReadSettings(metadata, path, model, name, defaults);
+        if (preTokenizer.AlwaysAddBos) settings = settings with { AddBos = true };
         return new BytePairTokenizer(settings, preTokenizer, BpeMergeTable.Load(metadata, settings.Vocabulary, path));
     }
 
     private protected override void EncodeText(ReadOnlySpan<byte> text, bool atStartOrAfterSpecial, List<int> output)
     {
+        if (_preTokenizer.SpacesAsMarks) text = SpaceMarks.Escape(text, addPrefix: false);
         var codepoints = new List<int>(text.Length);
         LenientUtf8.Decode(text, codepoints);
         var words = _preTokenizer.Split(new SplitText(codepoints));
@@ -50,7 +59,7 @@ internal sealed class BytePairTokenizer : Tokenizer
         var next = 0;
         foreach (var length in words)
         {
-            // The word's UTF-8 (at most 4 bytes a codepoint), which MergeSession writes in the byte-level alphabet.
+            // The word's UTF-8 (at most 4 bytes a codepoint).
             if (word.Length < 4 * length) word = new byte[8 * length];
             var size = 0;
             for (var i = next; i < next + length; i++) size += LenientUtf8.Encode(codepoints[i], word.AsSpan(size));
@@ -61,6 +70,7 @@ internal sealed class BytePairTokenizer : Tokenizer
 
     private protected override byte[] NormalTokenPiece(ReadOnlySpan<byte> text)
     {
+        if (_preTokenizer.SpacesAsMarks) return SpaceMarks.Unescape(text);
         // Back from the byte-level alphabet, codepoint by codepoint; one outside it is written as llama.cpp writes it.
         var codepoints = new List<int>();
         LenientUtf8.Decode(text, codepoints);
@@ -123,16 +133,23 @@ internal sealed class BytePairTokenizer : Tokenizer
         private void Merge(ReadOnlySpan<byte> utf8, List<int> output)
         {
             var vocabulary = tokenizer.Vocabulary;
-            var word = ToByteLevel(utf8);
-            if (tokenizer._preTokenizer.IgnoreMerges && vocabulary.TryGetId(word, out var whole))
+            var pre = tokenizer._preTokenizer;
+            var word = pre.ByteLevel ? ToByteLevel(utf8) : utf8;
+            if ((pre.IgnoreMerges || (pre.NewlineWordsWhole && !word.ContainsAnyExcept((byte)'\n')))
+                && vocabulary.TryGetId(word, out var whole))
             {
                 output.Add(whole);
                 return;
             }
 
-            // One symbol per byte-level character, that is, per byte of the UTF-8.
+            // One symbol per character; byte-level characters stand for one byte of the UTF-8 each.
             _symbols.Reset(word);
-            for (var i = 0; i < _symbols.Count; i++) _symbols[i].Id = tokenizer._byteSymbolIds[utf8[i]];
+            for (var i = 0; i < _symbols.Count; i++)
+            {
+                ref var symbol = ref _symbols[i];
+                symbol.Id = pre.ByteLevel ? tokenizer._byteSymbolIds[utf8[i]]
+                    : tokenizer._merges.TryGetStringId(word.Slice(symbol.Start, symbol.Length), out var id) ? id : -1;
+            }
             _queue.Clear();
             for (var i = 1; i < _symbols.Count; i++) Consider(i - 1, i);
             while (_queue.TryPop(out var candidate))
@@ -155,10 +172,12 @@ internal sealed class BytePairTokenizer : Tokenizer
                     output.Add(symbol.Id);
                     continue;
                 }
-                // Not a token: each byte that is a one-byte token stands for itself; the others are dropped.
+                // Not a token: each byte becomes its byte token, which for byte-level vocabularies is the byte itself as
+                // a one-byte token; bytes without one are dropped.
                 foreach (var b in word.Slice(symbol.Start, symbol.Length))
                 {
-                    if (vocabulary.TryGetId([b], out var id)) output.Add(id);
+                    var id = pre.ByteLevel ? (vocabulary.TryGetId([b], out var single) ? single : -1) : tokenizer._byteTokens[b];
+                    if (id >= 0) output.Add(id);
                 }
             }
         }

@@ -1,13 +1,27 @@
 namespace KQuant.Model.Tokenizers;
 
-/// <summary>A pre-tokenizer of "gpt2" tokenizers: the steps that split text into words before BPE, and the settings
+/// <summary>A pre-tokenizer of BPE tokenizers: the steps that split text into words before BPE, and the settings
 /// llama.cpp ties to the tokenizer.ggml.pre value.</summary>
+/// <param name="Steps">The splits, applied in turn.</param>
+/// <param name="IgnoreMerges">A word that is a token is that token, whatever the merges would make of it.</param>
+/// <param name="CleanSpaces">Decoding cleans up spaces before punctuation (see <see cref="SpaceCleanup"/>).</param>
+/// <param name="AddBos">BOS is added unless tokenizer.ggml.add_bos_token says otherwise.</param>
+/// <param name="HasDefaultBos">Without tokenizer.ggml.bos_token_id, BOS is the type's default (else none).</param>
+/// <param name="ByteLevel">Words are written in GPT-2's byte-level alphabet before merging; otherwise they are merged
+/// as UTF-8 and fall back to byte tokens "&lt;0xXX&gt;" (SentencePiece-style BPE, as Gemma 4's).</param>
+/// <param name="SpacesAsMarks">Spaces are written as '▁' before splitting, and pieces read '▁' back as spaces.</param>
+/// <param name="NewlineWordsWhole">A word of newlines that is a token is that token (Gemma 4).</param>
+/// <param name="AlwaysAddBos">BOS is added even if tokenizer.ggml.add_bos_token says not to (llama.cpp's Gemma 4 fix).</param>
 internal sealed record PreTokenizerDefinition(
     IWordSplitter[] Steps,
     bool IgnoreMerges = false,
     bool CleanSpaces = true,
     bool AddBos = false,
-    bool HasDefaultBos = true)
+    bool HasDefaultBos = true,
+    bool ByteLevel = true,
+    bool SpacesAsMarks = false,
+    bool NewlineWordsWhole = false,
+    bool AlwaysAddBos = false)
 {
     /// <summary>Word lengths in codepoints, covering <paramref name="text"/> in order.</summary>
     public List<int> Split(SplitText text)
@@ -36,6 +50,9 @@ internal static class PreTokenizerCatalog
     /// <summary>What a "gpt2" tokenizer without tokenizer.ggml.pre gets (llama.cpp warns that quality suffers).</summary>
     public const string DefaultName = "default";
 
+    /// <summary>The pre-tokenizer of tokenizer.ggml.model = "gemma4", whatever tokenizer.ggml.pre says.</summary>
+    public const string Gemma4Name = "gemma4";
+
     private static readonly RegexWordSplitter EachDigit = new(@"\p{N}");
     private static readonly RegexWordSplitter Digits = new(@"\p{N}+");
     private static readonly RegexWordSplitter DigitTriples = new("[0-9][0-9][0-9]");
@@ -45,6 +62,8 @@ internal static class PreTokenizerCatalog
     private static readonly RegexWordSplitter CjkRuns = new("[一-龥ࠀ-一가-퟿]+");
 
     private static readonly PreTokenizerDefinition Gpt2 = new([Gpt2WordSplitter.Instance]);
+    private static readonly PreTokenizerDefinition Gemma4 =
+        new([NewlineRunSplitter.Instance], ByteLevel: false, SpacesAsMarks: true, NewlineWordsWhole: true, AlwaysAddBos: true);
     private static readonly PreTokenizerDefinition Llama3 = new([Llama3WordSplitter.Llama3], IgnoreMerges: true, AddBos: true);
     private static readonly PreTokenizerDefinition Llama3Regex = new([Llama3WordSplitter.Llama3]);
     private static readonly PreTokenizerDefinition DigitsThenGpt2 = new([EachDigit, Gpt2WordSplitter.Instance]);
@@ -108,6 +127,11 @@ internal static class PreTokenizerCatalog
         ["mellum2"] = DigitsThenGpt2,
         ["command-r"] = DigitsThenGpt2 with { CleanSpaces = false },
         ["smollm"] = DigitsThenGpt2 with { CleanSpaces = false },
+
+        // SentencePiece-style BPE: merges over '▁'-escaped UTF-8, split only at line breaks.
+        [Gemma4Name] = Gemma4,
+        ["granite-embed-multi-311m"] = Gemma4,
+        ["sarvam-moe"] = new([NewlineRunSplitter.Instance], CleanSpaces: false, ByteLevel: false, SpacesAsMarks: true),
 
         ["falcon"] = new([PunctuationAndBacktickRuns, Gpt2WordSplitter.Instance, DigitTriples]),
         ["deepseek-coder"] = new(

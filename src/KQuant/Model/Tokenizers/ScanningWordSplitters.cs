@@ -148,3 +148,17 @@ internal sealed class Llama3WordSplitter(int maxDigits, bool marksJoinLetters) :
         return WhitespaceEnd(piece, position, breakAtLineEnds: true);
     }
 }
+
+/// <summary><c>[^\n]+|[\n]+</c>: runs of line feeds and runs of anything else (Gemma 4's only split).</summary>
+internal sealed class NewlineRunSplitter : ScanningWordSplitter
+{
+    public static readonly NewlineRunSplitter Instance = new();
+
+    protected override int MatchEnd(in Piece piece, int position)
+    {
+        var newline = piece.Codepoint(position) == '\n';
+        var end = position + 1;
+        while (piece.Contains(end) && (piece.Codepoint(end) == '\n') == newline) end++;
+        return end;
+    }
+}

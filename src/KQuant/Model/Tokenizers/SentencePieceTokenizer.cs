@@ -1,5 +1,4 @@
 using System.Runtime.InteropServices;
-using System.Text;
 using KQuant.Gguf;
 
 namespace KQuant.Model.Tokenizers;
@@ -15,8 +14,6 @@ internal sealed class SentencePieceTokenizer : Tokenizer
 {
     public const string ModelName = "llama";
 
-    private static readonly byte[] SpaceMark = "▁"u8.ToArray();
-
     // Defaults of llama.cpp for "llama" vocabularies: <unk> 0, <s> 1, </s> 2, BOS added, a space prefix.
     private static readonly TypeDefaults Defaults = new(Bos: 1, Eos: 2, Unknown: 0, AddBos: true, AddSpacePrefix: true, CleanSpaces: false);
 
@@ -30,10 +27,10 @@ internal sealed class SentencePieceTokenizer : Tokenizer
         for (var b = 0; b < 256; b++)
         {
             // "<0xXX>", or else the byte itself as a one-byte piece
-            _byteTokens[b] = Vocabulary.TryGetId(Encoding.ASCII.GetBytes($"<0x{b:X2}>"), out var id) ? id
+            _byteTokens[b] = Vocabulary.FindByteToken((byte)b) is var id and >= 0 ? id
                 : Vocabulary.TryGetId([(byte)b], out id) ? id : -1;
         }
-        _mergesStayInWords = Enumerable.Range(0, Vocabulary.Count).All(id => SpaceMarksOnlyLead(Vocabulary.Text(id)));
+        _mergesStayInWords = Enumerable.Range(0, Vocabulary.Count).All(id => SpaceMarks.OnlyLead(Vocabulary.Text(id)));
     }
 
     /// <summary>Whether text is merged word by word (see the remarks) rather than as one sequence.</summary>
@@ -44,7 +41,7 @@ internal sealed class SentencePieceTokenizer : Tokenizer
 
     private protected override void EncodeText(ReadOnlySpan<byte> text, bool atStartOrAfterSpecial, List<int> output)
     {
-        var escaped = EscapeSpaces(text, AddSpacePrefix && atStartOrAfterSpecial);
+        var escaped = SpaceMarks.Escape(text, AddSpacePrefix && atStartOrAfterSpecial);
         var session = new MergeSession(this, escaped);
         if (!_mergesStayInWords)
         {
@@ -61,53 +58,13 @@ internal sealed class SentencePieceTokenizer : Tokenizer
         }
     }
 
-    private protected override byte[] NormalTokenPiece(ReadOnlySpan<byte> text) => UnescapeSpaces(text);
+    private protected override byte[] NormalTokenPiece(ReadOnlySpan<byte> text) => SpaceMarks.Unescape(text);
 
     private int ByteToken(byte value) =>
         _byteTokens[value] >= 0 ? _byteTokens[value]
             : throw new InvalidOperationException($"{SourcePath}: the vocabulary has no token for byte 0x{value:X2} (\"<0x{value:X2}>\")");
 
-    private static bool IsSpaceMark(byte[] text, in SymbolChain.Symbol symbol) => text.AsSpan(symbol.Start, symbol.Length).SequenceEqual(SpaceMark);
-
-    private static bool SpaceMarksOnlyLead(ReadOnlySpan<byte> piece)
-    {
-        while (piece.StartsWith(SpaceMark)) piece = piece[SpaceMark.Length..];
-        return piece.IndexOf(SpaceMark) < 0;
-    }
-
-    private static byte[] EscapeSpaces(ReadOnlySpan<byte> text, bool addPrefix)
-    {
-        var escaped = new byte[(addPrefix ? SpaceMark.Length : 0) + text.Length + text.Count((byte)' ') * (SpaceMark.Length - 1)];
-        var at = 0;
-        if (addPrefix) at += Write(SpaceMark, escaped, at);
-        foreach (var b in text)
-        {
-            if (b == ' ') at += Write(SpaceMark, escaped, at);
-            else escaped[at++] = b;
-        }
-        return escaped;
-    }
-
-    private static byte[] UnescapeSpaces(ReadOnlySpan<byte> text)
-    {
-        var result = new List<byte>(text.Length);
-        for (var i = 0; i < text.Length;)
-        {
-            if (text[i..].StartsWith(SpaceMark))
-            {
-                result.Add((byte)' ');
-                i += SpaceMark.Length;
-            }
-            else result.Add(text[i++]);
-        }
-        return result.ToArray();
-    }
-
-    private static int Write(ReadOnlySpan<byte> source, Span<byte> destination, int at)
-    {
-        source.CopyTo(destination[at..]);
-        return source.Length;
-    }
+    private static bool IsSpaceMark(byte[] text, in SymbolChain.Symbol symbol) => text.AsSpan(symbol.Start, symbol.Length).SequenceEqual(SpaceMarks.Mark);
 
     /// <summary>The merging of one escaped text: its symbols, the queue, and the tokens of words already merged.</summary>
     private sealed class MergeSession

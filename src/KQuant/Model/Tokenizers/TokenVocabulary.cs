@@ -40,6 +40,9 @@ internal sealed class TokenVocabulary
 
     public int? FindId(string text) => TryGetId(Encoding.UTF8.GetBytes(text), out var id) ? id : null;
 
+    /// <summary>The byte-fallback token "&lt;0xXX&gt;" of <paramref name="value"/>, or -1.</summary>
+    public int FindByteToken(byte value) => TryGetId(Encoding.ASCII.GetBytes($"<0x{value:X2}>"), out var id) ? id : -1;
+
     /// <summary>Reads tokenizer.ggml.tokens, .scores (float32 or int32, optional) and .token_type (optional) the way
     /// llama.cpp's vocabulary loader does: an empty token is renamed "[EMPTY_id]", missing scores are 0, missing
     /// types mean normal tokens.</summary>

@@ -4,10 +4,10 @@ using KQuant.Gguf;
 namespace KQuant.Model.Tokenizers;
 
 /// <summary>A model's tokenizer, read from a GGUF file's tokenizer.ggml.* metadata, that turns text into the token ids
-/// llama.cpp v0.5.0's llama_tokenize gives and back into text as its llama_detokenize does. Two kinds are supported:
-/// tokenizer.ggml.model = "llama" (SentencePiece-style BPE over scored pieces with byte fallback) and "gpt2" (byte-level
-/// BPE over ranked merges, after the pre-tokenizer that tokenizer.ggml.pre names). Instances are immutable and may be
-/// used from several threads at once.</summary>
+/// llama.cpp v0.5.0's llama_tokenize gives and back into text as its llama_detokenize does. Supported:
+/// tokenizer.ggml.model = "llama" (SentencePiece-style BPE over scored pieces with byte fallback), "gpt2" (byte-level
+/// BPE over ranked merges, after the pre-tokenizer that tokenizer.ggml.pre names) and "gemma4" (BPE over ranked merges
+/// of SentencePiece-style pieces). Instances are immutable and may be used from several threads at once.</summary>
 public abstract class Tokenizer
 {
     public const string ModelKey = "tokenizer.ggml.model";
@@ -15,7 +15,8 @@ public abstract class Tokenizer
     private const string AddEosKey = "tokenizer.ggml.add_eos_token";
     private const string AddSpacePrefixKey = "tokenizer.ggml.add_space_prefix";
 
-    private static readonly string[] SupportedModels = [SentencePieceTokenizer.ModelName, BytePairTokenizer.ModelName];
+    private static readonly string[] SupportedModels =
+        [SentencePieceTokenizer.ModelName, BytePairTokenizer.ModelName, BytePairTokenizer.Gemma4ModelName];
 
     private readonly SpecialTokens _special;
     private readonly bool _cleanSpaces;
@@ -38,10 +39,11 @@ public abstract class Tokenizer
     /// <summary>The file the tokenizer was read from.</summary>
     public string SourcePath { get; }
 
-    /// <summary>tokenizer.ggml.model: "llama" or "gpt2".</summary>
+    /// <summary>tokenizer.ggml.model: "llama", "gpt2" or "gemma4".</summary>
     public string Model { get; }
 
-    /// <summary>tokenizer.ggml.pre of a "gpt2" tokenizer ("default" when the file names none); null for "llama".</summary>
+    /// <summary>The pre-tokenizer of a BPE tokenizer: tokenizer.ggml.pre of a "gpt2" one ("default" when the file names
+    /// none), "gemma4" for "gemma4"; null for "llama".</summary>
     public string? PreTokenizer { get; }
 
     public int VocabSize => Vocabulary.Count;
@@ -82,7 +84,7 @@ public abstract class Tokenizer
         return model switch
         {
             SentencePieceTokenizer.ModelName => SentencePieceTokenizer.Load(metadata, path),
-            BytePairTokenizer.ModelName => BytePairTokenizer.Load(metadata, path),
+            BytePairTokenizer.ModelName or BytePairTokenizer.Gemma4ModelName => BytePairTokenizer.Load(metadata, path, model),
             _ => throw new TokenizerNotSupportedException(path, ModelKey, model, SupportedModels),
         };
     }
