@@ -31,6 +31,7 @@ public sealed class SharedTextTests(ITestOutputHelper output)
     public static TheoryData<string> SentencePieceVocabs() => new(TokenizerTestVocabs.SharedSentencePiece);
 
     [SkippableTheory]
+    [Trait("Category", "Long")]
     [MemberData(nameof(SharedVocabsAndTexts))]
     public void WholeFilesEncodeAsLlamaCpp(string vocab, string textFile)
     {
