@@ -1,2 +1,14 @@
-Console.Error.WriteLine("usage: KQuant.Benchmarks <benchmark> (none yet)");
-return 2;
+using KQuant.Benchmarks;
+
+// Benchmarks by name; each takes its own options.
+var benchmarks = new Dictionary<string, Func<string[], int>>(StringComparer.OrdinalIgnoreCase)
+{
+    ["quantize-vs-llama"] = QuantizeVsLlamaBenchmark.Run,
+};
+
+if (args.Length == 0 || !benchmarks.TryGetValue(args[0], out var benchmark))
+{
+    Console.Error.WriteLine($"usage: KQuant.Benchmarks <{string.Join('|', benchmarks.Keys)}> [options]");
+    return 2;
+}
+return benchmark(args[1..]);

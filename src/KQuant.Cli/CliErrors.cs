@@ -1,4 +1,5 @@
 using KQuant.Cli.Ui;
+using KQuant.Conversion;
 using KQuant.Gguf;
 
 namespace KQuant.Cli;
@@ -36,7 +37,7 @@ public static class CliErrors
     public static int? Classify(Exception e) => e switch
     {
         OperationCanceledException => ExitCodes.Cancelled,
-        GgufFormatException or FileNotFoundException or DirectoryNotFoundException or InvalidDataException => ExitCodes.BadInput,
+        GgufFormatException or SafetensorsFormatException or FileNotFoundException or DirectoryNotFoundException or InvalidDataException => ExitCodes.BadInput,
         UnauthorizedAccessException => ExitCodes.BadInput,
         OutputRefusedException => ExitCodes.BadOutput,
         IOException io when IsDiskFull(io) => ExitCodes.BadOutput,

@@ -14,7 +14,9 @@ public static class KQuantApp
         {
             InspectCommand.Create(ui),
             QuantizeCommand.Create(ui),
+            ConvertCommand.Create(ui),
             EvaluateCommand.Create(ui),
+            PlanCommand.Create(ui),
         };
         return root;
     }

@@ -13,7 +13,7 @@ public static class QuantizeCommand
     {
         var positional = new Argument<string[]>("IN [OUT] TYPE [NTHREADS]")
         {
-            Description = "Input GGUF, optional output path (default: beside the input, named after TYPE), recipe name, optional thread count",
+            Description = "Input GGUF or Hugging Face model folder, optional output path (default: beside the input, named after TYPE), recipe name, optional thread count",
             Arity = new ArgumentArity(2, 4),
         };
         var threads = new Option<int?>("--threads", "-t") { Description = "Worker threads (default: all cores)" };
@@ -61,15 +61,16 @@ public static class QuantizeCommand
                 throw new UsageException("--include-weights and --exclude-weights cannot be used together");
             if (request.ImatrixPath is not null && !File.Exists(request.ImatrixPath))
                 throw new FileNotFoundException($"importance matrix not found: {request.ImatrixPath}");
-            if (!File.Exists(input)) throw new FileNotFoundException($"input model not found: {input}");
+            if (!File.Exists(input) && !Directory.Exists(input)) throw new FileNotFoundException($"input model not found: {input}");
             if (!request.DryRun && !request.Overwrite && File.Exists(output))
                 throw new OutputRefusedException($"{output} already exists; pass --overwrite to replace it");
 
             var console = ui();
             var result2 = request.DryRun
                 ? ModelQuantizer.Run(request, cancellation: cancellation)
-                : await console.WithProgressAsync($"quantizing to {recipe.Name}", new FileInfo(input).Length, sink =>
-                    ModelQuantizer.RunAsync(request, new SyncProgress(p => sink.Report(p.BytesDone, $"[{p.TensorIndex}/{p.TensorCount}] {p.TensorName}")), cancellation));
+                : await console.WithProgressAsync($"quantizing to {recipe.Name}", InputBytes(input), sink =>
+                    ModelQuantizer.RunAsync(request, new SyncProgress(p => sink.Report(p.BytesDone, $"[{p.TensorIndex}/{p.TensorCount}] {p.TensorName}", p.BytesTotal)), cancellation),
+                    ProgressUnit.Bytes);
             Report(console, request, result2);
             return ExitCodes.Success;
         }));
@@ -101,17 +102,25 @@ public static class QuantizeCommand
         return (input, output ?? DefaultOutputPath(input, recipe), recipe, threads);
     }
 
-    /// <summary>Beside the input, with a trailing precision tag (-F16, -f32, -BF16) replaced by the recipe name.</summary>
+    /// <summary>Beside the input, with a trailing precision tag (-F16, -f32, -BF16) replaced by the recipe name; a model
+    /// folder gives its name (folder Llama-3-8B → Llama-3-8B-Q4_K_M.gguf beside it).</summary>
     public static string DefaultOutputPath(string input, QuantRecipe recipe)
     {
-        var dir = Path.GetDirectoryName(Path.GetFullPath(input))!;
-        var stem = Path.GetFileNameWithoutExtension(input);
+        input = Path.TrimEndingDirectorySeparator(Path.GetFullPath(input));
+        var dir = Path.GetDirectoryName(input)!;
+        var stem = Directory.Exists(input) ? Path.GetFileName(input) : Path.GetFileNameWithoutExtension(input);
         foreach (var tag in new[] { "-F32", "-F16", "-BF16", ".F32", ".F16", ".BF16", "-f32", "-f16", "-bf16" })
         {
             if (stem.EndsWith(tag, StringComparison.OrdinalIgnoreCase)) { stem = stem[..^tag.Length]; break; }
         }
         return Path.Combine(dir, $"{stem}-{recipe.Name}.gguf");
     }
+
+    /// <summary>Bytes to read, for the progress bar: the file, or a folder's safetensors files.</summary>
+    private static long InputBytes(string input) =>
+        Directory.Exists(input)
+            ? Directory.EnumerateFiles(input, "*.safetensors").Sum(f => new FileInfo(f).Length)
+            : new FileInfo(input).Length;
 
     private static GgmlType? ParseGgmlType(string? name, string option)
     {

@@ -22,12 +22,20 @@ public interface IUi
     /// <summary>A table; <paramref name="rightAligned"/> marks numeric columns.</summary>
     void Table(string? title, IReadOnlyList<string> columns, IEnumerable<IReadOnlyList<string>> rows, IReadOnlySet<int>? rightAligned = null);
 
-    /// <summary>Runs <paramref name="work"/> with a progress reporter (a bar in a terminal, occasional lines otherwise).</summary>
-    Task<T> WithProgressAsync<T>(string description, long total, Func<IProgressSink, Task<T>> work);
+    /// <summary>Runs <paramref name="work"/> with a progress reporter (a bar in a terminal, occasional lines otherwise).
+    /// <paramref name="unit"/> says whether the amounts are bytes (shown as sizes) or plain counts.</summary>
+    Task<T> WithProgressAsync<T>(string description, long total, Func<IProgressSink, Task<T>> work, ProgressUnit unit = ProgressUnit.Count);
 }
 
 /// <summary>Progress of a long job: how much is done, and what is being worked on now.</summary>
 public interface IProgressSink
 {
-    void Report(long done, string? current = null);
+    /// <param name="total">Replaces the total given at the start, when it has become known more exactly.</param>
+    void Report(long done, string? current = null, long? total = null);
+}
+
+public enum ProgressUnit
+{
+    Count,
+    Bytes,
 }

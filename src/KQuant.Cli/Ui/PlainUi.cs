@@ -27,30 +27,30 @@ public sealed class PlainUi(TextWriter output, TextWriter error) : IUi
         foreach (var row in all) output.WriteLine(Format(row));
     }
 
-    public async Task<T> WithProgressAsync<T>(string description, long total, Func<IProgressSink, Task<T>> work)
+    public async Task<T> WithProgressAsync<T>(string description, long total, Func<IProgressSink, Task<T>> work, ProgressUnit unit = ProgressUnit.Count)
     {
-        var sink = new LineProgress(error, description, total);
+        var sink = new LineProgress(error, description, total, unit);
         var result = await work(sink);
         sink.Finish();
         return result;
     }
 
-    private sealed class LineProgress(TextWriter writer, string description, long total) : IProgressSink
+    private sealed class LineProgress(TextWriter writer, string description, long total, ProgressUnit unit) : IProgressSink
     {
+        private long _total = total;
         private readonly Stopwatch _clock = Stopwatch.StartNew();
         private readonly object _gate = new();
         private TimeSpan _lastPrinted = TimeSpan.FromSeconds(-10);
-        private long _done;
 
-        public void Report(long done, string? current = null)
+        public void Report(long done, string? current = null, long? total = null)
         {
             lock (_gate)
             {
-                _done = done;
+                _total = total ?? _total;
                 // A line every few seconds: enough to see it move in a CI log, not enough to flood it.
                 if (_clock.Elapsed - _lastPrinted < TimeSpan.FromSeconds(5)) return;
                 _lastPrinted = _clock.Elapsed;
-                writer.WriteLine($"{description}: {Progress.Describe(done, total, _clock.Elapsed)}{(current is null ? "" : $"  {current}")}");
+                writer.WriteLine($"{description}: {Progress.Describe(done, _total, _clock.Elapsed, unit)}{(current is null ? "" : $"  {current}")}");
             }
         }
 
@@ -64,12 +64,13 @@ public sealed class PlainUi(TextWriter output, TextWriter error) : IUi
 /// <summary>Shared wording of progress: percentage and ETA.</summary>
 public static class Progress
 {
-    public static string Describe(long done, long total, TimeSpan elapsed)
+    public static string Describe(long done, long total, TimeSpan elapsed, ProgressUnit unit = ProgressUnit.Count)
     {
-        if (total <= 0) return $"{done}";
+        string Amount(long n) => unit == ProgressUnit.Bytes ? Units.Bytes(n) : n.ToString();
+        if (total <= 0) return Amount(done);
         var fraction = Math.Clamp((double)done / total, 0, 1);
         var eta = fraction > 0.001 ? FormatDuration(elapsed * ((1 - fraction) / fraction)) : "?";
-        return $"{fraction * 100,5:0.0}%  ETA {eta}";
+        return $"{fraction * 100,5:0.0}% ({Amount(done)} of {Amount(total)})  ETA {eta}";
     }
 
     public static string FormatDuration(TimeSpan t) =>

@@ -29,10 +29,12 @@ public sealed class SpectreUi(IAnsiConsole console, TextWriter error) : IUi
         console.Write(table);
     }
 
-    public Task<T> WithProgressAsync<T>(string description, long total, Func<IProgressSink, Task<T>> work) =>
+    public Task<T> WithProgressAsync<T>(string description, long total, Func<IProgressSink, Task<T>> work, ProgressUnit unit = ProgressUnit.Count) =>
         console.Progress()
             .AutoClear(false)
-            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
+            .Columns(unit == ProgressUnit.Bytes
+                ? [new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new DownloadedColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn()]
+                : [new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn()])
             .StartAsync(async context =>
             {
                 var task = context.AddTask(Markup.Escape(description), maxValue: Math.Max(1, total));
@@ -43,8 +45,9 @@ public sealed class SpectreUi(IAnsiConsole console, TextWriter error) : IUi
 
     private sealed class TaskSink(ProgressTask task, string description) : IProgressSink
     {
-        public void Report(long done, string? current = null)
+        public void Report(long done, string? current = null, long? total = null)
         {
+            if (total is { } t) task.MaxValue = Math.Max(1, t);
             task.Value = done;
             if (current is not null) task.Description = Markup.Escape($"{description}: {current}");
         }

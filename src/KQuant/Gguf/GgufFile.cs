@@ -2,7 +2,6 @@ using System.Buffers;
 using System.Collections.Concurrent;
 using System.Collections.ObjectModel;
 using System.Diagnostics.CodeAnalysis;
-using System.IO.MemoryMappedFiles;
 
 namespace KQuant.Gguf;
 
@@ -71,13 +70,13 @@ public sealed unsafe class GgufFile : IDisposable, IGgufMetadataSource
         var fullPath = System.IO.Path.GetFullPath(path);
         if (!BitConverter.IsLittleEndian) throw new PlatformNotSupportedException("GGUF reading needs a little-endian machine");
         var stream = new FileStream(fullPath, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 1, FileOptions.RandomAccess);
-        MappedView? view = null;
+        MappedFileView? view = null;
         try
         {
             var length = stream.Length;
             // An empty file cannot be mapped; report it like any other truncation.
             if (length == 0) throw new GgufFormatException(fullPath, 0, "expected the magic 'GGUF', but the file is empty");
-            view = new MappedView(stream, length);
+            view = new MappedFileView(stream, length);
             return new GgufFile(fullPath, view.Pointer, length, view, register: true);
         }
         catch
@@ -181,46 +180,5 @@ public sealed unsafe class GgufFile : IDisposable, IGgufMetadataSource
         ObjectDisposedException.ThrowIf(_base == null, this);
         if (!_tensorsByName.TryGetValue(tensor.Name, out var own) || !ReferenceEquals(own, tensor))
             throw new ArgumentException($"tensor '{tensor.Name}' is not from {Path}", nameof(tensor));
-    }
-
-    /// <summary>A read-only mapping of a whole file and a pointer to its first byte.</summary>
-    private sealed class MappedView : IDisposable
-    {
-        private readonly MemoryMappedFile _file;
-        private readonly MemoryMappedViewAccessor _accessor;
-
-        public MappedView(FileStream stream, long length)
-        {
-            _file = MemoryMappedFile.CreateFromFile(stream, null, length, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
-            try
-            {
-                _accessor = _file.CreateViewAccessor(0, length, MemoryMappedFileAccess.Read);
-                byte* p = null;
-                _accessor.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
-                Pointer = p + _accessor.PointerOffset;
-            }
-            catch
-            {
-                _accessor?.Dispose();
-                _file.Dispose();
-                throw;
-            }
-        }
-
-        public byte* Pointer { get; }
-
-        public void Dispose()
-        {
-            _accessor.SafeMemoryMappedViewHandle.ReleasePointer();
-            _accessor.Dispose();
-            _file.Dispose();
-        }
-    }
-
-    private sealed class PinnedMemory(MemoryHandle handle) : IDisposable
-    {
-        public MemoryHandle Handle = handle;
-
-        public void Dispose() => Handle.Dispose();
     }
 }

@@ -51,13 +51,13 @@ public sealed class GgufModelSource : IModelSource
     }
 }
 
-/// <summary>Opens whatever a path names as a model: a GGUF file (other sources, e.g. Hugging Face folders, register here).</summary>
+/// <summary>Opens whatever a path names as a model: a GGUF file, or a Hugging Face model folder (converted on read, as
+/// convert_hf_to_gguf.py would convert it, in the checkpoint's own precision).</summary>
 public static class ModelSources
 {
     public static IModelSource Open(string path)
     {
-        if (Directory.Exists(path))
-            throw new NotSupportedException($"{path} is a folder; reading Hugging Face folders directly is not supported yet (expected a .gguf file)");
+        if (Directory.Exists(path)) return Conversion.HuggingFaceModelSource.Open(path);
         if (!File.Exists(path)) throw new FileNotFoundException($"model not found: {path}", path);
         return new GgufModelSource(path);
     }

@@ -118,7 +118,13 @@ public static class ModelQuantizer
             }
         }
         if (job.Importance is null && job.Plan.RequiresImportanceMatrix)
-            throw new InvalidDataException($"{t.Name}: {targetTraits.Name} in a {request.Recipe.Name} file needs an importance matrix (--imatrix); without one the result is garbage");
+        {
+            var problem = $"{t.Name}: {targetTraits.Name} in a {request.Recipe.Name} file needs an importance matrix (--imatrix); without one the result is garbage";
+            if (!request.DryRun) throw new InvalidDataException(problem);
+            // As llama-quantize's --dry-run: size the file, and say once that the real run will need an imatrix.
+            const string dryRunNote = "this quantization will require an importance matrix (--imatrix)";
+            if (!warnings.Contains(dryRunNote)) warnings.Add(dryRunNote);
+        }
     }
 
     private static void Copy(IModelSource input, GgufWriter writer, GgufTensorInfo t, SlabBuffers buffers, CancellationToken cancellation)

@@ -122,16 +122,16 @@ public sealed class GgufWriterTests : IDisposable
         var input = CopySample("input.gguf");
         using (var file = GgufFile.Open(input))
         {
-            var e = Assert.Throws<IOException>(() => new GgufWriter(input, file.Metadata, file.Tensors, overwrite: true));
+            var e = Assert.Throws<OutputRefusedException>(() => new GgufWriter(input, file.Metadata, file.Tensors, overwrite: true));
             Assert.Contains("it is one of the input files", e.Message);
-            e = Assert.Throws<IOException>(() => GgufWriter.Rewrite(file, Path.Combine(_dir, ".", "input.gguf"), overwrite: true));
+            e = Assert.Throws<OutputRefusedException>(() => GgufWriter.Rewrite(file, Path.Combine(_dir, ".", "input.gguf"), overwrite: true));
             Assert.Contains("it is one of the input files", e.Message);
             var link = Path.Combine(_dir, "link.gguf");
             File.CreateSymbolicLink(link, input);
-            Assert.Throws<IOException>(() => new GgufWriter(link, [], [], overwrite: true));
+            Assert.Throws<OutputRefusedException>(() => new GgufWriter(link, [], [], overwrite: true));
         }
         // Closed now, but still named as an input.
-        Assert.Throws<IOException>(() => new GgufWriter(input, [], [], overwrite: true, inputPaths: [input]));
+        Assert.Throws<OutputRefusedException>(() => new GgufWriter(input, [], [], overwrite: true, inputPaths: [input]));
         using (var writer = new GgufWriter(input, [], [], overwrite: true)) writer.Commit();
         Assert.Equal(24, new FileInfo(input).Length); // header only: no metadata, no tensors
         Assert.Equal([Path.Combine(_dir, "input.gguf"), Path.Combine(_dir, "link.gguf")], Directory.GetFiles(_dir).Order());
@@ -144,7 +144,7 @@ public sealed class GgufWriterTests : IDisposable
         File.WriteAllText(target, "precious");
         using (var input = GgufFile.Open(GgufTestFiles.Sample))
         {
-            var e = Assert.Throws<IOException>(() => GgufWriter.Rewrite(input, target));
+            var e = Assert.Throws<OutputRefusedException>(() => GgufWriter.Rewrite(input, target));
             Assert.Contains("already exists", e.Message);
             Assert.Equal("precious", File.ReadAllText(target));
             GgufWriter.Rewrite(input, target, overwrite: true);
@@ -156,7 +156,7 @@ public sealed class GgufWriterTests : IDisposable
         using (var writer = new GgufWriter(late, [], []))
         {
             File.WriteAllText(late, "came first");
-            Assert.Throws<IOException>(writer.Commit);
+            Assert.Throws<OutputRefusedException>(writer.Commit);
         }
         Assert.Equal("came first", File.ReadAllText(late));
         Assert.Equal(2, Directory.GetFiles(_dir).Length);
@@ -232,23 +232,7 @@ public sealed class GgufWriterTests : IDisposable
     {
         var output = Path.Combine(_dir, "rewrite-" + Path.GetFileName(path));
         using (var input = GgufFile.Open(path)) GgufWriter.Rewrite(input, output);
-        Assert.True(FilesEqual(path, output), $"rewriting {path} changed its bytes");
+        Assert.True(KQuant.Testing.FileComparison.SameBytes(path, output), $"rewriting {path} changed its bytes");
         File.Delete(output);
-    }
-
-    private static bool FilesEqual(string a, string b)
-    {
-        using var fa = File.OpenRead(a);
-        using var fb = File.OpenRead(b);
-        if (fa.Length != fb.Length) return false;
-        var ba = new byte[1 << 20];
-        var bb = new byte[1 << 20];
-        int n;
-        while ((n = fa.Read(ba)) > 0)
-        {
-            fb.ReadExactly(bb, 0, n);
-            if (!ba.AsSpan(0, n).SequenceEqual(bb.AsSpan(0, n))) return false;
-        }
-        return true;
     }
 }

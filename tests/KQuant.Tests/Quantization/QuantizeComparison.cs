@@ -1,6 +1,7 @@
 using KQuant.Gguf;
 using KQuant.Quantization;
 using KQuant.Recipes;
+using KQuant.Testing;
 using KQuant.Tests.Fixtures;
 using KQuant.Tests.Reference;
 
@@ -29,8 +30,8 @@ public static class QuantizeComparison
                 reference = reference with
                 {
                     Importance = weights,
-                    KvOverrides = [(ModelQuantizer.ImatrixFileKey, path), (ModelQuantizer.ImatrixDatasetKey, "synthetic.txt"),
-                        (ModelQuantizer.ImatrixEntriesKey, (long)weights.Count), (ModelQuantizer.ImatrixChunksKey, 10L)],
+                    KvOverrides = [(ModelQuantizer.ImatrixFileKey, path), (ModelQuantizer.ImatrixDatasetKey, SyntheticLlamaWriter.ImatrixDataset),
+                        (ModelQuantizer.ImatrixEntriesKey, (long)weights.Count), (ModelQuantizer.ImatrixChunksKey, (long)SyntheticLlamaWriter.ImatrixChunks)],
                 };
             }
             if (configure is not null) request = configure(request);
@@ -78,6 +79,6 @@ public static class QuantizeComparison
                 }
             }
         }
-        return File.ReadAllBytes(ours).AsSpan().SequenceEqual(File.ReadAllBytes(theirs));
+        return FileComparison.SameBytes(ours, theirs);
     }
 }

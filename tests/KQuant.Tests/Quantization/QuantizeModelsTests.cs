@@ -1,6 +1,7 @@
 using KQuant.Gguf;
 using KQuant.Quantization;
 using KQuant.Recipes;
+using KQuant.Testing;
 using KQuant.Tests.Fixtures;
 using KQuant.Tests.Reference;
 
@@ -13,6 +14,8 @@ public class QuantizeModelsTests
     public static readonly SyntheticLlama NoGqaTied = new("mha-tied", 256, 512, 8, 4, 4, Untied: false);
     public static readonly SyntheticLlama FallbackShapes = new("fallback-320x864", 320, 864, 8, 5, 1, F16: false);
     public static readonly SyntheticLlama MixtureOfExperts = new("moe-8x", 256, 256, 8, 4, 2, Experts: 8);
+    // llama.cpp calls a llama model "70B" when it has 80 layers and fewer KV heads than heads; the size does not matter.
+    public static readonly SyntheticLlama Shaped70B = new("shaped-70b", 256, 256, 80, 8, 1);
 
     public static TheoryData<string, string> SyntheticCases()
     {
@@ -69,6 +72,19 @@ public class QuantizeModelsTests
         Assert.Contains($"{summary.Groups[1].Value} of {summary.Groups[2].Value} tensor(s) required fallback quantization", result.Warnings);
         var perTensor = System.Text.RegularExpressions.Regex.Matches(LlamaReference.LastLog, @"warning: (\S+)\s+- ncols").Select(m => m.Groups[1].Value).ToList();
         Assert.Equal(perTensor, result.Warnings.Where(w => w.Contains("falling back")).Select(w => w[..w.IndexOf(':')]).ToList());
+    }
+
+    [SkippableTheory]
+    [InlineData("Q3_K_M")]
+    [InlineData("Q4_K_S")]
+    public void The70BRuleMatchesLlamaQuantize(string recipe)
+    {
+        LlamaReference.Require();
+        var path = SyntheticModels.Get(Shaped70B);
+        var plan = ModelQuantizer.Run(new QuantizeRequest(path, "unused", Recipe(recipe)) { DryRun = true }).Plan;
+        // Q3_K and Q4_K attn_v become Q5_K in a 70B model.
+        Assert.All(plan.Tensors.Where(t => t.Category == TensorCategory.AttentionV), t => Assert.Equal(GgmlType.Q5_K, t.TargetType));
+        Assert.True(QuantizeComparison.AssertSame(path, Recipe(recipe)));
     }
 
     [SkippableFact]

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# End-to-end quantization benchmark: llama.cpp v0.5.0's llama-quantize (built here from the npm bundle's source) against
+# kquant on the same synthetic >= 1 GB F16 llama model, alternating runs, same threads, with and without an imatrix.
+# Writes bench/results/quantize-vs-llama.json (median wall times, ratio kquant/llama, peak RSS, output identity).
+# Usage: bench/quantize-vs-llama.sh [--runs 3] [--threads 2] [--types Q4_K_M,Q6_K,Q8_0,IQ4_XS] [--layers 10]
+# Takes a while: building llama-quantize ~5 min (once), then ~1-2 min per run on 2 cores.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+scripts/fetch-reference.sh --source >/dev/null
+SRC=.cache/reference/src/llama.cpp
+BUILD=.cache/reference/build-quantize
+if [ ! -x "$BUILD/bin/llama-quantize" ]; then
+  echo "building llama-quantize from $SRC (once) ..." >&2
+  cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
+    -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF >/dev/null
+  cmake --build "$BUILD" -j"$(nproc)" --target llama-quantize >/dev/null
+fi
+dotnet build src/KQuant.Cli -c Release -v quiet -nologo >/dev/null
+dotnet build bench/KQuant.Benchmarks -c Release -v quiet -nologo >/dev/null
+dotnet bench/KQuant.Benchmarks/bin/Release/net10.0/KQuant.Benchmarks.dll quantize-vs-llama \
+  --llama-quantize "$BUILD/bin/llama-quantize" \
+  --kquant "$ROOT/src/KQuant.Cli/bin/Release/net10.0/KQuant.Cli.dll" \
+  --vocab "$ROOT/samples/debdocs-tiny-F16.gguf" \
+  --work "${KQUANT_BENCH_WORK:-/tmp/kquant-bench}" \
+  --output "$ROOT/bench/results/quantize-vs-llama.json" "$@"
