@@ -17,8 +17,6 @@ internal static class ByteLevelAlphabet
             return buffer[..LenientUtf8.Encode(cp, buffer)];
         }).ToArray();
 
-    public static int CodepointOf(byte value) => CodepointOfByte[value];
-
     public static ReadOnlySpan<byte> Utf8Of(byte value) => Utf8OfByte[value];
 
     public static bool TryGetByte(int codepoint, out byte value) => ByteOfCodepoint.TryGetValue(codepoint, out value);

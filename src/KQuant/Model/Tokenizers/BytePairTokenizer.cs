@@ -38,9 +38,9 @@ internal sealed class BytePairTokenizer : Tokenizer
         if (string.IsNullOrEmpty(name)) name = PreTokenizerCatalog.DefaultName;
         var preTokenizer = PreTokenizerCatalog.Find(name)
             ?? throw new TokenizerNotSupportedException(path, PreTokenizerCatalog.PreKey, name, PreTokenizerCatalog.Names);
-        // llama.cpp's defaults: for "gpt2" vocabularies BOS and EOS 11 (GPT-2's own ids are in the metadata) and no
-        // unknown token; for "gemma4" none of them.
-        var defaults = new TypeDefaults(Bos: preTokenizer.HasDefaultBos && !gemma4 ? 11 : null, Eos: gemma4 ? null : 11, Unknown: null,
+        // llama.cpp's defaults: for "gpt2" vocabularies BOS and EOS 11 (GPT-2's own ids are in the metadata); for
+        // "gemma4" neither.
+        var defaults = new TypeDefaults(Bos: preTokenizer.HasDefaultBos && !gemma4 ? 11 : null, Eos: gemma4 ? null : 11,
             AddBos: preTokenizer.AddBos, AddSpacePrefix: false, CleanSpaces: preTokenizer.CleanSpaces);
         var settings = ReadSettings(metadata, path, model, name, defaults);
         if (preTokenizer.AlwaysAddBos) settings = settings with { AddBos = true };

@@ -22,16 +22,9 @@ internal sealed class RegexWordSplitter : IWordSplitter
 
     public RegexWordSplitter(string llamaPattern)
     {
-        Pattern = llamaPattern;
         _collapsed = CategoryNames.Any(name => llamaPattern.Contains($"\\p{{{name}}}", StringComparison.Ordinal));
         _regex = new Regex(Translate(llamaPattern, _collapsed), RegexOptions.CultureInvariant);
     }
-
-    /// <summary>The regex as llama.cpp writes it.</summary>
-    public string Pattern { get; }
-
-    /// <summary>The .NET regex it runs as.</summary>
-    internal string TranslatedPattern => _regex.ToString();
 
     public void Split(SplitText text, List<int> pieces, List<int> output)
     {
@@ -71,7 +64,7 @@ internal sealed class RegexWordSplitter : IWordSplitter
     }
 
     /// <summary>llama.cpp's regex dialect to .NET's, for the collapsed text or for codepoints.</summary>
-    internal static string Translate(string pattern, bool collapsed)
+    private static string Translate(string pattern, bool collapsed)
     {
         var codepoints = pattern.EnumerateRunes().Select(r => r.Value).ToArray();
         var result = new StringBuilder();

@@ -14,8 +14,8 @@ internal sealed class SentencePieceTokenizer : Tokenizer
 {
     public const string ModelName = "llama";
 
-    // Defaults of llama.cpp for "llama" vocabularies: <unk> 0, <s> 1, </s> 2, BOS added, a space prefix.
-    private static readonly TypeDefaults Defaults = new(Bos: 1, Eos: 2, Unknown: 0, AddBos: true, AddSpacePrefix: true, CleanSpaces: false);
+    // Defaults of llama.cpp for "llama" vocabularies: <s> 1, </s> 2, BOS added, a space prefix.
+    private static readonly TypeDefaults Defaults = new(Bos: 1, Eos: 2, AddBos: true, AddSpacePrefix: true, CleanSpaces: false);
 
     private readonly int[] _byteTokens; // per byte value, its fallback token or -1
     private readonly bool _mergesStayInWords;

@@ -10,15 +10,15 @@ namespace KQuant.Model.Tokenizers;
 /// whichever its hash map yields first).</summary>
 internal sealed class SpecialTokens
 {
-    private enum Role { Bos, Eos, Eot, Eom, Unknown, Separator, Padding, Mask, FimPre, FimSuf, FimMid, FimPad, FimRep, FimSep }
+    // The roles that matter to tokenizing and to ending generation (llama.cpp also reads unknown, separator, padding
+    // and mask ids, which change neither).
+    private enum Role { Bos, Eos, Eot, Eom, FimPre, FimSuf, FimMid, FimPad, FimRep, FimSep }
 
     // Metadata keys in llama.cpp's reading order; the last three are deprecated names of the FIM ids.
     private static readonly (string Key, Role Role)[] IdKeys =
     [
         ("tokenizer.ggml.bos_token_id", Role.Bos), ("tokenizer.ggml.eos_token_id", Role.Eos),
         ("tokenizer.ggml.eot_token_id", Role.Eot), ("tokenizer.ggml.eom_token_id", Role.Eom),
-        ("tokenizer.ggml.unknown_token_id", Role.Unknown), ("tokenizer.ggml.seperator_token_id", Role.Separator),
-        ("tokenizer.ggml.padding_token_id", Role.Padding), ("tokenizer.ggml.mask_token_id", Role.Mask),
         ("tokenizer.ggml.fim_pre_token_id", Role.FimPre), ("tokenizer.ggml.fim_suf_token_id", Role.FimSuf),
         ("tokenizer.ggml.fim_mid_token_id", Role.FimMid), ("tokenizer.ggml.fim_pad_token_id", Role.FimPad),
         ("tokenizer.ggml.fim_rep_token_id", Role.FimRep), ("tokenizer.ggml.fim_sep_token_id", Role.FimSep),
@@ -62,8 +62,6 @@ internal sealed class SpecialTokens
 
     public int? Eos => _ids[(int)Role.Eos];
 
-    public int? Unknown => _ids[(int)Role.Unknown];
-
     public IReadOnlySet<int> EndOfGeneration => _endOfGeneration;
 
     /// <summary>Control, user-defined and unknown tokens, longest text first: the order in which they are cut out of
@@ -71,13 +69,12 @@ internal sealed class SpecialTokens
     public int[] MatchOrder { get; private set; } = [];
 
     /// <summary>Settles the special tokens of <paramref name="vocabulary"/> and corrects its attributes in place.
-    /// <paramref name="defaults"/> are the tokenizer type's default BOS, EOS and unknown ids.</summary>
-    public static SpecialTokens Settle(TokenVocabulary vocabulary, IGgufMetadataSource metadata, (int? Bos, int? Eos, int? Unknown) defaults)
+    /// <paramref name="defaultBos"/> and <paramref name="defaultEos"/> are the tokenizer type's defaults.</summary>
+    public static SpecialTokens Settle(TokenVocabulary vocabulary, IGgufMetadataSource metadata, int? defaultBos, int? defaultEos)
     {
         var s = new SpecialTokens();
-        s._ids[(int)Role.Bos] = defaults.Bos;
-        s._ids[(int)Role.Eos] = defaults.Eos;
-        s._ids[(int)Role.Unknown] = defaults.Unknown;
+        s._ids[(int)Role.Bos] = defaultBos;
+        s._ids[(int)Role.Eos] = defaultEos;
         s.ReadIds(vocabulary, metadata);
         s.FindRolesByText(vocabulary);
         MarkUnusedControlTokens(vocabulary);

@@ -210,7 +210,7 @@ public abstract class Tokenizer
         new($"{SourcePath}: the tokenizer is set to add a {which} token but its vocabulary has none");
 
     /// <summary>What a tokenizer type defaults to when the metadata does not say (llama.cpp's per-type defaults).</summary>
-    private protected sealed record TypeDefaults(int? Bos, int? Eos, int? Unknown, bool AddBos, bool AddSpacePrefix, bool CleanSpaces);
+    private protected sealed record TypeDefaults(int? Bos, int? Eos, bool AddBos, bool AddSpacePrefix, bool CleanSpaces);
 
     private protected sealed record TokenizerSettings(
         string Path, string Model, string? PreTokenizer, TokenVocabulary Vocabulary, SpecialTokens Special,
@@ -221,7 +221,7 @@ public abstract class Tokenizer
     private protected static TokenizerSettings ReadSettings(IGgufMetadataSource metadata, string path, string model, string? preTokenizer, TypeDefaults defaults)
     {
         var vocabulary = TokenVocabulary.Load(metadata, path);
-        var special = SpecialTokens.Settle(vocabulary, metadata, (defaults.Bos, defaults.Eos, defaults.Unknown));
+        var special = SpecialTokens.Settle(vocabulary, metadata, defaults.Bos, defaults.Eos);
         return new TokenizerSettings(path, model, preTokenizer, vocabulary, special,
             AddBos: metadata.GetBool(AddBosKey) ?? defaults.AddBos,
             AddEos: metadata.GetBool(AddEosKey) ?? false,
