@@ -13,13 +13,7 @@ public static unsafe partial class LlamaReference
     {
         lock (LoadLock)
         {
-            Initialize();
-            Log.Clear();
-            var p = ModelDefaultParams();
-            p.NGpuLayers = 0;
-            p.VocabOnly = 1;
-            var model = ModelLoadFromFile(path, p);
-            if (model == IntPtr.Zero) throw new InvalidOperationException($"llama.cpp refused {path}:\n{Log}");
+            var model = LoadVocabOnly(path);
             try
             {
                 var vocab = ModelGetVocab(model);
@@ -54,17 +48,22 @@ public static unsafe partial class LlamaReference
         lock (LoadLock)
         {
             if (Vocabs.TryGetValue(path, out var cached)) return cached;
-            Initialize();
-            Log.Clear();
-            var p = ModelDefaultParams();
-            p.NGpuLayers = 0;
-            p.VocabOnly = 1;
-            var model = ModelLoadFromFile(path, p);
-            if (model == IntPtr.Zero) throw new InvalidOperationException($"llama.cpp refused {path}:\n{Log}");
-            var vocab = new Vocab(ModelGetVocab(model));
+            var vocab = new Vocab(ModelGetVocab(LoadVocabOnly(path)));
             Vocabs.Add(path, vocab);
             return vocab;
         }
+    }
+
+    // Loads the model's vocabulary only; the caller holds LoadLock and frees the model.
+    private static IntPtr LoadVocabOnly(string path)
+    {
+        Initialize();
+        Log.Clear();
+        var p = ModelDefaultParams();
+        p.NGpuLayers = 0;
+        p.VocabOnly = 1;
+        var model = ModelLoadFromFile(path, p);
+        return model != IntPtr.Zero ? model : throw new InvalidOperationException($"llama.cpp refused {path}:\n{Log}");
     }
 
     /// <summary>llama.cpp's classification of a codepoint (unicode_cpt_flags_from_cpt, a C++ export of libllama):
