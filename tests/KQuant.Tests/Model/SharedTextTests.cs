@@ -59,6 +59,8 @@ public sealed class SharedTextTests(ITestOutputHelper output)
         {
             var bytes = ReadText(textFile);
             var text = Encoding.UTF8.GetString(bytes);
+            // Offsets of UTF-8 continuation bytes: every other byte slice starts at one, inside a character.
+            var insideCharacters = Enumerable.Range(0, bytes.Length).Where(i => (bytes[i] & 0xC0) == 0x80).ToArray();
             for (var i = 0; i < SlicesPerText; i++)
             {
                 var (addSpecial, parseSpecial) = TokenizerReferenceTests.FlagCombinations[random.Next(4)];
@@ -69,7 +71,7 @@ public sealed class SharedTextTests(ITestOutputHelper output)
                 var expected = llama.Tokenize(Encoding.UTF8.GetBytes(slice), addSpecial, parseSpecial);
                 if (!ids.SequenceEqual(expected)) failures.Add(TokenizerComparison.Describe(slice, addSpecial, parseSpecial, expected, ids));
                 // ... and a slice of the UTF-8 bytes, which may start or end inside a character.
-                var byteStart = random.Next(bytes.Length);
+                var byteStart = i % 2 == 1 && insideCharacters.Length > 0 ? insideCharacters[random.Next(insideCharacters.Length)] : random.Next(bytes.Length);
                 var byteSlice = bytes.AsSpan(byteStart, Math.Min(random.Next(1, 2000), bytes.Length - byteStart));
                 var byteIds = ours.EncodeUtf8(byteSlice, addSpecial, parseSpecial);
                 var byteExpected = llama.Tokenize(byteSlice, addSpecial, parseSpecial);
