@@ -3,6 +3,7 @@ using KQuant.Benchmarks;
 // Benchmarks by name; each takes its own options.
 var benchmarks = new Dictionary<string, Func<string[], int>>(StringComparer.OrdinalIgnoreCase)
 {
+    ["quantize-codecs"] = QuantizeCodecsBenchmark.Run,
     ["quantize-vs-llama"] = QuantizeVsLlamaBenchmark.Run,
 };
 

@@ -135,7 +135,7 @@ public static class QuantizeVsLlamaBenchmark
                 int.Parse(map.GetValueOrDefault("threads") ?? "2", CultureInfo.InvariantCulture),
                 int.Parse(map.GetValueOrDefault("embedding") ?? "2048", CultureInfo.InvariantCulture),
                 int.Parse(map.GetValueOrDefault("ff") ?? "5632", CultureInfo.InvariantCulture),
-                int.Parse(map.GetValueOrDefault("layers") ?? "10", CultureInfo.InvariantCulture));
+                int.Parse(map.GetValueOrDefault("layers") ?? "12", CultureInfo.InvariantCulture));
         }
     }
 }

@@ -7,7 +7,7 @@ namespace KQuant.Quants;
 /// <summary>Base of the codecs whose rows are arrays of fixed-size blocks (<typeparamref name="TBlock"/>, laid out byte for
 /// byte as ggml's block struct). It reinterprets the row bytes as blocks and picks the code path once, at construction:
 /// the AVX2 path when the CPU has it, otherwise the scalar one. Both produce the same bytes; tests build each explicitly.</summary>
-public abstract class BlockRowCodec<TBlock> : IRowCodec where TBlock : unmanaged
+internal abstract class BlockRowCodec<TBlock> : IRowCodec where TBlock : unmanaged
 {
     protected BlockRowCodec(bool vectorized)
     {
@@ -16,7 +16,7 @@ public abstract class BlockRowCodec<TBlock> : IRowCodec where TBlock : unmanaged
     }
 
     /// <summary>True when the default constructor of a codec picks its AVX2 path.</summary>
-    public static bool VectorizedByDefault => Avx2.IsSupported;
+    protected static bool VectorizedByDefault => Avx2.IsSupported;
 
     /// <summary>Whether this instance runs the AVX2 path.</summary>
     public bool Vectorized { get; }
@@ -24,6 +24,8 @@ public abstract class BlockRowCodec<TBlock> : IRowCodec where TBlock : unmanaged
     public abstract GgmlType Type { get; }
 
     public virtual bool UsesImportance => true;
+
+    public override string ToString() => $"{GetType().Name} ({(Vectorized ? "AVX2" : "scalar")} path)";
 
     public void Quantize(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance) =>
         QuantizeBlocks(source, UsesImportance ? importance : default, MemoryMarshal.Cast<byte, TBlock>(destination));

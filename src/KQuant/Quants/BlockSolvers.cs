@@ -9,10 +9,18 @@ namespace KQuant.Quants;
 /// the same comparisons (including how NaN falls through them).
 /// </summary>
 /// <remarks>
-/// These are the plain scalar versions, written to be read next to ggml's. Groups are at most <see cref="MaxGroup"/>
-/// weights (ggml uses 8, 16 and 32). Levels go to caller-provided spans; scratch is on the stack, so calls do not allocate.
+/// The <c>…Scalar</c> methods are written to be read next to ggml's. BlockSolvers.Vector256.cs has two kinds of SIMD
+/// versions, each lane doing exactly ggml's scalar arithmetic in ggml's order, so the results are the same bits:
+/// <list type="bullet">
+/// <item>the <c>…ForGroups</c> methods put eight groups (sub-blocks) in the eight lanes and run ggml's sequential
+/// search in every lane at once — the fast path the formats use;</item>
+/// <item><see cref="MakeQxQuants"/> on a single group puts its 19 independent candidate scales in lanes and replays
+/// ggml's choice among them in order.</item>
+/// </list>
+/// Groups are at most <see cref="MaxGroup"/> weights (ggml uses 8, 16 and 32). Levels go to caller-provided spans;
+/// scratch is on the stack, so calls do not allocate. The solvers assume finite input (the row quantizer checks).
 /// </remarks>
-internal static class BlockSolvers
+internal static partial class BlockSolvers
 {
     /// <summary>Largest group the solvers accept (their scratch lives on the stack).</summary>
     public const int MaxGroup = 32;
@@ -43,8 +51,41 @@ internal static class BlockSolvers
     /// </summary>
     public static float MakeQxQuants(int nmax, ReadOnlySpan<float> x, Span<sbyte> levels, ReadOnlySpan<float> weights)
     {
+        CheckGroup(x.Length);
+        return UseVector256 ? MakeQxQuantsVector256(nmax, x, levels, weights) : MakeQxQuantsScalar(nmax, x, levels, weights);
+    }
+
+    /// <summary>
+    /// <see cref="MakeQxQuants"/> on consecutive groups of <paramref name="groupSize"/> weights (eight at a time in SIMD
+    /// lanes where available). <paramref name="weights"/> is empty (x² weights) or one weight per value.
+    /// </summary>
+    public static void MakeQxQuantsForGroups(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, int groupSize,
+        Span<sbyte> levels, Span<float> scales)
+    {
+        CheckGroup(groupSize);
+        var groupCount = x.Length / groupSize;
+        var first = 0;
+        if (UseVector256)
+        {
+            const int lanes = 8;
+            for (; first + lanes <= groupCount; first += lanes)
+            {
+                var span = new Range(first * groupSize, (first + lanes) * groupSize);
+                MakeQxQuantsEightGroups(nmax, x[span], weights.IsEmpty ? default : weights[span], groupSize, levels[span],
+                    scales.Slice(first, lanes));
+            }
+        }
+        for (; first < groupCount; first++)
+        {
+            var span = new Range(first * groupSize, (first + 1) * groupSize);
+            scales[first] = MakeQxQuants(nmax, x[span], levels[span], weights.IsEmpty ? default : weights[span]);
+        }
+    }
+
+    internal static float MakeQxQuantsScalar(int nmax, ReadOnlySpan<float> x, Span<sbyte> levels, ReadOnlySpan<float> weights)
+    {
         var n = x.Length;
-        var (max, amax) = SignedAbsMax(x);
+        var (max, amax) = SignedAbsMaxScalar(x);
         if (amax < GroupMaxEps)
         {
             levels[..n].Clear();
@@ -94,8 +135,9 @@ internal static class BlockSolvers
     /// </summary>
     public static float MakeQ3Quants(int nmax, ReadOnlySpan<float> x, Span<sbyte> levels)
     {
+        CheckGroup(x.Length);
         var n = x.Length;
-        var (max, amax) = SignedAbsMax(x);
+        var (max, amax) = SignedAbsMaxScalar(x);
         if (amax < GroupMaxEps)
         {
             levels[..n].Clear();
@@ -143,67 +185,132 @@ internal static class BlockSolvers
     }
 
     /// <summary>
+    /// ggml's make_q3_quants (with do_rmse) on many groups at once: groups of <paramref name="groupSize"/> consecutive
+    /// weights, eight groups per vector, each lane running one group's coordinate descent in lockstep (a lane stops
+    /// changing once its own round changes nothing, as ggml's loop breaks). Writes levels (+ nmax) and one scale per group.
+    /// </summary>
+    public static void MakeQ3QuantsForGroups(int nmax, ReadOnlySpan<float> x, int groupSize, Span<sbyte> levels, Span<float> scales)
+    {
+        CheckGroup(groupSize);
+        var groupCount = x.Length / groupSize;
+        var first = 0;
+        if (UseVector256)
+        {
+            const int lanes = 8;
+            while (groupCount - first >= lanes)
+            {
+                var sets = groupCount - first >= 2 * lanes ? 2 : 1;
+                var span = new Range(first * groupSize, (first + sets * lanes) * groupSize);
+                MakeQ3QuantsLaneSets(nmax, x[span], groupSize, sets, levels[span], scales.Slice(first, sets * lanes));
+                first += sets * lanes;
+            }
+        }
+        for (; first < groupCount; first++)
+        {
+            scales[first] = MakeQ3Quants(nmax, x.Slice(first * groupSize, groupSize), levels.Slice(first * groupSize, groupSize));
+        }
+    }
+
+    /// <summary>
     /// ggml's make_qkx2_quants: asymmetric levels in [0, nmax] with x ≈ scale·level - min. Starts from the min/max
     /// range, then tries nstep+1 scales (nmax + rmin + rdelta·step) and refits scale and min by weighted least squares,
     /// keeping the candidate with the smallest weighted error (absolute when <paramref name="useMad"/>, else squared).
     /// Returns the scale; <paramref name="negatedMin"/> gets -min (ggml's *the_min), which is ≥ 0.
     /// </summary>
     public static float MakeQkx2Quants(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, Span<byte> levels,
-        out float negatedMin, float rmin, float rdelta, int nstep, bool useMad)
-    {
-        var n = x.Length;
-        float min = x[0], max = x[0];
-        var sumW = weights[0];
-        var sumX = sumW * x[0];
-        for (var i = 1; i < n; i++)
-        {
-            if (x[i] < min) min = x[i];
-            if (x[i] > max) max = x[i];
-            var w = weights[i];
-            sumW += w;
-            sumX += w * x[i];
-        }
-        if (min > 0) min = 0;
-        if (max == min)
-        {
-            levels[..n].Clear();
-            negatedMin = -min;
-            return 0f;
-        }
-        return FitAsymmetric(nmax, x, weights, levels, out negatedMin, min, max, sumW, sumX, rmin, rdelta, nstep, useMad);
-    }
+        out float negatedMin, float rmin, float rdelta, int nstep, bool useMad) =>
+        MakeAsymmetric(nmax, x, weights, levels, out negatedMin, rmin, rdelta, nstep, useMad, emptyRangeIncludesInverted: false);
 
     /// <summary>
     /// ggml's make_qkx3_quants with explicit weights and squared error (how every format calls it): the same search
-    /// as <see cref="MakeQkx2Quants"/>, but an empty or degenerate range is detected with max ≤ min.
+    /// as <see cref="MakeQkx2Quants"/>, but an empty range is detected with max ≤ min rather than max == min.
     /// </summary>
     public static float MakeQkx3Quants(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, Span<byte> levels,
-        out float negatedMin, float rmin, float rdelta, int nstep)
+        out float negatedMin, float rmin, float rdelta, int nstep) =>
+        MakeAsymmetric(nmax, x, weights, levels, out negatedMin, rmin, rdelta, nstep, useMad: false, emptyRangeIncludesInverted: true);
+
+    private static float MakeAsymmetric(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, Span<byte> levels,
+        out float negatedMin, float rmin, float rdelta, int nstep, bool useMad, bool emptyRangeIncludesInverted)
     {
         var n = x.Length;
-        float min = x[0], max = x[0];
-        var sumW = weights[0];
-        var sumX = sumW * x[0];
-        for (var i = 1; i < n; i++)
-        {
-            if (x[i] < min) min = x[i];
-            if (x[i] > max) max = x[i];
-            var w = weights[i];
-            sumW += w;
-            sumX += w * x[i];
-        }
+        CheckGroup(n);
+        var (min, max, sumW, sumX) = RangeAndWeightedSums(x, weights);
         if (min > 0) min = 0;
-        if (max <= min)
+        if (emptyRangeIncludesInverted ? max <= min : max == min)
         {
             levels[..n].Clear();
             negatedMin = -min;
             return 0f;
         }
-        return FitAsymmetric(nmax, x, weights, levels, out negatedMin, min, max, sumW, sumX, rmin, rdelta, nstep, useMad: false);
+        return FitAsymmetricScalar(nmax, x, weights, levels, out negatedMin, min, max, sumW, sumX, rmin, rdelta, nstep, useMad);
+    }
+
+    /// <summary>min and max of x (first wins on ties, as ggml's strict comparisons do), Σw and Σw·x left to right.</summary>
+    internal static (float Min, float Max, float SumW, float SumX) RangeAndWeightedSums(ReadOnlySpan<float> x, ReadOnlySpan<float> weights)
+    {
+        var sumW = weights[0];
+        var sumX = sumW * x[0];
+        for (var i = 1; i < x.Length; i++)
+        {
+            var w = weights[i];
+            sumW += w;
+            sumX += w * x[i];
+        }
+        var (min, max) = UseVector256 && x.Length % 8 == 0 ? RangeVector256(x) : RangeScalar(x);
+        return (min, max, sumW, sumX);
+    }
+
+    internal static (float Min, float Max) RangeScalar(ReadOnlySpan<float> x)
+    {
+        float min = x[0], max = x[0];
+        for (var i = 1; i < x.Length; i++)
+        {
+            if (x[i] < min) min = x[i];
+            if (x[i] > max) max = x[i];
+        }
+        return (min, max);
+    }
+
+    /// <summary>
+    /// <see cref="MakeQkx2Quants"/> on consecutive groups of <paramref name="groupSize"/> weights (eight at a time in
+    /// SIMD lanes where available): levels for every weight, one scale and one -min per group.
+    /// </summary>
+    public static void MakeQkx2QuantsForGroups(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, int groupSize,
+        Span<byte> levels, Span<float> scales, Span<float> negatedMins, float rmin, float rdelta, int nstep, bool useMad) =>
+        MakeAsymmetricForGroups(nmax, x, weights, groupSize, levels, scales, negatedMins, rmin, rdelta, nstep, useMad, emptyRangeIncludesInverted: false);
+
+    /// <summary><see cref="MakeQkx3Quants"/> on consecutive groups of <paramref name="groupSize"/> weights.</summary>
+    public static void MakeQkx3QuantsForGroups(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, int groupSize,
+        Span<byte> levels, Span<float> scales, Span<float> negatedMins, float rmin, float rdelta, int nstep) =>
+        MakeAsymmetricForGroups(nmax, x, weights, groupSize, levels, scales, negatedMins, rmin, rdelta, nstep, useMad: false, emptyRangeIncludesInverted: true);
+
+    private static void MakeAsymmetricForGroups(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, int groupSize,
+        Span<byte> levels, Span<float> scales, Span<float> negatedMins, float rmin, float rdelta, int nstep, bool useMad,
+        bool emptyRangeIncludesInverted)
+    {
+        CheckGroup(groupSize);
+        var groupCount = x.Length / groupSize;
+        var first = 0;
+        if (UseVector256)
+        {
+            const int lanes = 8;
+            for (; first + lanes <= groupCount; first += lanes)
+            {
+                var span = new Range(first * groupSize, (first + lanes) * groupSize);
+                MakeAsymmetricEightGroups(nmax, x[span], weights[span], groupSize, levels[span], scales.Slice(first, lanes),
+                    negatedMins.Slice(first, lanes), rmin, rdelta, nstep, useMad, emptyRangeIncludesInverted);
+            }
+        }
+        for (; first < groupCount; first++)
+        {
+            var span = new Range(first * groupSize, (first + 1) * groupSize);
+            scales[first] = MakeAsymmetric(nmax, x[span], weights[span], levels[span], out negatedMins[first], rmin, rdelta, nstep,
+                useMad, emptyRangeIncludesInverted);
+        }
     }
 
     /// <summary>The search shared by make_qkx2_quants and make_qkx3_quants once min, max, Σw and Σwx are known.</summary>
-    private static float FitAsymmetric(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, Span<byte> levels,
+    internal static float FitAsymmetricScalar(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, Span<byte> levels,
         out float negatedMin, float min, float max, float sumW, float sumX, float rmin, float rdelta, int nstep, bool useMad)
     {
         var n = x.Length;
@@ -349,9 +456,19 @@ internal static class BlockSolvers
         return suml2 > 0f ? sumlx / suml2 : 0f;
     }
 
-    /// <summary>The first value of largest magnitude (ggml keeps the first on ties) and that magnitude.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static (float Max, float AbsMax) SignedAbsMax(ReadOnlySpan<float> x)
+    /// <summary>True where the lane-parallel versions run (AVX2: they need 256-bit integer min/max).</summary>
+    internal static bool UseVector256 => System.Runtime.Intrinsics.X86.Avx2.IsSupported;
+
+    private static void CheckGroup(int n)
+    {
+        if (n is < 1 or > MaxGroup) throw new ArgumentOutOfRangeException(nameof(n), n, $"groups hold 1 to {MaxGroup} weights");
+    }
+
+    /// <summary>The first value of largest magnitude (ggml keeps the first on ties; NaN never wins) and that magnitude.</summary>
+    internal static (float Max, float AbsMax) SignedAbsMax(ReadOnlySpan<float> x) =>
+        UseVector256 && x.Length % 8 == 0 ? SignedAbsMaxVector256(x) : SignedAbsMaxScalar(x);
+
+    internal static (float Max, float AbsMax) SignedAbsMaxScalar(ReadOnlySpan<float> x)
     {
         float max = 0, amax = 0;
         for (var i = 0; i < x.Length; i++)

@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -82,4 +83,32 @@ internal static class NibblePacking
         var h3 = Avx2.ShiftRightLogicalVariable(word, shifts + eight + eight + eight) & bit;
         return ((h0 << 4).AsInt32(), (h1 << 4).AsInt32(), (h2 << 4).AsInt32(), (h3 << 4).AsInt32());
     }
+
+    /// <summary>Code <paramref name="j"/> (0–31) of 16 bytes of nibbles.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int Nibble(ReadOnlySpan<byte> packed, int j) => j < 16 ? packed[j] & 0x0F : packed[j - 16] >> 4;
+
+    // 5-bit codes: low nibbles in 16 bytes (as above), fifth bits in a little-endian 32-bit word.
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void StoreFiveBitCodes(Span<byte> qs, Span<byte> qh, Vector256<int> q0, Vector256<int> q1, Vector256<int> q2, Vector256<int> q3)
+    {
+        PackNibbles(q0, q1, q2, q3).StoreUnsafe(ref qs[0]);
+        BinaryPrimitives.WriteUInt32LittleEndian(qh, FifthBits(q0, q1, q2, q3));
+    }
+
+    public static void StoreFiveBitCodes(Span<byte> qs, Span<byte> qh, ReadOnlySpan<byte> codes) =>
+        BinaryPrimitives.WriteUInt32LittleEndian(qh, PackFiveBitLevels(codes, qs));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static (Vector256<int> Q0, Vector256<int> Q1, Vector256<int> Q2, Vector256<int> Q3) LoadFiveBitCodes(ReadOnlySpan<byte> qs, ReadOnlySpan<byte> qh)
+    {
+        var (q0, q1, q2, q3) = UnpackNibbles(Vector128.Create(qs));
+        var (h0, h1, h2, h3) = UnpackFifthBits(BinaryPrimitives.ReadUInt32LittleEndian(qh));
+        return (q0 | h0, q1 | h1, q2 | h2, q3 | h3);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int FiveBitCode(ReadOnlySpan<byte> qs, ReadOnlySpan<byte> qh, int j) =>
+        Nibble(qs, j) | (int)((BinaryPrimitives.ReadUInt32LittleEndian(qh) >> j) & 1) << 4;
 }

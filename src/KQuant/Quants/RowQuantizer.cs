@@ -66,13 +66,16 @@ public static class RowQuantizer
 
     private static void QuantizeOne(IRowCodec codec, ReadOnlySpan<float> row, Span<byte> dst, ReadOnlySpan<float> importance, int rowIndex)
     {
-        if (!System.Numerics.Tensors.TensorPrimitives.IsFiniteAll(row))
+        var finite = codec is IFiniteCheckingRowCodec checking
+            ? checking.TryQuantizeFinite(row, dst, importance)
+            : System.Numerics.Tensors.TensorPrimitives.IsFiniteAll(row);
+        if (!finite)
         {
             var column = 0;
             while (float.IsFinite(row[column])) column++;
             throw new NonFiniteInputException(rowIndex, column, row[column]);
         }
-        codec.Quantize(row, dst, importance);
+        if (codec is not IFiniteCheckingRowCodec) codec.Quantize(row, dst, importance);
     }
 
     private static void Validate(GgmlTypeTraits traits, int sourceLength, int destinationLength, int rowLength, int importanceLength)

@@ -137,3 +137,35 @@ public class QuantizeModelsTests
         }
     }
 }
+
+/// <summary>Every recipe on every model, with and without an imatrix (legacy .dat for the shared models): the full matrix
+/// of the issue, too slow for the normal suite, run by .ci/run.</summary>
+[Trait("Category", "Long")]
+public class QuantizeFullMatrixTests
+{
+    public static TheoryData<string, string> Cases()
+    {
+        var data = new TheoryData<string, string>();
+        var models = new[] { "sample", "gqa-untied", "mha-tied", "fallback-320x864", "moe-8x", "models/stories260K-F32.gguf", "models/debdocs/debdocs-llama-10m-F16.gguf" };
+        foreach (var model in models)
+            foreach (var recipe in QuantizeIdentityTests.Recipes.Append("Q2_K_S"))
+                data.Add(model, recipe);
+        return data;
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Cases))]
+    public void MatchesLlamaQuantize(string model, string recipe)
+    {
+        LlamaReference.Require();
+        var path = model switch
+        {
+            "sample" => Path.Combine(TestPaths.Samples, "debdocs-tiny-F16.gguf"),
+            _ when model.StartsWith("models/", StringComparison.Ordinal) => TestPaths.RequireShared(model),
+            _ => SyntheticModels.Get(new[] { QuantizeModelsTests.GqaUntied, QuantizeModelsTests.NoGqaTied, QuantizeModelsTests.FallbackShapes, QuantizeModelsTests.MixtureOfExperts }.Single(m => m.Name == model)),
+        };
+        var r = QuantRecipe.TryParse(recipe, out var q) ? q : throw new ArgumentException(recipe);
+        if (recipe != "Q2_K_S") Assert.True(QuantizeComparison.AssertSame(path, r));
+        Assert.True(QuantizeComparison.AssertSame(path, r, withImatrix: true, legacyImatrix: model.StartsWith("models/", StringComparison.Ordinal)));
+    }
+}

@@ -9,8 +9,11 @@ namespace KQuant.Tests.Quants;
 public static class CodecComparison
 {
     /// <summary>Quantizes <paramref name="data"/> (rows of <paramref name="rowLength"/>) both ways and compares the bytes,
-    /// then dequantizes ggml's bytes both ways and compares the floats bit for bit. Returns the number of rows checked.</summary>
-    public static int AssertMatchesGgml(GgmlType type, string label, float[] data, int rowLength, float[] importance)
+    /// then dequantizes ggml's bytes both ways and compares the floats bit for bit. Returns the number of rows checked.
+    /// Ours is the registered codec through <see cref="RowQuantizer"/>, or each of <paramref name="codecs"/> row by row
+    /// when given (to check several code paths against one ggml run).</summary>
+    public static int AssertMatchesGgml(GgmlType type, string label, float[] data, int rowLength, float[] importance,
+        params IRowCodec[] codecs)
     {
         var traits = GgmlTypeTraits.Of(type);
         var rowBytes = (int)traits.RowBytes(rowLength);
@@ -19,30 +22,47 @@ public static class CodecComparison
 
         var expected = GgmlReference.Quantize(type, data, rowLength, importance);
         var actual = new byte[expected.Length];
-        RowQuantizer.Quantize(type, data, actual, rowLength, importance);
-        var at = expected.AsSpan().CommonPrefixLength(actual);
-        if (at < expected.Length)
+        foreach (var codec in codecs.Length == 0 ? [null] : codecs.Cast<IRowCodec?>())
         {
-            var row = at / rowBytes;
-            var block = at % rowBytes / traits.BytesPerBlock;
-            var offset = at % rowBytes % traits.BytesPerBlock;
-            Assert.Fail($"{context}: quantized bytes differ at row {row}, block {block}, byte {offset} of the block " +
-                        $"(ggml 0x{expected[at]:x2}, ours 0x{actual[at]:x2}); block from ggml {Hex(expected, at - offset, traits.BytesPerBlock)}, " +
-                        $"ours {Hex(actual, at - offset, traits.BytesPerBlock)}");
+            if (codec is null)
+            {
+                RowQuantizer.Quantize(type, data, actual, rowLength, importance);
+            }
+            else
+            {
+                for (var r = 0; r < rows; r++)
+                {
+                    codec.Quantize(data.AsSpan(r * rowLength, rowLength), actual.AsSpan(r * rowBytes, rowBytes), importance);
+                }
+            }
+            var at = expected.AsSpan().CommonPrefixLength(actual);
+            if (at < expected.Length)
+            {
+                var row = at / rowBytes;
+                var block = at % rowBytes / traits.BytesPerBlock;
+                var offset = at % rowBytes % traits.BytesPerBlock;
+                Assert.Fail($"{context}{PathLabel(codec)}: quantized bytes differ at row {row}, block {block}, byte {offset} of the block " +
+                            $"(ggml 0x{expected[at]:x2}, ours 0x{actual[at]:x2}); block from ggml {Hex(expected, at - offset, traits.BytesPerBlock)}, " +
+                            $"ours {Hex(actual, at - offset, traits.BytesPerBlock)}");
+            }
+            AssertDequantizeMatches(type, context + PathLabel(codec), expected, rowLength, data.Length, codec);
         }
-
-        AssertDequantizeMatches(type, context, expected, rowLength, data.Length);
         return rows;
     }
 
-    /// <summary>Dequantizes <paramref name="quantized"/> with ggml's to_float and with ours; fails on the first float
-    /// whose bits differ.</summary>
-    public static void AssertDequantizeMatches(GgmlType type, string context, byte[] quantized, int rowLength, int count)
+    /// <summary>Names an explicitly given codec (its ToString says which code path it runs) in messages.</summary>
+    private static string PathLabel(IRowCodec? codec) => codec is null ? "" : $" [{codec}]";
+
+    /// <summary>Dequantizes <paramref name="quantized"/> with ggml's to_float and with ours (<paramref name="codec"/> when
+    /// given); fails on the first float whose bits differ.</summary>
+    public static void AssertDequantizeMatches(GgmlType type, string context, byte[] quantized, int rowLength, int count,
+        IRowCodec? codec = null)
     {
         var traits = GgmlTypeTraits.Of(type);
         var expected = GgmlReference.Dequantize(type, quantized, count);
         var actual = new float[count];
-        RowQuantizer.Dequantize(type, quantized, actual);
+        if (codec is null) RowQuantizer.Dequantize(type, quantized, actual);
+        else codec.Dequantize(quantized, actual);
         var at = System.Runtime.InteropServices.MemoryMarshal.Cast<float, uint>(expected)
             .CommonPrefixLength(System.Runtime.InteropServices.MemoryMarshal.Cast<float, uint>(actual));
         if (at < count)

@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics.X86;
 using KQuant.Gguf;
 using KQuant.Quants;
 using KQuant.Quants.IQ;
@@ -10,7 +11,7 @@ namespace KQuant.Tests.Quants;
 public static class CodecVariants
 {
     /// <summary>The paths this machine can run: always scalar, AVX2 when present.</summary>
-    public static IEnumerable<bool> Paths => BlockRowCodec<byte>.VectorizedByDefault ? [false, true] : [false];
+    public static IEnumerable<bool> Paths => Avx2.IsSupported ? [false, true] : [false];
 
     public static IRowCodec Create(GgmlType type, bool vectorized) => type switch
     {
@@ -23,6 +24,4 @@ public static class CodecVariants
         GgmlType.IQ4_XS => new IQ4XSCodec(vectorized),
         _ => RowCodecs.Get(type),
     };
-
-    public static string PathName(bool vectorized) => vectorized ? "avx2" : "scalar";
 }

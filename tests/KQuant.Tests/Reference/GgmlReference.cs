@@ -103,7 +103,7 @@ public static unsafe partial class GgmlReference
     private static partial void DequantizeRowQ8K(void* src, float* dst, long k);
 
     /// <summary>ggml's to_float for the type (dequantize_row_*). Q8_K has no to_float in ggml's type table; its
-    /// exported dequantize_row_q8_K is called instead.</summary>
+    /// exported dequantize_row_q8_K is called instead. F32 has none either: its rows are the floats themselves.</summary>
     public static float[] Dequantize(GgmlType type, ReadOnlySpan<byte> src, int count)
     {
         var dst = new float[count];
@@ -112,6 +112,7 @@ public static unsafe partial class GgmlReference
         fixed (float* d = dst)
         {
             if (type == GgmlType.Q8_K) DequantizeRowQ8K(s, d, count);
+            else if (type == GgmlType.F32) new ReadOnlySpan<float>(s, count).CopyTo(dst);
             else if (traits->ToFloat == null) throw new NotSupportedException($"ggml has no to_float for {type}");
             else traits->ToFloat(s, d, count);
         }

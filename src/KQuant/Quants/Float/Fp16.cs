@@ -12,10 +12,10 @@ public readonly struct Fp16 : IHalfFloatFormat
 {
     // 2^112 and 2^-110: the product first saturates |f| that overflow binary16 to Inf, then scales so that adding the bias
     // below leaves exactly 10 mantissa bits and the FPU's round-to-nearest-even does the rounding.
-    private static readonly float ScaleToInf = BitConverter.UInt32BitsToSingle(0x77800000);
-    private static readonly float ScaleToZero = BitConverter.UInt32BitsToSingle(0x08800000);
+    private const float ScaleToInf = (float)(1L << 56) * (1L << 56);
+    private const float ScaleToZero = 1f / (1L << 55) / (1L << 55);
     // 2^-112: rebiases a binary16 exponent shifted into binary32 position.
-    private static readonly float ExponentScale = BitConverter.UInt32BitsToSingle(0x07800000);
+    private const float ExponentScale = 1f / (1L << 56) / (1L << 56);
 
     private const uint MinBias = 0x71000000;       // exponent floor: below it the result is a binary16 subnormal
     private const uint BiasOffset = 0x07800000;

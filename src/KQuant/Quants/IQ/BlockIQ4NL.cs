@@ -6,7 +6,7 @@ namespace KQuant.Quants.IQ;
 /// D·kvalues_iq4nl[q_i] with q_i a 4-bit index into the non-linear grid (<see cref="IQ4Grid.Levels"/>);
 /// <see cref="Qs"/>[j] holds q_j in its low nibble and q_{j+16} in its high nibble.</summary>
 [StructLayout(LayoutKind.Sequential, Pack = 1)]
-public struct BlockIQ4NL
+internal struct BlockIQ4NL
 {
     public const int Weights = 32;
 

@@ -7,7 +7,7 @@ namespace KQuant.Quants.IQ;
 /// <see cref="ScalesL"/>[b/2] at bit 4·(b%2), top two bits in <see cref="ScalesH"/> at bit 2b), and weight i of it is
 /// D·(s_b − 32)·kvalues_iq4nl[q_i]. <see cref="Qs"/> packs each sub-block's indices in 16 bytes as IQ4_NL does.</summary>
 [StructLayout(LayoutKind.Sequential, Pack = 1)]
-public struct BlockIQ4XS
+internal struct BlockIQ4XS
 {
     public const int Weights = 256;
     public const int SubBlocks = Weights / IQ4Grid.BlockWeights;

@@ -44,7 +44,7 @@ internal static class IQ4Grid
     /// replaces the best only if it fits strictly better.</summary>
     public static float FitScale(ReadOnlySpan<float> x, ReadOnlySpan<float> weights)
     {
-        var max = LegacyBlockMath.SignedAbsMax(x);
+        var max = BlockSolvers.SignedAbsMaxScalar(x).Max;
         if (MathF.Abs(max) < BlockSolvers.GroupMaxEps) return 0f;
         var (sumqx, sumq2) = WeightedSums(x, weights, 1 / (-max / Levels[0]));
         var d = sumq2 > 0 ? sumqx / sumq2 : 0f;
@@ -142,7 +142,7 @@ internal static class IQ4Grid
     /// with the weights at <paramref name="weights"/>, all 16 candidates evaluated together.</summary>
     public static float FitScale(ref float x, ref float weights)
     {
-        var max = LegacyBlockMath.SignedAbsMax(ref x);
+        var max = LegacyBlockMath.SignedAbsMaxOf32(ref x);
         if (MathF.Abs(max) < BlockSolvers.GroupMaxEps) return 0f;
         var maxV = Vector256.Create(max);
         var idLow = (TryNumeratorsLow / maxV).WithElement(0, 1 / (-max / Levels[0]));

@@ -8,7 +8,7 @@ namespace KQuant.Quants.IQ;
 /// block with ntry = 7, with or without importance (ggml_quantize_chunk never takes the quantize_row_iq4_nl_ref shortcut,
 /// whose ntry = −1 would give other bytes). Error weights are x² without importance and qw·√(σ² + x²) with it, σ² being
 /// 2·Σx²/32 over the block.</summary>
-public sealed class IQ4NLCodec : BlockRowCodec<BlockIQ4NL>
+internal sealed class IQ4NLCodec : BlockRowCodec<BlockIQ4NL>
 {
     public IQ4NLCodec() : this(VectorizedByDefault) { }
 

@@ -8,7 +8,7 @@ namespace KQuant.Quants.IQ;
 /// super-block with ntry = 7, with or without importance. Each 32-weight group gets its best scale from the IQ4 search;
 /// the super-block scale is (group scale of largest magnitude)/−32, each group's scale is rounded to a 6-bit multiple of
 /// it, and the weights are re-quantized against that rounded scale.</summary>
-public sealed class IQ4XSCodec : BlockRowCodec<BlockIQ4XS>
+internal sealed class IQ4XSCodec : BlockRowCodec<BlockIQ4XS>
 {
     private const int Groups = BlockIQ4XS.SubBlocks;
     private const int GroupWeights = IQ4Grid.BlockWeights;

@@ -10,22 +10,53 @@ internal static class AffineSuperBlock
     public const int SubBlock = 32;
     public const int SubBlocks = KQuantLayout.SuperBlock / SubBlock;
 
+    /// <summary>What distinguishes Q4_K from Q5_K here: the largest level, the reference path's search (start
+    /// nmax + <see cref="ReferenceRmin"/>, steps of 0.1, <see cref="ReferenceSteps"/> + 1 candidates), and whether the
+    /// importance path clamps the chosen 6-bit scale levels to 63.</summary>
+    public readonly record struct Format(int Nmax, float ReferenceRmin, int ReferenceSteps, bool ClampScaleLevels);
+
+    /// <summary>One super-block: the reference path without importance, the weighted path with it (as
+    /// ggml_quantize_chunk chooses). Fills the levels (0..nmax), the 12 packed scale bytes, d and dmin.</summary>
+    public static void Quantize(Format format, ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> levels,
+        Span<byte> packedScales, out Half d, out Half dmin)
+    {
+        if (importance.IsEmpty)
+        {
+            QuantizeReference(x, format.Nmax, format.ReferenceRmin, format.ReferenceSteps, levels, packedScales, out d, out dmin);
+        }
+        else
+        {
+            QuantizeWeighted(x, importance, format.Nmax, format.ClampScaleLevels, levels, packedScales, out d, out dmin);
+        }
+    }
+
+    /// <summary>The effective scales and mins (d·sc, dmin·m) of sub-blocks 2·pair and 2·pair + 1, as the dequantizers use them.</summary>
+    public static (float Scale1, float Min1, float Scale2, float Min2) PairScales(float d, float dmin, ReadOnlySpan<byte> packedScales, int pair)
+    {
+        var (sc1, m1) = KQuantLayout.UnpackScaleMin(2 * pair, packedScales);
+        var (sc2, m2) = KQuantLayout.UnpackScaleMin(2 * pair + 1, packedScales);
+        return (d * sc1, dmin * m1, d * sc2, dmin * m2);
+    }
+
     /// <summary>quantize_row_q4_K_ref / quantize_row_q5_K_ref: per sub-block weights rms(x) + |x| and make_qkx2_quants,
     /// then the largest scale and min set the fp16 super-scales.</summary>
-    public static void QuantizeReference(ReadOnlySpan<float> x, int nmax, float rmin, int nstep, Span<byte> levels,
+    private static void QuantizeReference(ReadOnlySpan<float> x, int nmax, float rmin, int nstep, Span<byte> levels,
         Span<byte> packedScales, out Half d, out Half dmin)
     {
         Span<float> scales = stackalloc float[SubBlocks];
         Span<float> mins = stackalloc float[SubBlocks];
-        Span<float> weights = stackalloc float[SubBlock];
-        float maxScale = 0, maxMin = 0;
+        Span<float> weights = stackalloc float[KQuantLayout.SuperBlock];
         for (var j = 0; j < SubBlocks; j++)
         {
             var group = x.Slice(SubBlock * j, SubBlock);
             var rms = MathF.Sqrt(SuperBlockRounding.SumOfSquares(group) / SubBlock);
-            for (var l = 0; l < SubBlock; l++) weights[l] = rms + MathF.Abs(group[l]);
-            scales[j] = BlockSolvers.MakeQkx2Quants(nmax, group, weights, levels.Slice(SubBlock * j, SubBlock), out mins[j],
-                rmin, 0.1f, nstep, useMad: false);
+            SuperBlockRounding.AddAbsolute(rms, group, weights.Slice(SubBlock * j, SubBlock));
+        }
+        BlockSolvers.MakeQkx2QuantsForGroups(nmax, x[..KQuantLayout.SuperBlock], weights, SubBlock, levels, scales, mins,
+            rmin, 0.1f, nstep, useMad: false);
+        float maxScale = 0, maxMin = 0;
+        for (var j = 0; j < SubBlocks; j++)
+        {
             if (scales[j] > maxScale) maxScale = scales[j];
             if (mins[j] > maxMin) maxMin = mins[j];
         }
@@ -49,22 +80,18 @@ internal static class AffineSuperBlock
     /// <summary>quantize_row_q4_K_impl / quantize_row_q5_K_impl with an importance vector: weights qw·sqrt(σ² + x²) with
     /// σ² = 2·mean(x²), make_qkx3_quants per sub-block, then make_qp_quants picks the 6-bit scales and mins.
     /// <paramref name="clampScaleLevels"/>: Q5_K clamps the chosen scale levels to 63, Q4_K stores them as they come.</summary>
-    public static void QuantizeWeighted(ReadOnlySpan<float> x, ReadOnlySpan<float> importance, int nmax, bool clampScaleLevels,
+    private static void QuantizeWeighted(ReadOnlySpan<float> x, ReadOnlySpan<float> importance, int nmax, bool clampScaleLevels,
         Span<byte> levels, Span<byte> packedScales, out Half d, out Half dmin)
     {
         Span<float> scales = stackalloc float[SubBlocks];
         Span<float> mins = stackalloc float[SubBlocks];
         Span<float> subBlockWeights = stackalloc float[SubBlocks];
-        Span<float> weights = stackalloc float[SubBlock];
+        Span<float> weights = stackalloc float[KQuantLayout.SuperBlock];
         var sigma2 = 2 * SuperBlockRounding.SumOfSquares(x[..KQuantLayout.SuperBlock]) / KQuantLayout.SuperBlock;
-        for (var j = 0; j < SubBlocks; j++)
-        {
-            var group = x.Slice(SubBlock * j, SubBlock);
-            SuperBlockRounding.ImportanceWeights(group, importance.Slice(SubBlock * j, SubBlock), sigma2, weights);
-            subBlockWeights[j] = SuperBlockRounding.Sum(weights);
-            scales[j] = BlockSolvers.MakeQkx3Quants(nmax, group, weights, levels.Slice(SubBlock * j, SubBlock), out mins[j],
-                -0.9f, 0.05f, 36);
-        }
+        SuperBlockRounding.ImportanceWeights(x[..KQuantLayout.SuperBlock], importance[..KQuantLayout.SuperBlock], sigma2, weights);
+        for (var j = 0; j < SubBlocks; j++) subBlockWeights[j] = SuperBlockRounding.Sum(weights.Slice(SubBlock * j, SubBlock));
+        BlockSolvers.MakeQkx3QuantsForGroups(nmax, x[..KQuantLayout.SuperBlock], weights, SubBlock, levels, scales, mins,
+            -0.9f, 0.05f, 36);
 
         Span<byte> scaleLevels = stackalloc byte[SubBlocks];
         Span<byte> minLevels = stackalloc byte[SubBlocks];

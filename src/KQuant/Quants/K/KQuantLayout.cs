@@ -1,3 +1,5 @@
+using System.Runtime.Intrinsics;
+
 namespace KQuant.Quants.K;
 
 /// <summary>Pieces of the K-quant layouts shared by several formats (ggml-common.h and ggml-quants.c of llama.cpp
@@ -10,10 +12,24 @@ internal static class KQuantLayout
     /// <summary>ggml's K_SCALE_SIZE: bytes holding the eight 6-bit scales and eight 6-bit mins of Q4_K/Q5_K.</summary>
     public const int ScaleMinBytes = 12;
 
+    /// <summary>The importance values of super-block <paramref name="block"/> of a row (empty when there are none).</summary>
+    public static ReadOnlySpan<float> BlockImportance(ReadOnlySpan<float> importance, int block) =>
+        importance.IsEmpty ? default : importance.Slice(block * SuperBlock, SuperBlock);
+
     /// <summary>Packs 256 two-bit levels four to a byte: each half of the super-block fills 32 bytes, byte l holding
     /// levels l, l+32, l+64, l+96 of that half from the low bits up.</summary>
     public static void Pack2Bit(ReadOnlySpan<byte> levels, Span<byte> qs)
     {
+        if (Vector256.IsHardwareAccelerated)
+        {
+            for (var half = 0; half < 2; half++)
+            {
+                var src = levels.Slice(128 * half, 128);
+                var packed = Vector256.Create(src) | (Vector256.Create(src[32..]) << 2) | (Vector256.Create(src[64..]) << 4) | (Vector256.Create(src[96..]) << 6);
+                packed.CopyTo(qs[(32 * half)..]);
+            }
+            return;
+        }
         for (var half = 0; half < SuperBlock; half += 128)
         {
             var src = levels.Slice(half, 128);

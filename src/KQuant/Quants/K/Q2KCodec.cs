@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using KQuant.Gguf;
 
 namespace KQuant.Quants.K;
@@ -11,9 +12,9 @@ internal struct BlockQ2K
     public const int Size = 84;
 
     /// <summary>Per sub-block: scale level in the low nibble, min level in the high nibble.</summary>
-    public KBytes16 Scales;
+    public Bytes16 Scales;
     /// <summary>Levels, four per byte (<see cref="KQuantLayout.Pack2Bit"/>).</summary>
-    public KBytes64 Qs;
+    public Bytes64 Qs;
     public Half D;
     public Half DMin;
 }
@@ -57,14 +58,12 @@ internal sealed class Q2KCodec : IRowCodec
         const float q4scale = 15f;
         Span<float> scales = stackalloc float[SubBlocks];
         Span<float> mins = stackalloc float[SubBlocks];
-        Span<float> weights = stackalloc float[SubBlock];
+        Span<float> weights = stackalloc float[KQuantLayout.SuperBlock];
+        SuperBlockRounding.AddAbsolute(0f, x, weights);
+        BlockSolvers.MakeQkx2QuantsForGroups(Nmax, x, weights, SubBlock, levels, scales, mins, -0.5f, 0.1f, 15, useMad: true);
         float maxScale = 0, maxMin = 0;
         for (var j = 0; j < SubBlocks; j++)
         {
-            var group = x.Slice(SubBlock * j, SubBlock);
-            for (var l = 0; l < SubBlock; l++) weights[l] = MathF.Abs(group[l]);
-            scales[j] = BlockSolvers.MakeQkx2Quants(Nmax, group, weights, levels.Slice(SubBlock * j, SubBlock), out mins[j],
-                -0.5f, 0.1f, 15, useMad: true);
             if (scales[j] > maxScale) maxScale = scales[j];
             if (mins[j] > maxMin) maxMin = mins[j];
         }
@@ -98,17 +97,12 @@ internal sealed class Q2KCodec : IRowCodec
         Span<float> scales = stackalloc float[SubBlocks];
         Span<float> mins = stackalloc float[SubBlocks];
         Span<float> subBlockWeights = stackalloc float[SubBlocks];
-        Span<float> weights = stackalloc float[SubBlock];
+        Span<float> weights = stackalloc float[KQuantLayout.SuperBlock];
         // Unlike Q3_K..Q5_K, Q2_K's σ² is mean(x²), not twice it.
         var sigma2 = SuperBlockRounding.SumOfSquares(x) / KQuantLayout.SuperBlock;
-        for (var j = 0; j < SubBlocks; j++)
-        {
-            var group = x.Slice(SubBlock * j, SubBlock);
-            SuperBlockRounding.ImportanceWeights(group, importance.Slice(SubBlock * j, SubBlock), sigma2, weights);
-            subBlockWeights[j] = SuperBlockRounding.Sum(weights);
-            scales[j] = BlockSolvers.MakeQkx3Quants(Nmax, group, weights, levels.Slice(SubBlock * j, SubBlock), out mins[j],
-                -0.9f, 0.05f, 36);
-        }
+        SuperBlockRounding.ImportanceWeights(x, importance, sigma2, weights);
+        for (var j = 0; j < SubBlocks; j++) subBlockWeights[j] = SuperBlockRounding.Sum(weights.Slice(SubBlock * j, SubBlock));
+        BlockSolvers.MakeQkx3QuantsForGroups(Nmax, x, weights, SubBlock, levels, scales, mins, -0.9f, 0.05f, 36);
 
         Span<byte> scaleLevels = stackalloc byte[SubBlocks];
         Span<byte> minLevels = stackalloc byte[SubBlocks];
@@ -136,6 +130,40 @@ internal sealed class Q2KCodec : IRowCodec
 
     /// <summary>dequantize_row_q2_K: y = (d·sc)·q - dmin·m.</summary>
     public void Dequantize(ReadOnlySpan<byte> source, Span<float> destination)
+    {
+        if (KDequantize.UseVector256) DequantizeVector256(source, destination);
+        else DequantizeScalar(source, destination);
+    }
+
+    internal static unsafe void DequantizeVector256(ReadOnlySpan<byte> source, Span<float> destination)
+    {
+        var blocks = MemoryMarshal.Cast<byte, BlockQ2K>(source);
+        var three = Vector256.Create(3);
+        fixed (BlockQ2K* first = blocks)
+        fixed (float* output = destination)
+        {
+            for (var i = 0; i < blocks.Length; i++)
+            {
+                var block = first + i;
+                var d = (float)block->D;
+                var min = (float)block->DMin;
+                var scales = (byte*)&block->Scales;
+                var qs = (byte*)&block->Qs;
+                var y = output + (long)i * KQuantLayout.SuperBlock;
+                for (var j = 0; j < SubBlocks; j++)
+                {
+                    var shift = 2 * ((j % 8) / 2);
+                    var q = qs + 32 * (j / 8) + 16 * (j % 2);
+                    var dl = Vector256.Create(d * (scales[j] & 0xF));
+                    var ml = Vector256.Create(min * (scales[j] >> 4));
+                    KDequantize.StoreAffine((KDequantize.LoadBytes(q) >>> shift) & three, dl, ml, y + SubBlock * j);
+                    KDequantize.StoreAffine((KDequantize.LoadBytes(q + 8) >>> shift) & three, dl, ml, y + SubBlock * j + 8);
+                }
+            }
+        }
+    }
+
+    internal static void DequantizeScalar(ReadOnlySpan<byte> source, Span<float> destination)
     {
         var blocks = MemoryMarshal.Cast<byte, BlockQ2K>(source);
         for (var i = 0; i < blocks.Length; i++)

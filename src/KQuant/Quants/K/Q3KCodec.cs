@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using KQuant.Gguf;
 
 namespace KQuant.Quants.K;
@@ -11,12 +12,12 @@ internal struct BlockQ3K
     public const int Size = 110;
 
     /// <summary>Bit k of byte m is set when weight 32k + m has q ≥ 0 (its level, q + 4, has the high bit).</summary>
-    public KBytes32 HMask;
+    public Bytes32 HMask;
     /// <summary>Low two bits of each level (<see cref="KQuantLayout.Pack2Bit"/>).</summary>
-    public KBytes64 Qs;
+    public Bytes64 Qs;
     /// <summary>Sixteen 6-bit scales + 32: low nibbles of 0-7 in bytes 0-7, of 8-15 in their high nibbles; the top
     /// two bits of scale j in bits 2·(j/4) of byte 8 + j%4.</summary>
-    public KBytes12 Scales;
+    public Bytes12 Scales;
     public Half D;
 }
 
@@ -60,13 +61,8 @@ internal sealed class Q3KCodec : IRowCodec
     private static float ChooseScalesReference(ReadOnlySpan<float> x, Span<sbyte> levels, Span<sbyte> scaleLevels)
     {
         Span<float> scales = stackalloc float[SubBlocks];
-        float maxScale = 0, amax = 0;
-        for (var j = 0; j < SubBlocks; j++)
-        {
-            scales[j] = BlockSolvers.MakeQ3Quants(4, x.Slice(SubBlock * j, SubBlock), levels.Slice(SubBlock * j, SubBlock));
-            var scale = MathF.Abs(scales[j]);
-            if (scale > amax) { amax = scale; maxScale = scales[j]; }
-        }
+        BlockSolvers.MakeQ3QuantsForGroups(4, x, SubBlock, levels, scales);
+        var (maxScale, _) = BlockSolvers.SignedAbsMax(scales);
         if (maxScale == 0)
         {
             // ggml leaves all scale bytes zero here, which is what 6-bit levels of 0 pack to.
@@ -88,15 +84,11 @@ internal sealed class Q3KCodec : IRowCodec
     {
         Span<float> scales = stackalloc float[SubBlocks];
         Span<float> subBlockWeights = stackalloc float[SubBlocks];
-        Span<float> weights = stackalloc float[SubBlock];
+        Span<float> weights = stackalloc float[KQuantLayout.SuperBlock];
         var sigma2 = 2 * SuperBlockRounding.SumOfSquares(x) / KQuantLayout.SuperBlock;
-        for (var j = 0; j < SubBlocks; j++)
-        {
-            var group = x.Slice(SubBlock * j, SubBlock);
-            SuperBlockRounding.ImportanceWeights(group, importance.Slice(SubBlock * j, SubBlock), sigma2, weights);
-            subBlockWeights[j] = SuperBlockRounding.Sum(weights);
-            scales[j] = BlockSolvers.MakeQxQuants(4, group, levels.Slice(SubBlock * j, SubBlock), weights);
-        }
+        SuperBlockRounding.ImportanceWeights(x, importance, sigma2, weights);
+        for (var j = 0; j < SubBlocks; j++) subBlockWeights[j] = SuperBlockRounding.Sum(weights.Slice(SubBlock * j, SubBlock));
+        BlockSolvers.MakeQxQuantsForGroups(4, x, weights, SubBlock, levels, scales);
         return BlockSolvers.MakeQxQuants(32, scales, scaleLevels, subBlockWeights);
     }
 
@@ -137,6 +129,20 @@ internal sealed class Q3KCodec : IRowCodec
     private static void PackLevels(Span<sbyte> levels, ref BlockQ3K block)
     {
         Span<byte> hmask = block.HMask;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var bytes = MemoryMarshal.AsBytes(levels);
+            var mask = Vector256<byte>.Zero;
+            for (var k = 0; k < 8; k++)
+            {
+                var v = Vector256.Create<byte>(bytes[(32 * k)..]);
+                mask |= ((v >>> 2) & Vector256<byte>.One) << k;
+                (v & Vector256.Create((byte)3)).CopyTo(bytes[(32 * k)..]);
+            }
+            mask.CopyTo(hmask);
+            KQuantLayout.Pack2Bit(bytes, block.Qs);
+            return;
+        }
         hmask.Clear();
         for (var j = 0; j < KQuantLayout.SuperBlock; j++)
         {
@@ -151,6 +157,48 @@ internal sealed class Q3KCodec : IRowCodec
 
     /// <summary>dequantize_row_q3_K: y = (d·sc)·(low - (high bit clear ? 4 : 0)).</summary>
     public void Dequantize(ReadOnlySpan<byte> source, Span<float> destination)
+    {
+        if (KDequantize.UseVector256) DequantizeVector256(source, destination);
+        else DequantizeScalar(source, destination);
+    }
+
+    internal static unsafe void DequantizeVector256(ReadOnlySpan<byte> source, Span<float> destination)
+    {
+        var blocks = MemoryMarshal.Cast<byte, BlockQ3K>(source);
+        var three = Vector256.Create(3);
+        var one = Vector256.Create(1);
+        var four = Vector256.Create(4);
+        fixed (BlockQ3K* first = blocks)
+        fixed (float* output = destination)
+        {
+            for (var i = 0; i < blocks.Length; i++)
+            {
+                var block = first + i;
+                var d = (float)block->D;
+                ReadOnlySpan<byte> scales = block->Scales;
+                var qs = (byte*)&block->Qs;
+                var hmask = (byte*)&block->HMask;
+                var y = output + (long)i * KQuantLayout.SuperBlock;
+                for (var j = 0; j < SubBlocks; j++)
+                {
+                    var half = j / 8;
+                    var pairInHalf = (j % 8) / 2;
+                    var shift = 2 * pairInHalf;
+                    var offset = 16 * (j % 2);
+                    var bit = 4 * half + pairInHalf;
+                    var dl = Vector256.Create(d * UnpackScale(j, scales));
+                    for (var l = 0; l < SubBlock; l += 8)
+                    {
+                        var low = (KDequantize.LoadBytes(qs + 32 * half + offset + l) >>> shift) & three;
+                        var high = (KDequantize.LoadBytes(hmask + offset + l) >>> bit) & one;
+                        KDequantize.StoreScaled(low - four + (high << 2), dl, y + SubBlock * j + l);
+                    }
+                }
+            }
+        }
+    }
+
+    internal static void DequantizeScalar(ReadOnlySpan<byte> source, Span<float> destination)
     {
         var blocks = MemoryMarshal.Cast<byte, BlockQ3K>(source);
         for (var i = 0; i < blocks.Length; i++)

@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using KQuant.Gguf;
 
 namespace KQuant.Quants.K;
@@ -15,16 +16,16 @@ internal struct BlockQ4K
     /// <summary>Super-block scale of the sub-block mins.</summary>
     public Half DMin;
     /// <summary>Eight 6-bit scales and eight 6-bit mins (<see cref="KQuantLayout.PackScaleMins"/>).</summary>
-    public KBytes12 Scales;
+    public Bytes12 Scales;
     /// <summary>Levels, two per byte: byte l of each 32-byte run holds weight l (low nibble) and l+32 (high nibble) of a 64-weight pair of sub-blocks.</summary>
-    public KBytes128 Qs;
+    public Bytes128 Qs;
 }
 
 /// <summary>Q4_K. Without importance ggml_quantize_chunk runs quantize_row_q4_K_ref (make_qkx2_quants, weights rms + |x|);
 /// with importance quantize_row_q4_K_impl (make_qkx3_quants with qw·sqrt(σ² + x²), make_qp_quants for the 6-bit scales).</summary>
 internal sealed class Q4KCodec : IRowCodec
 {
-    private const int Nmax = 15;
+    private static readonly AffineSuperBlock.Format Format = new(Nmax: 15, ReferenceRmin: -1f, ReferenceSteps: 20, ClampScaleLevels: false);
 
     public GgmlType Type => GgmlType.Q4_K;
 
@@ -37,16 +38,8 @@ internal sealed class Q4KCodec : IRowCodec
         for (var i = 0; i < blocks.Length; i++)
         {
             ref var block = ref blocks[i];
-            var x = source.Slice(i * KQuantLayout.SuperBlock, KQuantLayout.SuperBlock);
-            if (importance.IsEmpty)
-            {
-                AffineSuperBlock.QuantizeReference(x, Nmax, -1f, 20, levels, block.Scales, out block.D, out block.DMin);
-            }
-            else
-            {
-                AffineSuperBlock.QuantizeWeighted(x, importance.Slice(i * KQuantLayout.SuperBlock, KQuantLayout.SuperBlock), Nmax,
-                    clampScaleLevels: false, levels, block.Scales, out block.D, out block.DMin);
-            }
+            AffineSuperBlock.Quantize(Format, source.Slice(i * KQuantLayout.SuperBlock, KQuantLayout.SuperBlock),
+                KQuantLayout.BlockImportance(importance, i), levels, block.Scales, out block.D, out block.DMin);
             PackNibbles(levels, block.Qs);
         }
     }
@@ -54,6 +47,14 @@ internal sealed class Q4KCodec : IRowCodec
     /// <summary>Each 64 weights become 32 bytes: weight l in the low nibble, weight l+32 in the high one.</summary>
     private static void PackNibbles(ReadOnlySpan<byte> levels, Span<byte> qs)
     {
+        if (Vector256.IsHardwareAccelerated)
+        {
+            for (var pair = 0; pair < 4; pair++)
+            {
+                (Vector256.Create(levels[(64 * pair)..]) | (Vector256.Create(levels[(64 * pair + 32)..]) << 4)).CopyTo(qs[(32 * pair)..]);
+            }
+            return;
+        }
         for (var pair = 0; pair < KQuantLayout.SuperBlock / 64; pair++)
         {
             var src = levels.Slice(64 * pair, 64);
@@ -64,6 +65,47 @@ internal sealed class Q4KCodec : IRowCodec
 
     /// <summary>dequantize_row_q4_K: y = (d·sc)·q - dmin·m.</summary>
     public void Dequantize(ReadOnlySpan<byte> source, Span<float> destination)
+    {
+        if (KDequantize.UseVector256) DequantizeVector256(source, destination);
+        else DequantizeScalar(source, destination);
+    }
+
+    internal static unsafe void DequantizeVector256(ReadOnlySpan<byte> source, Span<float> destination)
+    {
+        var blocks = MemoryMarshal.Cast<byte, BlockQ4K>(source);
+        var lowNibble = Vector256.Create(0xF);
+        fixed (BlockQ4K* first = blocks)
+        fixed (float* output = destination)
+        {
+            for (var i = 0; i < blocks.Length; i++)
+            {
+                var block = first + i;
+                var d = (float)block->D;
+                var min = (float)block->DMin;
+                ReadOnlySpan<byte> scales = block->Scales;
+                var qs = (byte*)&block->Qs;
+                var y = output + (long)i * KQuantLayout.SuperBlock;
+                for (var pair = 0; pair < 4; pair++)
+                {
+                    var (scale1, offset1, scale2, offset2) = AffineSuperBlock.PairScales(d, min, scales, pair);
+                    var d1 = Vector256.Create(scale1);
+                    var min1 = Vector256.Create(offset1);
+                    var d2 = Vector256.Create(scale2);
+                    var min2 = Vector256.Create(offset2);
+                    var q = qs + 32 * pair;
+                    var out1 = y + 64 * pair;
+                    for (var l = 0; l < 32; l += 8)
+                    {
+                        var v = KDequantize.LoadBytes(q + l);
+                        KDequantize.StoreAffine(v & lowNibble, d1, min1, out1 + l);
+                        KDequantize.StoreAffine(v >>> 4, d2, min2, out1 + 32 + l);
+                    }
+                }
+            }
+        }
+    }
+
+    internal static void DequantizeScalar(ReadOnlySpan<byte> source, Span<float> destination)
     {
         var blocks = MemoryMarshal.Cast<byte, BlockQ4K>(source);
         for (var i = 0; i < blocks.Length; i++)
@@ -76,9 +118,7 @@ internal sealed class Q4KCodec : IRowCodec
             var y = destination.Slice(i * KQuantLayout.SuperBlock, KQuantLayout.SuperBlock);
             for (var pair = 0; pair < 4; pair++)
             {
-                var (sc1, m1) = KQuantLayout.UnpackScaleMin(2 * pair, scales);
-                var (sc2, m2) = KQuantLayout.UnpackScaleMin(2 * pair + 1, scales);
-                float d1 = d * sc1, min1 = min * m1, d2 = d * sc2, min2 = min * m2;
+                var (d1, min1, d2, min2) = AffineSuperBlock.PairScales(d, min, scales, pair);
                 var q = qs.Slice(32 * pair, 32);
                 var out1 = y.Slice(64 * pair, 32);
                 var out2 = y.Slice(64 * pair + 32, 32);

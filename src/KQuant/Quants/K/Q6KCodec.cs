@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using KQuant.Gguf;
 
 namespace KQuant.Quants.K;
@@ -12,10 +13,10 @@ internal struct BlockQ6K
 
     /// <summary>Low four bits of the levels (q + 32): per 128 weights, 64 bytes; byte l holds weights l and l+64 of
     /// the half, byte 32+l weights l+32 and l+96.</summary>
-    public KBytes128 Ql;
+    public Bytes128 Ql;
     /// <summary>High two bits: per 128 weights, 32 bytes; byte l holds weights l, l+32, l+64, l+96 from the low bits up.</summary>
-    public KBytes64 Qh;
-    public KSBytes16 Scales;
+    public Bytes64 Qh;
+    public SBytes16 Scales;
     public Half D;
 }
 
@@ -40,15 +41,9 @@ internal sealed class Q6KCodec : IRowCodec
         {
             ref var block = ref blocks[i];
             var x = source.Slice(i * KQuantLayout.SuperBlock, KQuantLayout.SuperBlock);
-            var blockImportance = importance.IsEmpty ? default : importance.Slice(i * KQuantLayout.SuperBlock, KQuantLayout.SuperBlock);
-            float maxScale = 0, maxAbsScale = 0;
-            for (var j = 0; j < SubBlocks; j++)
-            {
-                var weights = blockImportance.IsEmpty ? default : blockImportance.Slice(SubBlock * j, SubBlock);
-                scales[j] = BlockSolvers.MakeQxQuants(32, x.Slice(SubBlock * j, SubBlock), levels.Slice(SubBlock * j, SubBlock), weights);
-                var absScale = MathF.Abs(scales[j]);
-                if (absScale > maxAbsScale) { maxAbsScale = absScale; maxScale = scales[j]; }
-            }
+            var blockImportance = KQuantLayout.BlockImportance(importance, i);
+            BlockSolvers.MakeQxQuantsForGroups(32, x, blockImportance, SubBlock, levels, scales);
+            var (maxScale, maxAbsScale) = BlockSolvers.SignedAbsMax(scales);
             if (maxAbsScale < BlockSolvers.GroupMaxEps)
             {
                 block = default;
@@ -73,6 +68,22 @@ internal sealed class Q6KCodec : IRowCodec
 
     private static void PackLevels(ReadOnlySpan<byte> levels, Span<byte> ql, Span<byte> qh)
     {
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var lowNibble = Vector256.Create((byte)0xF);
+            for (var half = 0; half < 2; half++)
+            {
+                var src = levels.Slice(128 * half, 128);
+                var a = Vector256.Create(src);
+                var b = Vector256.Create(src[32..]);
+                var c = Vector256.Create(src[64..]);
+                var d = Vector256.Create(src[96..]);
+                ((a & lowNibble) | ((c & lowNibble) << 4)).CopyTo(ql[(64 * half)..]);
+                ((b & lowNibble) | ((d & lowNibble) << 4)).CopyTo(ql[(64 * half + 32)..]);
+                ((a >>> 4) | ((b >>> 4) << 2) | ((c >>> 4) << 4) | ((d >>> 4) << 6)).CopyTo(qh[(32 * half)..]);
+            }
+            return;
+        }
         for (var half = 0; half < 2; half++)
         {
             var src = levels.Slice(128 * half, 128);
@@ -89,6 +100,48 @@ internal sealed class Q6KCodec : IRowCodec
 
     /// <summary>dequantize_row_q6_K: y = (d·sc)·q.</summary>
     public void Dequantize(ReadOnlySpan<byte> source, Span<float> destination)
+    {
+        if (KDequantize.UseVector256) DequantizeVector256(source, destination);
+        else DequantizeScalar(source, destination);
+    }
+
+    internal static unsafe void DequantizeVector256(ReadOnlySpan<byte> source, Span<float> destination)
+    {
+        var blocks = MemoryMarshal.Cast<byte, BlockQ6K>(source);
+        var lowNibble = Vector256.Create(0xF);
+        var three = Vector256.Create(3);
+        var bias = Vector256.Create(32);
+        fixed (BlockQ6K* first = blocks)
+        fixed (float* output = destination)
+        {
+            for (var i = 0; i < blocks.Length; i++)
+            {
+                var block = first + i;
+                var d = (float)block->D;
+                var scales = (sbyte*)&block->Scales;
+                for (var half = 0; half < 2; half++)
+                {
+                    var ql = (byte*)&block->Ql + 64 * half;
+                    var qh = (byte*)&block->Qh + 32 * half;
+                    var sc = scales + 8 * half;
+                    var y = output + (long)i * KQuantLayout.SuperBlock + 128 * half;
+                    for (var l = 0; l < 32; l += 8)
+                    {
+                        var group = l / 16;
+                        var low1 = KDequantize.LoadBytes(ql + l);
+                        var low2 = KDequantize.LoadBytes(ql + l + 32);
+                        var high = KDequantize.LoadBytes(qh + l);
+                        KDequantize.StoreScaled(((low1 & lowNibble) | ((high & three) << 4)) - bias, Vector256.Create(d * sc[group]), y + l);
+                        KDequantize.StoreScaled(((low2 & lowNibble) | (((high >>> 2) & three) << 4)) - bias, Vector256.Create(d * sc[group + 2]), y + l + 32);
+                        KDequantize.StoreScaled(((low1 >>> 4) | (((high >>> 4) & three) << 4)) - bias, Vector256.Create(d * sc[group + 4]), y + l + 64);
+                        KDequantize.StoreScaled(((low2 >>> 4) | (((high >>> 6) & three) << 4)) - bias, Vector256.Create(d * sc[group + 6]), y + l + 96);
+                    }
+                }
+            }
+        }
+    }
+
+    internal static void DequantizeScalar(ReadOnlySpan<byte> source, Span<float> destination)
     {
         var blocks = MemoryMarshal.Cast<byte, BlockQ6K>(source);
         for (var i = 0; i < blocks.Length; i++)

@@ -5,7 +5,7 @@ namespace KQuant.Quants.Legacy;
 /// <summary>ggml's block_q8_0 (ggml-common.h): 32 weights in 34 bytes, 8.5 bits per weight. Weight i is D·q_i with q_i the
 /// signed byte <see cref="Qs"/>[i].</summary>
 [StructLayout(LayoutKind.Sequential, Pack = 1)]
-public struct BlockQ80
+internal struct BlockQ80
 {
     public const int Weights = 32;
 

@@ -11,6 +11,10 @@ internal static class LegacyBlockMath
 {
     public const int BlockWeights = 32;
 
+    /// <summary>Blocks handed to the BlockSolvers group searches at once under importance: they run eight groups per SIMD
+    /// pass, and the chunk's scratch stays on the stack.</summary>
+    public const int WeightedChunkBlocks = 16;
+
     /// <summary>C's float-to-int conversion as x86's cvttss2si/cvttps2dq does it: truncation toward zero, and int.MinValue
     /// (0x80000000) for NaN, ±Inf and out-of-range input. ggml's <c>(int8_t)</c>/<c>(uint8_t)</c> casts compile to this and keep
     /// the low byte; .NET's own <c>(int)</c> cast saturates instead, so it cannot be used where the input may be ±Inf (a block
@@ -26,25 +30,11 @@ internal static class LegacyBlockMath
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<int> LowByteSigned(Vector256<int> v) => Vector256.ShiftRightArithmetic(v << 24, 24);
 
-    /// <summary>The value of largest magnitude in a block, the first one on ties, and +0 when every value is zero
-    /// (the amax/max scan of Q4_0, Q5_0 and IQ4).</summary>
-    public static float SignedAbsMax(ReadOnlySpan<float> block)
-    {
-        float amax = 0, max = 0;
-        foreach (var v in block)
-        {
-            if (amax < MathF.Abs(v))
-            {
-                amax = MathF.Abs(v);
-                max = v;
-            }
-        }
-        return max;
-    }
-
-    /// <summary><see cref="SignedAbsMax(ReadOnlySpan{float})"/> of the 32 floats at <paramref name="block"/>.</summary>
+    /// <summary>The value of largest magnitude among the 32 finite floats at <paramref name="block"/>, the first one on
+    /// ties, +0 when all are zero: <see cref="BlockSolvers.SignedAbsMaxScalar"/>'s result, computed with a register-only
+    /// tree reduction (the general lane-wise version costs several times more on one 32-weight block, the hot loop here).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float SignedAbsMax(ref float block)
+    public static float SignedAbsMaxOf32(ref float block)
     {
         var a0 = Vector256.Abs(Vector256.LoadUnsafe(ref block));
         var a1 = Vector256.Abs(Vector256.LoadUnsafe(ref block, 8));
@@ -56,23 +46,11 @@ internal static class LegacyBlockMath
         return Unsafe.Add(ref block, first);
     }
 
-    /// <summary>Minimum and maximum of a block as ggml's <c>if (v &lt; min) min = v; if (v &gt; max) max = v;</c> scan finds them:
-    /// when the extreme is zero, its sign is that of the first zero in the block.</summary>
-    public static (float Min, float Max) MinMax(ReadOnlySpan<float> block)
-    {
-        var min = float.MaxValue;
-        var max = -float.MaxValue;
-        foreach (var v in block)
-        {
-            if (v < min) min = v;
-            if (v > max) max = v;
-        }
-        return (min, max);
-    }
-
-    /// <summary><see cref="MinMax(ReadOnlySpan{float})"/> of the 32 floats at <paramref name="block"/>.</summary>
+    /// <summary>Minimum and maximum of the 32 finite floats at <paramref name="block"/> as ggml's
+    /// <c>if (v &lt; min) min = v; if (v &gt; max) max = v;</c> scan finds them (<see cref="BlockSolvers.RangeScalar"/>): a zero
+    /// extreme takes the sign of the block's first zero. Register-only, for the same reason as <see cref="SignedAbsMaxOf32"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static (float Min, float Max) MinMax(ref float block)
+    public static (float Min, float Max) MinMaxOf32(ref float block)
     {
         var v0 = Vector256.LoadUnsafe(ref block);
         var v1 = Vector256.LoadUnsafe(ref block, 8);

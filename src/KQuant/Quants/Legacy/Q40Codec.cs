@@ -1,116 +1,13 @@
-using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
-using System.Runtime.Intrinsics;
 using KQuant.Gguf;
-using KQuant.Quants.Float;
-using static KQuant.Quants.Legacy.LegacyBlockMath;
 
 namespace KQuant.Quants.Legacy;
 
-/// <summary>GGML_TYPE_Q4_0 as llama.cpp v0.5.0 writes it. Without importance, quantize_row_q4_0_ref: scale = (value of largest
-/// magnitude) / −8, code = min(15, trunc(x/scale + 8.5)). With importance, quantize_row_q4_0_impl: make_qx_quants with
-/// weights qw·√(σ² + x²).</summary>
-public sealed class Q40Codec : BlockRowCodec<BlockQ40>
+/// <summary>GGML_TYPE_Q4_0: 4-bit codes, weight = d·(code − 8).</summary>
+internal sealed class Q40Codec : SymmetricLegacyCodec<BlockQ40>
 {
-    private const int Nmax = 8;
-
     public Q40Codec() : this(VectorizedByDefault) { }
 
     internal Q40Codec(bool vectorized) : base(vectorized) { }
 
     public override GgmlType Type => GgmlType.Q4_0;
-
-    protected override void QuantizeBlocks(ReadOnlySpan<float> source, ReadOnlySpan<float> importance, Span<BlockQ40> blocks)
-    {
-        if (!importance.IsEmpty) QuantizeWeighted(source, importance, blocks);
-        else if (Vectorized) QuantizeVector256(source, blocks);
-        else QuantizeScalar(source, blocks);
-    }
-
-    protected override void DequantizeBlocks(ReadOnlySpan<BlockQ40> blocks, Span<float> destination)
-    {
-        if (Vectorized) DequantizeVector256(blocks, destination);
-        else DequantizeScalar(blocks, destination);
-    }
-
-    private static void QuantizeScalar(ReadOnlySpan<float> source, Span<BlockQ40> blocks)
-    {
-        for (var ib = 0; ib < blocks.Length; ib++)
-        {
-            var x = source.Slice(ib * BlockWeights, BlockWeights);
-            ref var block = ref blocks[ib];
-            var d = SignedAbsMax(x) / -Nmax;
-            var id = d != 0 ? 1f / d : 0f;
-            block.D = Fp16.FromFloat(d);
-            for (var j = 0; j < 16; j++)
-            {
-                block.Qs[j] = (byte)(Code(x[j] * id) | (Code(x[j + 16] * id) << 4));
-            }
-        }
-
-        static int Code(float scaled) => Math.Min(15, (int)(sbyte)TruncateLikeX86(scaled + 8.5f));
-    }
-
-    private static void QuantizeVector256(ReadOnlySpan<float> source, Span<BlockQ40> blocks)
-    {
-        ref var x = ref MemoryMarshal.GetReference(source);
-        for (var ib = 0; ib < blocks.Length; ib++, x = ref Unsafe.Add(ref x, BlockWeights))
-        {
-            ref var block = ref blocks[ib];
-            var d = SignedAbsMax(ref x) / -Nmax;
-            var id = Vector256.Create(d != 0 ? 1f / d : 0f);
-            block.D = Fp16.FromFloat(d);
-            NibblePacking.PackNibbles(Code(ref x, 0, id), Code(ref x, 8, id), Code(ref x, 16, id), Code(ref x, 24, id))
-                .StoreUnsafe(ref block.Qs[0]);
-        }
-
-        static Vector256<int> Code(ref float x, nuint offset, Vector256<float> id) =>
-            Vector256.Min(LowByteSigned(TruncateLikeX86(Vector256.LoadUnsafe(ref x, offset) * id + Vector256.Create(8.5f))),
-                Vector256.Create(15));
-    }
-
-    private static void QuantizeWeighted(ReadOnlySpan<float> source, ReadOnlySpan<float> importance, Span<BlockQ40> blocks)
-    {
-        var sigma2 = MeanSquare(source);
-        Span<float> weights = stackalloc float[BlockWeights];
-        Span<sbyte> levels = stackalloc sbyte[BlockWeights];
-        for (var ib = 0; ib < blocks.Length; ib++)
-        {
-            var x = source.Slice(ib * BlockWeights, BlockWeights);
-            ImportanceWeights(x, importance.Slice(ib * BlockWeights, BlockWeights), sigma2, weights);
-            ref var block = ref blocks[ib];
-            block.D = Fp16.FromFloat(BlockSolvers.MakeQxQuants(Nmax, x, levels, weights));
-            NibblePacking.PackNibbles(MemoryMarshal.AsBytes(levels), block.Qs);
-        }
-    }
-
-    private static void DequantizeScalar(ReadOnlySpan<BlockQ40> blocks, Span<float> destination)
-    {
-        for (var ib = 0; ib < blocks.Length; ib++)
-        {
-            var d = Fp16.ToFloat(blocks[ib].D);
-            ReadOnlySpan<byte> qs = blocks[ib].Qs;
-            var y = destination.Slice(ib * BlockWeights, BlockWeights);
-            for (var j = 0; j < 16; j++)
-            {
-                y[j] = ((qs[j] & 0x0F) - Nmax) * d;
-                y[j + 16] = ((qs[j] >> 4) - Nmax) * d;
-            }
-        }
-    }
-
-    private static void DequantizeVector256(ReadOnlySpan<BlockQ40> blocks, Span<float> destination)
-    {
-        ref var y = ref MemoryMarshal.GetReference(destination);
-        var offset = Vector256.Create(Nmax);
-        for (var ib = 0; ib < blocks.Length; ib++, y = ref Unsafe.Add(ref y, BlockWeights))
-        {
-            var d = Vector256.Create(Fp16.ToFloat(blocks[ib].D));
-            var (q0, q1, q2, q3) = NibblePacking.UnpackNibbles(Vector128.LoadUnsafe(in blocks[ib].Qs[0]));
-            (Vector256.ConvertToSingle(q0 - offset) * d).StoreUnsafe(ref y);
-            (Vector256.ConvertToSingle(q1 - offset) * d).StoreUnsafe(ref y, 8);
-            (Vector256.ConvertToSingle(q2 - offset) * d).StoreUnsafe(ref y, 16);
-            (Vector256.ConvertToSingle(q3 - offset) * d).StoreUnsafe(ref y, 24);
-        }
-    }
 }

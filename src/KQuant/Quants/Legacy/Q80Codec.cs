@@ -10,7 +10,7 @@ namespace KQuant.Quants.Legacy;
 
 /// <summary>GGML_TYPE_Q8_0 as llama.cpp v0.5.0 writes it (quantize_row_q8_0_ref; ggml ignores an importance matrix for this
 /// type): scale = max|x| / 127, code = roundf(x/scale), rounding halves away from zero.</summary>
-public sealed class Q80Codec : BlockRowCodec<BlockQ80>
+internal sealed class Q80Codec : LegacyCodec<BlockQ80>
 {
     private const int Nmax = 127;
 
@@ -22,19 +22,7 @@ public sealed class Q80Codec : BlockRowCodec<BlockQ80>
 
     public override bool UsesImportance => false;
 
-    protected override void QuantizeBlocks(ReadOnlySpan<float> source, ReadOnlySpan<float> importance, Span<BlockQ80> blocks)
-    {
-        if (Vectorized) QuantizeVector256(source, blocks);
-        else QuantizeScalar(source, blocks);
-    }
-
-    protected override void DequantizeBlocks(ReadOnlySpan<BlockQ80> blocks, Span<float> destination)
-    {
-        if (Vectorized) DequantizeVector256(blocks, destination);
-        else DequantizeScalar(blocks, destination);
-    }
-
-    private static void QuantizeScalar(ReadOnlySpan<float> source, Span<BlockQ80> blocks)
+    protected override void QuantizeScalar(ReadOnlySpan<float> source, Span<BlockQ80> blocks)
     {
         for (var ib = 0; ib < blocks.Length; ib++)
         {
@@ -52,7 +40,7 @@ public sealed class Q80Codec : BlockRowCodec<BlockQ80>
         }
     }
 
-    private static void QuantizeVector256(ReadOnlySpan<float> source, Span<BlockQ80> blocks)
+    protected override void QuantizeVector256(ReadOnlySpan<float> source, Span<BlockQ80> blocks)
     {
         ref var x = ref MemoryMarshal.GetReference(source);
         for (var ib = 0; ib < blocks.Length; ib++, x = ref Unsafe.Add(ref x, BlockWeights))
@@ -85,7 +73,7 @@ public sealed class Q80Codec : BlockRowCodec<BlockQ80>
         return truncated + step;
     }
 
-    private static void DequantizeScalar(ReadOnlySpan<BlockQ80> blocks, Span<float> destination)
+    protected override void DequantizeScalar(ReadOnlySpan<BlockQ80> blocks, Span<float> destination)
     {
         for (var ib = 0; ib < blocks.Length; ib++)
         {
@@ -96,7 +84,7 @@ public sealed class Q80Codec : BlockRowCodec<BlockQ80>
         }
     }
 
-    private static void DequantizeVector256(ReadOnlySpan<BlockQ80> blocks, Span<float> destination)
+    protected override void DequantizeVector256(ReadOnlySpan<BlockQ80> blocks, Span<float> destination)
     {
         ref var y = ref MemoryMarshal.GetReference(destination);
         for (var ib = 0; ib < blocks.Length; ib++, y = ref Unsafe.Add(ref y, BlockWeights))

@@ -1,0 +1,108 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using KQuant.Quants.Float;
+using static KQuant.Quants.Legacy.LegacyBlockMath;
+
+namespace KQuant.Quants.Legacy;
+
+/// <summary>Q4_0 and Q5_0, as llama.cpp v0.5.0 writes them: weight = d·(code − nmax) with nmax = 2^(bits−1).
+/// Without importance, quantize_row_q{4,5}_0_ref: d = (value of largest magnitude)/−nmax, code =
+/// min(2·nmax − 1, (int8_t)(x/d + nmax + 0.5)). With importance, quantize_row_q{4,5}_0_impl: make_qx_quants with error
+/// weights qw·√(σ² + x²), σ² = Σx²/n over the row.</summary>
+internal abstract class SymmetricLegacyCodec<TBlock> : LegacyCodec<TBlock> where TBlock : unmanaged, ILegacyBlock<TBlock>
+{
+    private static int Nmax
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => 1 << (TBlock.CodeBits - 1);
+    }
+    private static int MaxCode
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => 2 * Nmax - 1;
+    }
+
+    protected SymmetricLegacyCodec(bool vectorized) : base(vectorized) { }
+
+    protected override void QuantizeScalar(ReadOnlySpan<float> source, Span<TBlock> blocks)
+    {
+        Span<byte> codes = stackalloc byte[BlockWeights];
+        for (var ib = 0; ib < blocks.Length; ib++)
+        {
+            var x = source.Slice(ib * BlockWeights, BlockWeights);
+            ref var block = ref blocks[ib];
+            var d = BlockSolvers.SignedAbsMaxScalar(x).Max / -Nmax;
+            var id = d != 0 ? 1f / d : 0f;
+            TBlock.Scale(ref block) = Fp16.FromFloat(d);
+            for (var j = 0; j < BlockWeights; j++)
+            {
+                codes[j] = (byte)Math.Min(MaxCode, (int)(sbyte)TruncateLikeX86(x[j] * id + (Nmax + 0.5f)));
+            }
+            TBlock.StoreCodes(ref block, codes);
+        }
+    }
+
+    protected override void QuantizeVector256(ReadOnlySpan<float> source, Span<TBlock> blocks)
+    {
+        ref var x = ref MemoryMarshal.GetReference(source);
+        for (var ib = 0; ib < blocks.Length; ib++, x = ref Unsafe.Add(ref x, BlockWeights))
+        {
+            ref var block = ref blocks[ib];
+            var d = SignedAbsMaxOf32(ref x) / -Nmax;
+            var id = Vector256.Create(d != 0 ? 1f / d : 0f);
+            TBlock.Scale(ref block) = Fp16.FromFloat(d);
+            TBlock.StoreCodes(ref block, Code(ref x, 0, id), Code(ref x, 8, id), Code(ref x, 16, id), Code(ref x, 24, id));
+        }
+
+        static Vector256<int> Code(ref float x, nuint offset, Vector256<float> id) =>
+            Vector256.Min(LowByteSigned(TruncateLikeX86(Vector256.LoadUnsafe(ref x, offset) * id + Vector256.Create(Nmax + 0.5f))),
+                Vector256.Create(MaxCode));
+    }
+
+    protected override void QuantizeWeighted(ReadOnlySpan<float> source, ReadOnlySpan<float> importance, Span<TBlock> blocks)
+    {
+        var sigma2 = MeanSquare(source);
+        Span<float> weights = stackalloc float[WeightedChunkBlocks * BlockWeights];
+        Span<sbyte> codes = stackalloc sbyte[WeightedChunkBlocks * BlockWeights];
+        Span<float> scales = stackalloc float[WeightedChunkBlocks];
+        for (var first = 0; first < blocks.Length; first += WeightedChunkBlocks)
+        {
+            var count = Math.Min(WeightedChunkBlocks, blocks.Length - first);
+            var x = source.Slice(first * BlockWeights, count * BlockWeights);
+            ImportanceWeights(x, importance.Slice(first * BlockWeights, x.Length), sigma2, weights);
+            BlockSolvers.MakeQxQuantsForGroups(Nmax, x, weights[..x.Length], BlockWeights, codes, scales);
+            for (var i = 0; i < count; i++)
+            {
+                ref var block = ref blocks[first + i];
+                TBlock.Scale(ref block) = Fp16.FromFloat(scales[i]);
+                TBlock.StoreCodes(ref block, MemoryMarshal.AsBytes(codes.Slice(i * BlockWeights, BlockWeights)));
+            }
+        }
+    }
+
+    protected override void DequantizeScalar(ReadOnlySpan<TBlock> blocks, Span<float> destination)
+    {
+        for (var ib = 0; ib < blocks.Length; ib++)
+        {
+            var d = Fp16.ToFloat(TBlock.Scale(ref Unsafe.AsRef(in blocks[ib])));
+            var y = destination.Slice(ib * BlockWeights, BlockWeights);
+            for (var j = 0; j < BlockWeights; j++) y[j] = (TBlock.LoadCode(in blocks[ib], j) - Nmax) * d;
+        }
+    }
+
+    protected override void DequantizeVector256(ReadOnlySpan<TBlock> blocks, Span<float> destination)
+    {
+        ref var y = ref MemoryMarshal.GetReference(destination);
+        var offset = Vector256.Create(Nmax);
+        for (var ib = 0; ib < blocks.Length; ib++, y = ref Unsafe.Add(ref y, BlockWeights))
+        {
+            var d = Vector256.Create(Fp16.ToFloat(TBlock.Scale(ref Unsafe.AsRef(in blocks[ib]))));
+            var (q0, q1, q2, q3) = TBlock.LoadCodes(in blocks[ib]);
+            (Vector256.ConvertToSingle(q0 - offset) * d).StoreUnsafe(ref y);
+            (Vector256.ConvertToSingle(q1 - offset) * d).StoreUnsafe(ref y, 8);
+            (Vector256.ConvertToSingle(q2 - offset) * d).StoreUnsafe(ref y, 16);
+            (Vector256.ConvertToSingle(q3 - offset) * d).StoreUnsafe(ref y, 24);
+        }
+    }
+}
