@@ -25,6 +25,13 @@ public sealed class OptimalRoundingTests(ITestOutputHelper output)
 
     private static IEnumerable<GgmlType> OptimalTypes => RowCodecs.Supported.Where(t => RowCodecs.Get(t) is IOptimalRowCodec);
 
+    [Fact]
+    public void EveryBlockFormatHasAnOptimalPath() =>
+        Assert.Equal(
+            [GgmlType.Q4_0, GgmlType.Q4_1, GgmlType.Q5_0, GgmlType.Q5_1, GgmlType.Q8_0, GgmlType.Q2_K, GgmlType.Q3_K, GgmlType.Q4_K,
+             GgmlType.Q5_K, GgmlType.Q6_K, GgmlType.IQ4_NL, GgmlType.IQ4_XS],
+            OptimalTypes);
+
     [SkippableTheory]
     [MemberData(nameof(TypesAndImportance))]
     public void NeverWorseThanReferenceOnAnyRow(GgmlType type, bool withImportance)

@@ -35,21 +35,15 @@ internal static class AffineSuperBlock
     public static void Improve(Format format, ReadOnlySpan<float> x, ReadOnlySpan<float> w, Span<byte> levels, Span<byte> packedScales,
         ref Half d, ref Half dmin)
     {
-        Span<int> indices = stackalloc int[KQuantLayout.SuperBlock];
         Span<int> scales = stackalloc int[SubBlocks];
         Span<int> mins = stackalloc int[SubBlocks];
-        for (var i = 0; i < indices.Length; i++) indices[i] = levels[i];
         for (var j = 0; j < SubBlocks; j++) (scales[j], mins[j]) = KQuantLayout.UnpackScaleMin(j, packedScales);
-        var state = new SuperBlockState(indices, scales, mins) { D = (float)d, DMin = (float)dmin };
-        SuperBlockSearch.Improve(format.Nmax == 15 ? Q4Spec : Q5Spec, x, w, ref state);
+        SuperBlockSearch.Improve(format.Nmax == 15 ? Q4Spec : Q5Spec, x, w, levels, scales, mins, ref d, ref dmin);
         Span<byte> scaleLevels = stackalloc byte[SubBlocks];
         Span<byte> minLevels = stackalloc byte[SubBlocks];
-        for (var i = 0; i < indices.Length; i++) levels[i] = (byte)indices[i];
         for (var j = 0; j < SubBlocks; j++) (scaleLevels[j], minLevels[j]) = ((byte)scales[j], (byte)mins[j]);
         packedScales.Clear();
         KQuantLayout.PackScaleMins(scaleLevels, minLevels, packedScales);
-        d = GgmlFp16.FromSingle(state.D);
-        dmin = GgmlFp16.FromSingle(state.DMin);
     }
 
     private static readonly SuperBlockSpec Q4Spec = new(SubBlock, QuantStepSearch.LinearLevels(0, 15), Affine: true, 0, 63, 63);

@@ -38,6 +38,21 @@ internal static class SuperBlockSearch
 {
     private const int RefitRounds = 2;
 
+    /// <summary>The codecs' form of <see cref="Improve(SuperBlockSpec, ReadOnlySpan{float}, ReadOnlySpan{float}, ref SuperBlockState)"/>:
+    /// level indices as bytes, the integer scales and mins (empty for type-0 formats), the fp16 super-scales; all rewritten with the best encoding.</summary>
+    public static void Improve(SuperBlockSpec spec, ReadOnlySpan<float> x, ReadOnlySpan<float> w, Span<byte> levels, Span<int> scales,
+        Span<int> mins, ref Half d, ref Half dmin)
+    {
+        Span<int> indices = stackalloc int[x.Length];
+        for (var i = 0; i < indices.Length; i++) indices[i] = levels[i];
+        Span<int> noMins = stackalloc int[scales.Length]; // type-0 formats pass none: all zero
+        var state = new SuperBlockState(indices, scales, mins.IsEmpty ? noMins : mins) { D = (float)d, DMin = (float)dmin };
+        Improve(spec, x, w, ref state);
+        for (var i = 0; i < indices.Length; i++) levels[i] = (byte)indices[i];
+        d = GgmlFp16.FromSingle(state.D);
+        dmin = GgmlFp16.FromSingle(state.DMin);
+    }
+
     public static void Improve(SuperBlockSpec spec, ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref SuperBlockState state)
     {
         var subBlocks = x.Length / spec.SubBlock;
