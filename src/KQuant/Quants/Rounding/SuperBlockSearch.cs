@@ -116,12 +116,16 @@ internal static class SuperBlockSearch
     /// <summary>The nearest level for every weight against its sub-block's stored scale and min (a zero scale keeps them).</summary>
     private static void RoundToStoredScales(SuperBlockSpec spec, ReadOnlySpan<float> x, ref SuperBlockState state)
     {
-        for (var i = 0; i < x.Length; i++)
+        for (var j = 0; j < state.Scales.Length; j++)
         {
-            var j = i / spec.SubBlock;
             var scale = state.D * state.Scales[j];
             if (scale == 0) continue;
-            state.Indices[i] = QuantStepSearch.Nearest(spec.Levels, (x[i] + state.DMin * state.Mins[j]) / scale);
+            var inverse = 1 / scale;
+            var offset = state.DMin * state.Mins[j];
+            for (var i = j * spec.SubBlock; i < (j + 1) * spec.SubBlock; i++)
+            {
+                state.Indices[i] = QuantStepSearch.Nearest(spec.Levels, (x[i] + offset) * inverse);
+            }
         }
     }
 
@@ -130,16 +134,25 @@ internal static class SuperBlockSearch
     private static bool RefitSuperScales(SuperBlockSpec spec, ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref SuperBlockState state)
     {
         double aa = 0, ab = 0, bb = 0, xa = 0, xb = 0;
-        for (var i = 0; i < x.Length; i++)
+        for (var j = 0; j < state.Scales.Length; j++)
         {
-            var j = i / spec.SubBlock;
-            double a = state.Scales[j] * (double)spec.Levels[state.Indices[i]];
-            double b = -state.Mins[j];
-            aa += w[i] * a * a;
-            ab += w[i] * a * b;
-            bb += w[i] * b * b;
-            xa += w[i] * x[i] * a;
-            xb += w[i] * x[i] * b;
+            double sumA = 0, sumAA = 0, sumW = 0, sumXA = 0, sumX = 0;
+            for (var i = j * spec.SubBlock; i < (j + 1) * spec.SubBlock; i++)
+            {
+                double t = spec.Levels[state.Indices[i]];
+                sumA += w[i] * t;
+                sumAA += w[i] * t * t;
+                sumW += w[i];
+                sumXA += w[i] * x[i] * t;
+                sumX += w[i] * x[i];
+            }
+            // a = sc·T and b = −m per weight, summed per sub-block.
+            double sc = state.Scales[j], m = state.Mins[j];
+            aa += sc * sc * sumAA;
+            ab -= sc * m * sumA;
+            bb += m * m * sumW;
+            xa += sc * sumXA;
+            xb -= m * sumX;
         }
         double d, dmin;
         var det = aa * bb - ab * ab;
@@ -167,12 +180,15 @@ internal static class SuperBlockSearch
     public static double Error(SuperBlockSpec spec, ReadOnlySpan<float> x, ReadOnlySpan<float> w, in SuperBlockState state)
     {
         double sum = 0;
-        for (var i = 0; i < x.Length; i++)
+        for (var j = 0; j < state.Scales.Length; j++)
         {
-            var j = i / spec.SubBlock;
-            var y = state.D * state.Scales[j] * spec.Levels[state.Indices[i]] - state.DMin * state.Mins[j];
-            double e = y - (double)x[i];
-            sum += w[i] * e * e;
+            var scale = state.D * state.Scales[j];
+            var offset = state.DMin * state.Mins[j];
+            for (var i = j * spec.SubBlock; i < (j + 1) * spec.SubBlock; i++)
+            {
+                double e = scale * spec.Levels[state.Indices[i]] - offset - (double)x[i];
+                sum += w[i] * e * e;
+            }
         }
         return double.IsNaN(sum) ? double.PositiveInfinity : sum;
     }
