@@ -6,6 +6,7 @@ var benchmarks = new Dictionary<string, Func<string[], int>>(StringComparer.Ordi
     ["quantize-codecs"] = QuantizeCodecsBenchmark.Run,
     ["quantize-vs-llama"] = QuantizeVsLlamaBenchmark.Run,
     ["row-parallel"] = RowParallelBenchmark.Run,
+    ["rounding"] = RoundingBenchmark.Run,
 };
 
 if (args.Length == 0 || !benchmarks.TryGetValue(args[0], out var benchmark))

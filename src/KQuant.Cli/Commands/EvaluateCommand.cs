@@ -17,7 +17,8 @@ public static class EvaluateCommand
         var imatrix = new Option<FileInfo?>("--imatrix") { Description = "Importance matrix for quantizing and for the weighted error" };
         var keep = new Option<DirectoryInfo?>("--keep") { Description = "Keep the quantized files in this folder" };
         var threads = new Option<int?>("--threads", "-t") { Description = "Worker threads (default: all cores)" };
-        var command = new Command("evaluate", "Quantize a model with several recipes and compare size and accuracy") { model, types, imatrix, keep, threads };
+        var rounding = QuantizeCommand.RoundingOption();
+        var command = new Command("evaluate", "Quantize a model with several recipes and compare size and accuracy") { model, types, imatrix, keep, threads, rounding };
         command.SetAction((result, cancellation) => CliErrors.RunAsync(ui(), async () =>
         {
             var input = result.GetValue(model)!;
@@ -30,6 +31,7 @@ public static class EvaluateCommand
                 Threads = result.GetValue(threads) ?? Environment.ProcessorCount,
                 ImatrixPath = result.GetValue(imatrix)?.FullName,
                 KeepDirectory = result.GetValue(keep)?.FullName,
+                Rounding = result.GetValue(rounding),
             };
             var console = ui();
             var outcomes = await console.WithProgressAsync($"evaluating {recipes.Count} recipes", recipes.Count, sink =>

@@ -2,6 +2,7 @@ using System.CommandLine;
 using KQuant.Cli.Ui;
 using KQuant.Gguf;
 using KQuant.Quantization;
+using KQuant.Quants;
 using KQuant.Recipes;
 
 namespace KQuant.Cli.Commands;
@@ -30,11 +31,12 @@ public static class QuantizeCommand
         var overrideKv = new Option<string[]>("--override-kv") { Description = "KEY=TYPE:VALUE metadata to set (TYPE: int, float, bool, str; repeatable)" };
         var dryRun = new Option<bool>("--dry-run") { Description = "Show the per-tensor plan, totals and exact output size; write nothing" };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace the output file if it exists" };
+        var rounding = RoundingOption();
 
         var command = new Command("quantize", "Quantize a GGUF model with one of llama.cpp's recipes (byte-identical to llama-quantize)\n\n" + RecipeList())
         {
             positional, threads, pure, outputType, embeddingType, tensorType, tensorTypeFile, leaveOutput, allowRequantize,
-            imatrix, include, exclude, overrideKv, dryRun, overwrite,
+            imatrix, include, exclude, overrideKv, dryRun, overwrite, rounding,
         };
         command.SetAction((result, cancellation) => CliErrors.RunAsync(ui(), async () =>
         {
@@ -56,6 +58,7 @@ public static class QuantizeCommand
                 MetadataOverrides = (result.GetValue(overrideKv) ?? []).Select(ParseOverride).ToList(),
                 DryRun = result.GetValue(dryRun),
                 Overwrite = result.GetValue(overwrite),
+                Rounding = result.GetValue(rounding),
             };
             if (request.IncludeWeights.Count > 0 && request.ExcludeWeights.Count > 0)
                 throw new UsageException("--include-weights and --exclude-weights cannot be used together");
@@ -76,6 +79,24 @@ public static class QuantizeCommand
         }));
         return command;
     }
+
+    /// <summary>--rounding reference|optimal (quantize and evaluate).</summary>
+    internal static Option<RoundingMode> RoundingOption() => new("--rounding")
+    {
+        Description = "reference: llama-quantize's bytes (default); optimal: a step search from them, lower error, same formats",
+        DefaultValueFactory = _ => RoundingMode.Reference,
+        CustomParser = arg =>
+        {
+            switch (arg.Tokens.Single().Value.ToLowerInvariant())
+            {
+                case "reference": return RoundingMode.Reference;
+                case "optimal": return RoundingMode.Optimal;
+                case var other:
+                    arg.AddError($"--rounding: '{other}' is not reference or optimal");
+                    return RoundingMode.Reference;
+            }
+        },
+    };
 
     /// <summary>The recipes, for --help and for the error on a wrong name.</summary>
     public static string RecipeList() =>

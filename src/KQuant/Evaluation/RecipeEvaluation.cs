@@ -25,6 +25,7 @@ public static class RecipeEvaluation
         public string? ImatrixPath { get; init; }
         /// <summary>Keep the quantized files here; by default they go to a temporary folder and are deleted.</summary>
         public string? KeepDirectory { get; init; }
+        public Quants.RoundingMode Rounding { get; init; } = Quants.RoundingMode.Reference;
     }
 
     public static IReadOnlyList<RecipeOutcome> Run(string model, IReadOnlyList<QuantRecipe> recipes, Options options,
@@ -48,6 +49,7 @@ public static class RecipeEvaluation
                 {
                     Threads = options.Threads,
                     ImatrixPath = options.ImatrixPath,
+                    Rounding = options.Rounding,
                     Overwrite = options.KeepDirectory is not null,
                 }, cancellation: cancellation);
                 var elapsed = clock.Elapsed;

@@ -176,7 +176,7 @@ public static class ModelQuantizer
                 var outBytes = buffers.Target(checked(rows * targetRowBytes)).AsSpan(0, rows * targetRowBytes);
                 try
                 {
-                    RowQuantizer.Quantize(target, floats, outBytes, rowLength, expertImportance, request.Threads);
+                    RowQuantizer.Quantize(target, floats, outBytes, rowLength, expertImportance, request.Threads, request.Rounding);
                 }
                 catch (NonFiniteInputException e)
                 {

@@ -6,10 +6,13 @@ namespace KQuant.Quants;
 public static class RowQuantizer
 {
     /// <summary>Quantizes <paramref name="source"/>.Length / <paramref name="rowLength"/> rows into <paramref name="destination"/>.
-    /// Throws <see cref="NonFiniteInputException"/> naming the first row holding NaN or ±Inf.</summary>
+    /// Throws <see cref="NonFiniteInputException"/> naming the first row holding NaN or ±Inf. With
+    /// <see cref="RoundingMode.Optimal"/>, codecs that have an optimal path (<see cref="IOptimalRowCodec"/>) use it; the
+    /// others (float types, Q8_K) quantize as llama.cpp does.</summary>
     public static void Quantize(GgmlType type, ReadOnlySpan<float> source, Span<byte> destination, int rowLength,
-        ReadOnlySpan<float> importance = default, int threads = 1)
+        ReadOnlySpan<float> importance = default, int threads = 1, RoundingMode rounding = RoundingMode.Reference)
     {
+        var optimal = rounding == RoundingMode.Optimal;
         var codec = RowCodecs.Get(type);
         var traits = GgmlTypeTraits.Of(type);
         Validate(traits, source.Length, destination.Length, rowLength, importance.Length);
@@ -19,7 +22,7 @@ public static class RowQuantizer
         {
             for (var r = 0; r < rows; r++)
             {
-                QuantizeOne(codec, source.Slice(r * rowLength, rowLength), destination.Slice(r * rowBytes, rowBytes), importance, r);
+                QuantizeOne(codec, source.Slice(r * rowLength, rowLength), destination.Slice(r * rowBytes, rowBytes), importance, r, optimal);
             }
             return;
         }
@@ -39,7 +42,7 @@ public static class RowQuantizer
                     {
                         var row = new ReadOnlySpan<float>((float*)s + (long)r * rowLength, rowLength);
                         var outRow = new Span<byte>((byte*)d + (long)r * rowBytes, rowBytes);
-                        QuantizeOne(codec, row, outRow, new ReadOnlySpan<float>((float*)w, wLen), r);
+                        QuantizeOne(codec, row, outRow, new ReadOnlySpan<float>((float*)w, wLen), r, optimal);
                     });
                 }
                 catch (AggregateException e) when (e.InnerExceptions.All(inner => inner is NonFiniteInputException))
@@ -64,7 +67,8 @@ public static class RowQuantizer
         codec.Dequantize(source, destination);
     }
 
-    private static void QuantizeOne(IRowCodec codec, ReadOnlySpan<float> row, Span<byte> dst, ReadOnlySpan<float> importance, int rowIndex)
+    private static void QuantizeOne(IRowCodec codec, ReadOnlySpan<float> row, Span<byte> dst, ReadOnlySpan<float> importance, int rowIndex,
+        bool optimal)
     {
         var finite = codec is IFiniteCheckingRowCodec checking
             ? checking.TryQuantizeFinite(row, dst, importance)
@@ -75,7 +79,9 @@ public static class RowQuantizer
             while (float.IsFinite(row[column])) column++;
             throw new NonFiniteInputException(rowIndex, column, row[column]);
         }
-        if (codec is not IFiniteCheckingRowCodec) codec.Quantize(row, dst, importance);
+        if (codec is IFiniteCheckingRowCodec) return;
+        if (optimal && codec is IOptimalRowCodec optimalCodec) optimalCodec.QuantizeOptimal(row, dst, importance);
+        else codec.Quantize(row, dst, importance);
     }
 
     private static void Validate(GgmlTypeTraits traits, int sourceLength, int destinationLength, int rowLength, int importanceLength)

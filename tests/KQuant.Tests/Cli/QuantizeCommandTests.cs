@@ -63,6 +63,21 @@ public class QuantizeCommandTests
     }
 
     [Fact]
+    public void RoundingOptimalWritesTheSameFormatWithOtherBytes()
+    {
+        var dir = TestPaths.NewTempDir();
+        var reference = Path.Combine(dir, "reference.gguf");
+        var optimal = Path.Combine(dir, "optimal.gguf");
+        Assert.Equal(ExitCodes.Success, CliRunner.Run("quantize", Sample, reference, "Q4_0").ExitCode);
+        Assert.Equal(ExitCodes.Success, CliRunner.Run("quantize", "--rounding", "optimal", Sample, optimal, "Q4_0").ExitCode);
+        Assert.Equal(new FileInfo(reference).Length, new FileInfo(optimal).Length);
+        Assert.NotEqual(File.ReadAllBytes(reference), File.ReadAllBytes(optimal));
+        var wrong = CliRunner.Run("quantize", "--rounding", "best", Sample, Path.Combine(dir, "x.gguf"), "Q4_0");
+        Assert.NotEqual(ExitCodes.Success, wrong.ExitCode);
+        Assert.Contains("reference or optimal", wrong.Error);
+    }
+
+    [Fact]
     public void ExistingOutputIsRefusedUnlessOverwriteIsGiven()
     {
         var output = Path.Combine(TestPaths.NewTempDir(), "o.gguf");

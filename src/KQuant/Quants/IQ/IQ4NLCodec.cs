@@ -8,8 +8,10 @@ namespace KQuant.Quants.IQ;
 /// block with ntry = 7, with or without importance (ggml_quantize_chunk never takes the quantize_row_iq4_nl_ref shortcut,
 /// whose ntry = −1 would give other bytes). Error weights are x² without importance and qw·√(σ² + x²) with it, σ² being
 /// 2·Σx²/32 over the block.</summary>
-internal sealed class IQ4NLCodec : BlockRowCodec<BlockIQ4NL>
+internal sealed class IQ4NLCodec : BlockRowCodec<BlockIQ4NL>, IOptimalRowCodec
 {
+    private static readonly float[] OptimalLevels = IQ4Grid.Levels.ToArray().Select(v => (float)v).ToArray();
+
     public IQ4NLCodec() : this(VectorizedByDefault) { }
 
     internal IQ4NLCodec(bool vectorized) : base(vectorized) { }
@@ -34,6 +36,26 @@ internal sealed class IQ4NLCodec : BlockRowCodec<BlockIQ4NL>
             if (Vectorized) IQ4Grid.QuantizeGroup(ref MemoryMarshal.GetReference(x), id, ref block.Qs[0]);
             else IQ4Grid.QuantizeGroup(x, id, block.Qs);
         }
+    }
+
+    public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance) =>
+        KeepBestBlocks.Quantize<BlockIQ4NL>(this, BlockIQ4NL.Weights, source, destination, importance, ImproveBlock);
+
+    /// <summary>Step search over grid indices from the reference ones, then the scale to fp16 and every index re-chosen
+    /// as the nearest grid value.</summary>
+    private static void ImproveBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref BlockIQ4NL block)
+    {
+        Span<int> indices = stackalloc int[BlockIQ4NL.Weights];
+        for (var j = 0; j < 16; j++)
+        {
+            indices[j] = block.Qs[j] & 0xF;
+            indices[j + 16] = block.Qs[j] >> 4;
+        }
+        var stored = Fp16.FromFloat(QuantStepSearch.RefineScale(x, w, OptimalLevels, indices));
+        var scale = Fp16.ToFloat(stored);
+        if (scale == 0) return;
+        block.D = stored;
+        IQ4Grid.QuantizeGroup(x, 1 / scale, block.Qs);
     }
 
     protected override void DequantizeBlocks(ReadOnlySpan<BlockIQ4NL> blocks, Span<float> destination)

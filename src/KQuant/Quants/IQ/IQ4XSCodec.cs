@@ -8,8 +8,11 @@ namespace KQuant.Quants.IQ;
 /// super-block with ntry = 7, with or without importance. Each 32-weight group gets its best scale from the IQ4 search;
 /// the super-block scale is (group scale of largest magnitude)/−32, each group's scale is rounded to a 6-bit multiple of
 /// it, and the weights are re-quantized against that rounded scale.</summary>
-internal sealed class IQ4XSCodec : BlockRowCodec<BlockIQ4XS>
+internal sealed class IQ4XSCodec : BlockRowCodec<BlockIQ4XS>, IOptimalRowCodec
 {
+    private static readonly SuperBlockSpec OptimalSpec =
+        new(GroupWeights, IQ4Grid.Levels.ToArray().Select(v => (float)v).ToArray(), Affine: false, -32, 31);
+
     private const int Groups = BlockIQ4XS.SubBlocks;
     private const int GroupWeights = IQ4Grid.BlockWeights;
 
@@ -68,6 +71,43 @@ internal sealed class IQ4XSCodec : BlockRowCodec<BlockIQ4XS>
             }
             block.ScalesH = scalesHigh;
         }
+    }
+
+    public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance) =>
+        KeepBestBlocks.Quantize<BlockIQ4XS>(this, BlockIQ4XS.Weights, source, destination, importance, ImproveBlock);
+
+    private static void ImproveBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref BlockIQ4XS block)
+    {
+        Span<byte> levels = stackalloc byte[BlockIQ4XS.Weights];
+        ReadOnlySpan<byte> qs = block.Qs;
+        Span<int> scales = stackalloc int[Groups];
+        for (var ib = 0; ib < Groups; ib++)
+        {
+            for (var j = 0; j < 16; j++)
+            {
+                levels[ib * GroupWeights + j] = (byte)(qs[ib * 16 + j] & 0xF);
+                levels[ib * GroupWeights + j + 16] = (byte)(qs[ib * 16 + j] >> 4);
+            }
+            scales[ib] = (((block.ScalesL[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((block.ScalesH >> (2 * ib)) & 3) << 4)) - 32;
+        }
+        var d = BitConverter.UInt16BitsToHalf(block.D);
+        var dmin = Half.Zero;
+        SuperBlockSearch.Improve(OptimalSpec, x, w, levels, scales, default, ref d, ref dmin);
+        block.D = BitConverter.HalfToUInt16Bits(d);
+        Span<byte> packed = block.Qs;
+        ushort scalesHigh = 0;
+        for (var ib = 0; ib < Groups; ib++)
+        {
+            for (var j = 0; j < 16; j++)
+            {
+                packed[ib * 16 + j] = (byte)(levels[ib * GroupWeights + j] | (levels[ib * GroupWeights + j + 16] << 4));
+            }
+            var l = scales[ib] + 32;
+            if (ib % 2 == 0) block.ScalesL[ib / 2] = (byte)(l & 0xF);
+            else block.ScalesL[ib / 2] |= (byte)((l & 0xF) << 4);
+            scalesHigh |= (ushort)((l >> 4) << (2 * ib));
+        }
+        block.ScalesH = scalesHigh;
     }
 
     protected override void DequantizeBlocks(ReadOnlySpan<BlockIQ4XS> blocks, Span<float> destination)

@@ -41,6 +41,17 @@ internal static class KQuantLayout
         }
     }
 
+    /// <summary>Inverse of <see cref="Pack2Bit"/>.</summary>
+    public static void Unpack2Bit(ReadOnlySpan<byte> qs, Span<byte> levels)
+    {
+        for (var i = 0; i < SuperBlock; i++)
+        {
+            var half = i / 128;
+            var shift = 2 * (i % 128 / 32);
+            levels[i] = (byte)((qs[32 * half + i % 32] >> shift) & 3);
+        }
+    }
+
     /// <summary>Packs eight 6-bit scales and mins into 12 bytes: bytes 0-3 hold scales 0-3 and bytes 4-7 mins 0-3 in
     /// their low six bits; bytes 8-11 hold the low nibbles of scale/min 4-7, whose top two bits go into the spare top
     /// bits of bytes 0-7. Values above 63 are packed as ggml packs them (their extra bits spill into neighbours).</summary>

@@ -22,8 +22,10 @@ internal struct BlockQ2K
 /// <summary>Q2_K. Without importance ggml_quantize_chunk runs quantize_row_q2_K_ref (make_qkx2_quants on |x| weights with
 /// absolute error, 4-bit scales from the largest scale and min); with importance quantize_row_q2_K_impl
 /// (make_qkx3_quants on qw·sqrt(σ² + x²) with σ² = mean(x²), make_qp_quants for the 4-bit scales and mins).</summary>
-internal sealed class Q2KCodec : IRowCodec
+internal sealed class Q2KCodec : IOptimalRowCodec
 {
+    private static readonly SuperBlockSpec OptimalSpec = new(16, QuantStepSearch.LinearLevels(0, 3), Affine: true, 0, 15, 15);
+
     private const int SubBlock = 16;
     private const int SubBlocks = KQuantLayout.SuperBlock / SubBlock;
     private const int Nmax = 3;
@@ -51,6 +53,22 @@ internal sealed class Q2KCodec : IRowCodec
             RoundToStoredScales(x, levels, ref block);
             KQuantLayout.Pack2Bit(levels, block.Qs);
         }
+    }
+
+    public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance) =>
+        KeepBestBlocks.Quantize<BlockQ2K>(this, KQuantLayout.SuperBlock, source, destination, importance, ImproveBlock);
+
+    private static void ImproveBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref BlockQ2K block)
+    {
+        Span<byte> levels = stackalloc byte[KQuantLayout.SuperBlock];
+        KQuantLayout.Unpack2Bit(block.Qs, levels);
+        Span<int> scales = stackalloc int[SubBlocks];
+        Span<int> mins = stackalloc int[SubBlocks];
+        Span<byte> packed = block.Scales;
+        for (var j = 0; j < SubBlocks; j++) (scales[j], mins[j]) = (packed[j] & 0xF, packed[j] >> 4);
+        SuperBlockSearch.Improve(OptimalSpec, x, w, levels, scales, mins, ref block.D, ref block.DMin);
+        for (var j = 0; j < SubBlocks; j++) packed[j] = (byte)(scales[j] | (mins[j] << 4));
+        KQuantLayout.Pack2Bit(levels, block.Qs);
     }
 
     private static void QuantizeReference(ReadOnlySpan<float> x, Span<byte> levels, ref BlockQ2K block)

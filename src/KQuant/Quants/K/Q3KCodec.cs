@@ -24,8 +24,10 @@ internal struct BlockQ3K
 /// <summary>Q3_K. Without importance ggml_quantize_chunk runs quantize_row_q3_K_ref (make_q3_quants per sub-block, the
 /// largest |scale| sets d); with importance quantize_row_q3_K_impl (make_qx_quants on qw·sqrt(σ² + x²), σ² = 2·mean(x²),
 /// and make_qx_quants again, weighted by each sub-block's Σw, for the 6-bit scales).</summary>
-internal sealed class Q3KCodec : IRowCodec
+internal sealed class Q3KCodec : IOptimalRowCodec
 {
+    private static readonly SuperBlockSpec OptimalSpec = new(16, QuantStepSearch.LinearLevels(-4, 3), Affine: false, -32, 31);
+
     private const int SubBlock = 16;
     private const int SubBlocks = KQuantLayout.SuperBlock / SubBlock;
 
@@ -55,6 +57,25 @@ internal sealed class Q3KCodec : IRowCodec
             RoundToStoredScales(x, levels, ref block);
             PackLevels(levels, ref block);
         }
+    }
+
+    public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance) =>
+        KeepBestBlocks.Quantize<BlockQ3K>(this, KQuantLayout.SuperBlock, source, destination, importance, ImproveBlock);
+
+    private static void ImproveBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref BlockQ3K block)
+    {
+        Span<byte> levels = stackalloc byte[KQuantLayout.SuperBlock];
+        KQuantLayout.Unpack2Bit(block.Qs, levels);
+        ReadOnlySpan<byte> hmask = block.HMask;
+        for (var i = 0; i < levels.Length; i++) levels[i] |= (byte)(((hmask[i % 32] >> (i / 32)) & 1) << 2);
+        Span<int> scales = stackalloc int[SubBlocks];
+        for (var j = 0; j < SubBlocks; j++) scales[j] = UnpackScale(j, block.Scales);
+        var dmin = Half.Zero;
+        SuperBlockSearch.Improve(OptimalSpec, x, w, levels, scales, default, ref block.D, ref dmin);
+        Span<sbyte> scaleLevels = stackalloc sbyte[SubBlocks];
+        for (var j = 0; j < SubBlocks; j++) scaleLevels[j] = (sbyte)(scales[j] + 32);
+        PackScales(scaleLevels, block.Scales);
+        PackLevels(MemoryMarshal.Cast<byte, sbyte>(levels), ref block);
     }
 
     /// <summary>The reference path: returns d and fills the levels (q + 4) and the 6-bit scale levels (sc + 32).</summary>

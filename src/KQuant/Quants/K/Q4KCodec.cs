@@ -23,7 +23,7 @@ internal struct BlockQ4K
 
 /// <summary>Q4_K. Without importance ggml_quantize_chunk runs quantize_row_q4_K_ref (make_qkx2_quants, weights rms + |x|);
 /// with importance quantize_row_q4_K_impl (make_qkx3_quants with qw·sqrt(σ² + x²), make_qp_quants for the 6-bit scales).</summary>
-internal sealed class Q4KCodec : IRowCodec
+internal sealed class Q4KCodec : IOptimalRowCodec
 {
     private static readonly AffineSuperBlock.Format Format = new(Nmax: 15, ReferenceRmin: -1f, ReferenceSteps: 20, ClampScaleLevels: false);
 
@@ -42,6 +42,25 @@ internal sealed class Q4KCodec : IRowCodec
                 KQuantLayout.BlockImportance(importance, i), levels, block.Scales, out block.D, out block.DMin);
             PackNibbles(levels, block.Qs);
         }
+    }
+
+    public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance) =>
+        KeepBestBlocks.Quantize<BlockQ4K>(this, KQuantLayout.SuperBlock, source, destination, importance, ImproveBlock);
+
+    private static void ImproveBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref BlockQ4K block)
+    {
+        Span<byte> levels = stackalloc byte[KQuantLayout.SuperBlock];
+        ReadOnlySpan<byte> qs = block.Qs;
+        for (var pair = 0; pair < 4; pair++)
+        {
+            for (var l = 0; l < 32; l++)
+            {
+                levels[64 * pair + l] = (byte)(qs[32 * pair + l] & 0xF);
+                levels[64 * pair + 32 + l] = (byte)(qs[32 * pair + l] >> 4);
+            }
+        }
+        AffineSuperBlock.Improve(Format, x, w, levels, block.Scales, ref block.D, ref block.DMin);
+        PackNibbles(levels, block.Qs);
     }
 
     /// <summary>Each 64 weights become 32 bytes: weight l in the low nibble, weight l+32 in the high one.</summary>

@@ -22,7 +22,7 @@ internal struct BlockQ5K
 
 /// <summary>Q5_K. Without importance ggml_quantize_chunk runs quantize_row_q5_K_ref (make_qkx2_quants, weights rms + |x|,
 /// search -0.5 + 0.1·step, 16 steps); with importance quantize_row_q5_K_impl (as Q4_K's, scale levels clamped to 63).</summary>
-internal sealed class Q5KCodec : IRowCodec
+internal sealed class Q5KCodec : IOptimalRowCodec
 {
     private static readonly AffineSuperBlock.Format Format = new(Nmax: 31, ReferenceRmin: -0.5f, ReferenceSteps: 15, ClampScaleLevels: true);
 
@@ -41,6 +41,26 @@ internal sealed class Q5KCodec : IRowCodec
                 KQuantLayout.BlockImportance(importance, i), levels, block.Scales, out block.D, out block.DMin);
             PackLevels(levels, block.Qs, block.Qh);
         }
+    }
+
+    public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance) =>
+        KeepBestBlocks.Quantize<BlockQ5K>(this, KQuantLayout.SuperBlock, source, destination, importance, ImproveBlock);
+
+    private static void ImproveBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref BlockQ5K block)
+    {
+        Span<byte> levels = stackalloc byte[KQuantLayout.SuperBlock];
+        ReadOnlySpan<byte> qs = block.Qs;
+        ReadOnlySpan<byte> qh = block.Qh;
+        for (var pair = 0; pair < 4; pair++)
+        {
+            for (var l = 0; l < 32; l++)
+            {
+                levels[64 * pair + l] = (byte)((qs[32 * pair + l] & 0xF) | (((qh[l] >> (2 * pair)) & 1) << 4));
+                levels[64 * pair + 32 + l] = (byte)((qs[32 * pair + l] >> 4) | (((qh[l] >> (2 * pair + 1)) & 1) << 4));
+            }
+        }
+        AffineSuperBlock.Improve(Format, x, w, levels, block.Scales, ref block.D, ref block.DMin);
+        PackLevels(levels, block.Qs, block.Qh);
     }
 
     /// <summary>Low four bits of each level into <paramref name="qs"/> as in Q4_K; the fifth bit into <paramref name="qh"/>.</summary>

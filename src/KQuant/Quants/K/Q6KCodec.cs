@@ -23,8 +23,10 @@ internal struct BlockQ6K
 /// <summary>Q6_K. ggml_quantize_chunk runs quantize_row_q6_K_ref without importance and quantize_row_q6_K_impl with it;
 /// both call make_qx_quants per sub-block (weights x² without importance, the importance values themselves with it —
 /// Q6_K does not use σ²).</summary>
-internal sealed class Q6KCodec : IRowCodec
+internal sealed class Q6KCodec : IOptimalRowCodec
 {
+    private static readonly SuperBlockSpec OptimalSpec = new(16, QuantStepSearch.LinearLevels(-32, 31), Affine: false, -128, 127);
+
     private const int SubBlock = 16;
     private const int SubBlocks = KQuantLayout.SuperBlock / SubBlock;
 
@@ -64,6 +66,34 @@ internal sealed class Q6KCodec : IRowCodec
             }
             PackLevels(MemoryMarshal.AsBytes(levels), block.Ql, block.Qh);
         }
+    }
+
+    public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance) =>
+        KeepBestBlocks.Quantize<BlockQ6K>(this, KQuantLayout.SuperBlock, source, destination, importance, ImproveBlock);
+
+    private static void ImproveBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref BlockQ6K block)
+    {
+        Span<byte> levels = stackalloc byte[KQuantLayout.SuperBlock];
+        ReadOnlySpan<byte> ql = block.Ql;
+        ReadOnlySpan<byte> qh = block.Qh;
+        for (var half = 0; half < 2; half++)
+        {
+            for (var l = 0; l < 32; l++)
+            {
+                int low1 = ql[64 * half + l], low2 = ql[64 * half + 32 + l], high = qh[32 * half + l];
+                levels[128 * half + l] = (byte)((low1 & 0xF) | ((high & 3) << 4));
+                levels[128 * half + l + 32] = (byte)((low2 & 0xF) | (((high >> 2) & 3) << 4));
+                levels[128 * half + l + 64] = (byte)((low1 >> 4) | (((high >> 4) & 3) << 4));
+                levels[128 * half + l + 96] = (byte)((low2 >> 4) | (((high >> 6) & 3) << 4));
+            }
+        }
+        Span<int> scales = stackalloc int[SubBlocks];
+        Span<sbyte> stored = block.Scales;
+        for (var j = 0; j < SubBlocks; j++) scales[j] = stored[j];
+        var dmin = Half.Zero;
+        SuperBlockSearch.Improve(OptimalSpec, x, w, levels, scales, default, ref block.D, ref dmin);
+        for (var j = 0; j < SubBlocks; j++) stored[j] = (sbyte)scales[j];
+        PackLevels(levels, block.Ql, block.Qh);
     }
 
     private static void PackLevels(ReadOnlySpan<byte> levels, Span<byte> ql, Span<byte> qh)

@@ -9,8 +9,11 @@ namespace KQuant.Quants.Legacy;
 /// <summary>Q4_1 and Q5_1, as llama.cpp v0.5.0 writes them: weight = d·code + m with nmax = 2^bits − 1. Without importance,
 /// quantize_row_q{4,5}_1_ref: m = block minimum, d = (max − min)/nmax, code = (x − min)/d + 0.5 truncated. With importance,
 /// quantize_row_q{4,5}_1_impl: make_qkx3_quants (rmin −0.9, rdelta 0.05, 36 steps) with error weights qw·√(σ² + x²).</summary>
-internal abstract class AffineLegacyCodec<TBlock> : LegacyCodec<TBlock> where TBlock : unmanaged, IAffineLegacyBlock<TBlock>
+internal abstract class AffineLegacyCodec<TBlock> : LegacyCodec<TBlock>, IOptimalRowCodec where TBlock : unmanaged, IAffineLegacyBlock<TBlock>
 {
+    /// <summary>The levels 0..nmax (value = d·code + m), indexed by code.</summary>
+    private static readonly float[] OptimalLevels = QuantStepSearch.LinearLevels(0, Nmax);
+
     private static int Nmax
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -85,6 +88,30 @@ internal abstract class AffineLegacyCodec<TBlock> : LegacyCodec<TBlock> where TB
                 TBlock.StoreCodes(ref block, codes.Slice(i * BlockWeights, BlockWeights));
             }
         }
+    }
+
+    public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance) =>
+        KeepBestBlocks.Quantize<TBlock>(this, BlockWeights, source, destination, importance, ImproveBlock);
+
+    /// <summary>Step search of scale and offset together from the reference codes, then both to fp16 and every code
+    /// re-rounded against the stored pair.</summary>
+    private static void ImproveBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref TBlock block)
+    {
+        Span<int> codes = stackalloc int[BlockWeights];
+        for (var j = 0; j < BlockWeights; j++) codes[j] = TBlock.LoadCode(in block, j);
+        var (d, m) = QuantStepSearch.RefineScaleOffset(x, w, OptimalLevels, codes);
+        var storedScale = Fp16.FromFloat(d);
+        var storedOffset = Fp16.FromFloat(m);
+        var scale = Fp16.ToFloat(storedScale);
+        var offset = Fp16.ToFloat(storedOffset);
+        Span<byte> rounded = stackalloc byte[BlockWeights];
+        for (var j = 0; j < BlockWeights; j++)
+        {
+            rounded[j] = (byte)(scale != 0 ? QuantStepSearch.Nearest(OptimalLevels, (x[j] - offset) / scale) : codes[j]);
+        }
+        TBlock.Scale(ref block) = storedScale;
+        TBlock.Offset(ref block) = storedOffset;
+        TBlock.StoreCodes(ref block, rounded);
     }
 
     protected override void DequantizeScalar(ReadOnlySpan<TBlock> blocks, Span<float> destination)

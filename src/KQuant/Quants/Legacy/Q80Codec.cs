@@ -10,8 +10,11 @@ namespace KQuant.Quants.Legacy;
 
 /// <summary>GGML_TYPE_Q8_0 as llama.cpp v0.5.0 writes it (quantize_row_q8_0_ref; ggml ignores an importance matrix for this
 /// type): scale = max|x| / 127, code = roundf(x/scale), rounding halves away from zero.</summary>
-internal sealed class Q80Codec : LegacyCodec<BlockQ80>
+internal sealed class Q80Codec : LegacyCodec<BlockQ80>, IOptimalRowCodec
 {
+    /// <summary>Every signed byte as a level, indexed by code + 128 (the reference uses ±127; −128 decodes fine).</summary>
+    private static readonly float[] OptimalLevels = QuantStepSearch.LinearLevels(sbyte.MinValue, sbyte.MaxValue);
+
     private const int Nmax = 127;
 
     public Q80Codec() : this(VectorizedByDefault) { }
@@ -21,6 +24,24 @@ internal sealed class Q80Codec : LegacyCodec<BlockQ80>
     public override GgmlType Type => GgmlType.Q8_0;
 
     public override bool UsesImportance => false;
+
+    public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance) =>
+        KeepBestBlocks.Quantize<BlockQ80>(this, BlockWeights, source, destination, importance, ImproveBlock);
+
+    /// <summary>Step search from the reference codes, then the scale to fp16 and every code re-rounded against it.</summary>
+    private static void ImproveBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref BlockQ80 block)
+    {
+        Span<int> indices = stackalloc int[BlockWeights];
+        for (var j = 0; j < BlockWeights; j++) indices[j] = (sbyte)block.Qs[j] - sbyte.MinValue;
+        var stored = Fp16.FromFloat(QuantStepSearch.RefineScale(x, w, OptimalLevels, indices));
+        var scale = Fp16.ToFloat(stored);
+        block.D = stored;
+        for (var j = 0; j < BlockWeights; j++)
+        {
+            var index = scale != 0 ? QuantStepSearch.Nearest(OptimalLevels, x[j] / scale) : indices[j];
+            block.Qs[j] = (byte)(sbyte)(index + sbyte.MinValue);
+        }
+    }
 
     protected override void QuantizeScalar(ReadOnlySpan<float> source, Span<BlockQ80> blocks)
     {

@@ -10,8 +10,11 @@ namespace KQuant.Quants.Legacy;
 /// Without importance, quantize_row_q{4,5}_0_ref: d = (value of largest magnitude)/−nmax, code =
 /// min(2·nmax − 1, (int8_t)(x/d + nmax + 0.5)). With importance, quantize_row_q{4,5}_0_impl: make_qx_quants with error
 /// weights qw·√(σ² + x²), σ² = Σx²/n over the row.</summary>
-internal abstract class SymmetricLegacyCodec<TBlock> : LegacyCodec<TBlock> where TBlock : unmanaged, ILegacyBlock<TBlock>
+internal abstract class SymmetricLegacyCodec<TBlock> : LegacyCodec<TBlock>, IOptimalRowCodec where TBlock : unmanaged, ILegacyBlock<TBlock>
 {
+    /// <summary>The levels code − nmax, indexed by code.</summary>
+    private static readonly float[] OptimalLevels = QuantStepSearch.LinearLevels(-Nmax, Nmax - 1);
+
     private static int Nmax
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -79,6 +82,25 @@ internal abstract class SymmetricLegacyCodec<TBlock> : LegacyCodec<TBlock> where
                 TBlock.StoreCodes(ref block, MemoryMarshal.AsBytes(codes.Slice(i * BlockWeights, BlockWeights)));
             }
         }
+    }
+
+    public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance) =>
+        KeepBestBlocks.Quantize<TBlock>(this, BlockWeights, source, destination, importance, ImproveBlock);
+
+    /// <summary>Step search from the reference codes, then the scale to fp16 and every code re-rounded against it.</summary>
+    private static void ImproveBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref TBlock block)
+    {
+        Span<int> codes = stackalloc int[BlockWeights];
+        for (var j = 0; j < BlockWeights; j++) codes[j] = TBlock.LoadCode(in block, j);
+        var stored = Fp16.FromFloat(QuantStepSearch.RefineScale(x, w, OptimalLevels, codes));
+        var scale = Fp16.ToFloat(stored);
+        Span<byte> rounded = stackalloc byte[BlockWeights];
+        for (var j = 0; j < BlockWeights; j++)
+        {
+            rounded[j] = (byte)(scale != 0 ? QuantStepSearch.Nearest(OptimalLevels, x[j] / scale) : codes[j]);
+        }
+        TBlock.Scale(ref block) = stored;
+        TBlock.StoreCodes(ref block, rounded);
     }
 
     protected override void DequantizeScalar(ReadOnlySpan<TBlock> blocks, Span<float> destination)

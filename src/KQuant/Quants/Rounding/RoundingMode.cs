@@ -1,0 +1,23 @@
+namespace KQuant.Quants;
+
+/// <summary>How the block formats choose their integer quants and scales.</summary>
+public enum RoundingMode
+{
+    /// <summary>llama.cpp v0.5.0's quantizers: the bytes llama-quantize writes.</summary>
+    Reference,
+
+    /// <summary>Start from the reference solution and improve it by a greedy quant-step search (ik_llama.cpp PR 295), keeping
+    /// whichever of the two has the smaller final (dequantized) error. The output is the same llama.cpp format.</summary>
+    Optimal,
+}
+
+/// <summary>A codec with an <see cref="RoundingMode.Optimal"/> path.</summary>
+/// <remarks>The error it minimises is Σ w·(dequantized − x)² per block, with w the importance vector when there is one and
+/// 1 otherwise: the same weighting <see cref="Evaluation.WeightError"/> reports, so a lower optimised error is a lower
+/// reported RMSE. The importance vector is passed even to formats whose reference path ignores it (Q8_0).</remarks>
+public interface IOptimalRowCodec : IRowCodec
+{
+    /// <summary>Quantizes one row (same contract as <see cref="IRowCodec.Quantize"/>); per block, the result's weighted squared
+    /// error is never above that of <see cref="IRowCodec.Quantize"/>'s.</summary>
+    void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance);
+}

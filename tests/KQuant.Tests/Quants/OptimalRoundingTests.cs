@@ -1,0 +1,109 @@
+using KQuant.Gguf;
+using KQuant.Quantization;
+using KQuant.Quants;
+using KQuant.Recipes;
+using KQuant.Tests.Reference;
+using Xunit.Abstractions;
+
+namespace KQuant.Tests.Quants;
+
+/// <summary>The optimal rounding path: per row never a larger weighted error than the reference path (the weighting it
+/// optimises: the importance vector, or 1 without one), output that ggml decodes to our floats, files llama.cpp loads.</summary>
+public sealed class OptimalRoundingTests(ITestOutputHelper output)
+{
+    /// <summary>Every block format with an optimal path.</summary>
+    public static TheoryData<GgmlType, bool> TypesAndImportance()
+    {
+        var data = new TheoryData<GgmlType, bool>();
+        foreach (var type in OptimalTypes)
+        {
+            data.Add(type, false);
+            data.Add(type, true);
+        }
+        return data;
+    }
+
+    private static IEnumerable<GgmlType> OptimalTypes => RowCodecs.Supported.Where(t => RowCodecs.Get(t) is IOptimalRowCodec);
+
+    [Fact]
+    public void EveryBlockFormatHasAnOptimalPath() =>
+        Assert.Equal(
+            [GgmlType.Q4_0, GgmlType.Q4_1, GgmlType.Q5_0, GgmlType.Q5_1, GgmlType.Q8_0, GgmlType.Q2_K, GgmlType.Q3_K, GgmlType.Q4_K,
+             GgmlType.Q5_K, GgmlType.Q6_K, GgmlType.IQ4_NL, GgmlType.IQ4_XS],
+            OptimalTypes);
+
+    [SkippableTheory]
+    [MemberData(nameof(TypesAndImportance))]
+    public void NeverWorseThanReferenceOnAnyRow(GgmlType type, bool withImportance)
+    {
+        GgmlReference.Require();
+        var traits = GgmlTypeTraits.Of(type);
+        int[] lengths = traits.BlockSize == 256 ? [256, 512, 4096] : [32, 64, 96, 256, 4096];
+        double referenceTotal = 0, optimalTotal = 0;
+        foreach (var kind in TestRows.Cases)
+        {
+            foreach (var length in lengths)
+            {
+                var rows = Math.Max(2, 8192 / length);
+                var seed = HashCode.Combine(kind, length);
+                var x = TestRows.Make(kind, rows, length, seed);
+                var importance = withImportance ? TestRows.Importance(length, seed) : null;
+                var rowBytes = (int)traits.RowBytes(length);
+                var reference = new byte[rowBytes * rows];
+                var optimal = new byte[rowBytes * rows];
+                RowQuantizer.Quantize(type, x, reference, length, importance);
+                RowQuantizer.Quantize(type, x, optimal, length, importance, rounding: RoundingMode.Optimal);
+                CodecComparison.AssertDequantizeMatches(type, $"{kind} {length} optimal", optimal, length, x.Length);
+                var referenceFloats = new float[x.Length];
+                var optimalFloats = new float[x.Length];
+                RowQuantizer.Dequantize(type, reference, referenceFloats);
+                RowQuantizer.Dequantize(type, optimal, optimalFloats);
+                for (var r = 0; r < rows; r++)
+                {
+                    var row = new Range(r * length, (r + 1) * length);
+                    var referenceError = WeightedError(x.AsSpan(row), referenceFloats.AsSpan(row), importance);
+                    var optimalError = WeightedError(x.AsSpan(row), optimalFloats.AsSpan(row), importance);
+                    Assert.True(optimalError <= referenceError,
+                        $"{traits.Name} {kind} length {length} row {r}: optimal error {optimalError:R} > reference {referenceError:R}");
+                    if (kind is "gaussian" or "student-t3" or "outliers" or "cosine")
+                    {
+                        referenceTotal += referenceError;
+                        optimalTotal += optimalError;
+                    }
+                }
+            }
+        }
+        output.WriteLine($"{traits.Name}{(withImportance ? " with importance" : "")}: weighted RMSE optimal/reference = {Math.Sqrt(optimalTotal / referenceTotal):0.0000}");
+        Assert.True(optimalTotal < referenceTotal, $"{traits.Name}: the search improved nothing on the ordinary cases");
+    }
+
+    [SkippableFact]
+    public void OptimalFilesLoadInLlamaCpp()
+    {
+        LlamaReference.Require();
+        var dir = TestPaths.NewTempDir();
+        var model = Path.Combine(TestPaths.Samples, "debdocs-tiny-F16.gguf");
+        foreach (var recipe in new[] { "Q4_K_M", "IQ4_NL", "Q4_1", "Q2_K" })
+        {
+            var path = Path.Combine(dir, $"optimal-{recipe}.gguf");
+            ModelQuantizer.Run(new QuantizeRequest(model, path, QuantRecipe.TryParse(recipe, out var r) ? r : throw new ArgumentException(recipe))
+            {
+                Rounding = RoundingMode.Optimal,
+            });
+            var loaded = LlamaReference.Load(path);
+            using var f = GgufFile.Open(model);
+            Assert.Equal((ulong)f.Tensors.Sum(t => t.ElementCount), loaded.ParameterCount);
+        }
+    }
+
+    private static double WeightedError(ReadOnlySpan<float> x, ReadOnlySpan<float> y, float[]? importance)
+    {
+        double sum = 0;
+        for (var j = 0; j < x.Length; j++)
+        {
+            double e = y[j] - (double)x[j];
+            sum += (importance?[j] ?? 1.0) * e * e;
+        }
+        return double.IsNaN(sum) ? double.PositiveInfinity : sum; // huge rows overflow fp16 scales: NaN counts as worst
+    }
+}
