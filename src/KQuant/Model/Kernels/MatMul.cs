@@ -1,0 +1,165 @@
+using KQuant.Gguf;
+using KQuant.Quants.Float;
+
+namespace KQuant.Model.Kernels;
+
+/// <summary>Y = X·Wᵀ for a batch of activation rows X (one per token) and a weight matrix W in its stored type.
+/// Threads take panels of consecutive weight rows; each panel is decoded once into per-thread scratch (small enough
+/// to stay in L1/L2) and then multiplied with every token, so unpacking a row is paid once per batch.</summary>
+internal static unsafe class MatMul
+{
+    /// <summary>Bytes of decoded weights one panel aims at.</summary>
+    private const int PanelBytes = 16 * 1024;
+
+    /// <summary>Writes y[t·<paramref name="yStride"/> + r] = Σ_k W[r, k]·x[t, k] for every token t and weight row r.</summary>
+    public static void Multiply(WeightMatrix w, ActivationBatch x, float* y, nint yStride, Parallelism parallel)
+    {
+        if (x.Columns != w.Columns)
+            throw new InvalidOperationException($"{w.Name}: {x.Columns} activations per row for a matrix of {w.Columns} columns");
+        if (x.Rows == 0) return;
+        var activations = x.Get(w.ActivationFormat, parallel);
+        var activationStride = ActivationFormats.RowBytes(w.ActivationFormat, w.Columns);
+        var kernel = KernelFor(w.Type);
+        var panelRows = PanelRows(w, kernel);
+        var tokens = x.Rows;
+        parallel.For((w.Rows + panelRows - 1) / panelRows, panel =>
+        {
+            var r0 = panel * panelRows;
+            var r1 = Math.Min(w.Rows, r0 + panelRows);
+            if (kernel.Panel == null) FloatPanel(w, (float*)activations, tokens, y, yStride, r0, r1);
+            else kernel.Panel(w, activations, activationStride, tokens, y, yStride, r0, r1);
+        });
+    }
+
+    private static int PanelRows(WeightMatrix w, Kernel kernel)
+    {
+        var decodedRowBytes = kernel.Panel == null
+            ? w.Columns * sizeof(float)
+            : (int)(w.Columns / (long)kernel.BlockWeights * kernel.DecodedBlockBytes);
+        var rows = Math.Clamp(PanelBytes / Math.Max(1, decodedRowBytes), 1, 64);
+        return rows > 1 ? rows & ~1 : 1; // an even count keeps the float tiles (two rows) whole
+    }
+
+    /// <summary>The entry points of one weight type's kernel; <see cref="Panel"/> is null for the float types.</summary>
+    private readonly struct Kernel
+    {
+        public delegate*<WeightMatrix, byte*, nint, int, float*, nint, int, int, void> Panel { get; init; }
+        public delegate*<byte*, int, byte*, void> Decode { get; init; }
+        public delegate*<byte*, byte*, int, float> Dot { get; init; }
+        public int BlockWeights { get; init; }
+        public int DecodedBlockBytes { get; init; }
+
+        public static Kernel Of<TKernel>() where TKernel : IWeightKernel => new()
+        {
+            Panel = &Panel<TKernel>,
+            Decode = &DecodeBlocks<TKernel>,
+            Dot = &DotBlocks<TKernel>,
+            BlockWeights = TKernel.BlockWeights,
+            DecodedBlockBytes = TKernel.DecodedBlockBytes,
+        };
+    }
+
+    private static readonly Dictionary<GgmlType, Kernel> Kernels = new()
+    {
+        [GgmlType.F32] = default,
+        [GgmlType.F16] = default,
+        [GgmlType.BF16] = default,
+        [GgmlType.Q4_0] = Kernel.Of<Q40Kernel>(),
+        [GgmlType.Q4_1] = Kernel.Of<Q41Kernel>(),
+        [GgmlType.Q5_0] = Kernel.Of<Q50Kernel>(),
+        [GgmlType.Q5_1] = Kernel.Of<Q51Kernel>(),
+        [GgmlType.Q8_0] = Kernel.Of<Q80Kernel>(),
+        [GgmlType.IQ4_NL] = Kernel.Of<IQ4NLKernel>(),
+        [GgmlType.Q2_K] = Kernel.Of<Q2KKernel>(),
+        [GgmlType.Q3_K] = Kernel.Of<Q3KKernel>(),
+        [GgmlType.Q4_K] = Kernel.Of<Q4KKernel>(),
+        [GgmlType.Q5_K] = Kernel.Of<Q5KKernel>(),
+        [GgmlType.Q6_K] = Kernel.Of<Q6KKernel>(),
+        [GgmlType.IQ4_XS] = Kernel.Of<IQ4XSKernel>(),
+    };
+
+    private static Kernel KernelFor(GgmlType type) =>
+        Kernels.TryGetValue(type, out var kernel) ? kernel : throw new ModelNotSupportedException($"no matrix kernel for {type}");
+
+    private static Kernel QuantizedKernel(GgmlType type) =>
+        KernelFor(type) is { Panel: not null } kernel ? kernel : throw new ArgumentOutOfRangeException(nameof(type), $"{type} has no integer kernel");
+
+    /// <summary>Bytes one stored block of a quantized type takes once decoded.</summary>
+    internal static int DecodedBlockBytes(GgmlType type) => QuantizedKernel(type).DecodedBlockBytes;
+
+    /// <summary>Decodes a quantized row into <paramref name="destination"/> (<see cref="DecodedBlockBytes"/> per block).</summary>
+    internal static void DecodeRow(GgmlType type, byte* weights, int columns, byte* destination)
+    {
+        var kernel = QuantizedKernel(type);
+        kernel.Decode(weights, columns / kernel.BlockWeights, destination);
+    }
+
+    /// <summary>One quantized weight row times one activation row in the type's activation format: the panel's code
+    /// path for a single product (tests hold it against ggml's vec_dot).</summary>
+    internal static float DotRow(GgmlType type, byte* weights, int columns, byte* activations)
+    {
+        var kernel = QuantizedKernel(type);
+        var blocks = columns / kernel.BlockWeights;
+        var decoded = Scratch.Get((nuint)(blocks * kernel.DecodedBlockBytes));
+        kernel.Decode(weights, blocks, decoded);
+        return kernel.Dot(decoded, activations, blocks);
+    }
+
+    private static void DecodeBlocks<TKernel>(byte* source, int blocks, byte* destination) where TKernel : IWeightKernel =>
+        TKernel.Decode(source, blocks, destination);
+
+    private static float DotBlocks<TKernel>(byte* decoded, byte* activations, int blocks) where TKernel : IWeightKernel =>
+        TKernel.Dot(decoded, activations, blocks);
+
+    private static void Panel<TKernel>(WeightMatrix w, byte* activations, nint activationStride, int tokens, float* y, nint yStride, int r0, int r1)
+        where TKernel : IWeightKernel
+    {
+        var blocks = w.Columns / TKernel.BlockWeights;
+        var decodedRowBytes = (nint)blocks * TKernel.DecodedBlockBytes;
+        var rows = r1 - r0;
+        var decoded = Scratch.Get((nuint)(rows * decodedRowBytes));
+        for (var r = 0; r < rows; r++) TKernel.Decode(w.Data + (r0 + r) * w.RowBytes, blocks, decoded + r * decodedRowBytes);
+        for (var t = 0; t < tokens; t++)
+        {
+            var a = activations + t * activationStride;
+            var yt = y + t * yStride + r0;
+            for (var r = 0; r < rows; r++) yt[r] = TKernel.Dot(decoded + r * decodedRowBytes, a, blocks);
+        }
+    }
+
+    private static void FloatPanel(WeightMatrix w, float* x, int tokens, float* y, nint yStride, int r0, int r1)
+    {
+        var n = w.Columns;
+        var rows = r1 - r0;
+        float* panel;
+        if (w.Type == GgmlType.F32)
+        {
+            panel = (float*)(w.Data + r0 * w.RowBytes);
+        }
+        else
+        {
+            panel = (float*)Scratch.Get((nuint)(rows * n * sizeof(float)));
+            for (var r = 0; r < rows; r++)
+            {
+                var source = new ReadOnlySpan<ushort>(w.Data + (r0 + r) * w.RowBytes, n);
+                var destination = new Span<float>(panel + r * n, n);
+                if (w.Type == GgmlType.F16) HalfFloatRows.ToFloat<Fp16>(source, destination);
+                else HalfFloatRows.ToFloat<Bf16>(source, destination);
+            }
+        }
+        var t = 0;
+        for (; t + 4 <= tokens; t += 4)
+        {
+            var r = 0;
+            for (; r + 2 <= rows; r += 2) FloatDot.Tile2x4(panel + r * n, n, x + t * n, n, n, y + t * yStride + r0 + r, yStride);
+            for (; r < rows; r++)
+            {
+                for (var k = 0; k < 4; k++) y[(t + k) * yStride + r0 + r] = FloatDot.Dot(panel + r * n, x + (t + k) * n, n);
+            }
+        }
+        for (; t < tokens; t++)
+        {
+            for (var r = 0; r < rows; r++) y[t * yStride + r0 + r] = FloatDot.Dot(panel + r * n, x + t * n, n);
+        }
+    }
+}
