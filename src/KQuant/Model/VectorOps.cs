@@ -1,0 +1,56 @@
+using System.Numerics.Tensors;
+using System.Runtime.Intrinsics;
+
+namespace KQuant.Model;
+
+/// <summary>The element-wise steps of the llama graph, computed as ggml-cpu computes them (ops.cpp, vec.h of llama.cpp
+/// v0.5.0) up to the order of float additions.</summary>
+internal static class VectorOps
+{
+    /// <summary>ggml_rms_norm then ggml_mul: y = (x·scale)·w with scale = 1/sqrt(mean(x²) + eps), the squares summed
+    /// in double.</summary>
+    public static void RmsNorm(ReadOnlySpan<float> x, ReadOnlySpan<float> weight, float epsilon, Span<float> y)
+    {
+        double sum = 0;
+        var i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            // Squares are float products, as in ggml; only the summation order differs.
+            var acc0 = Vector256<double>.Zero;
+            var acc1 = Vector256<double>.Zero;
+            for (; i + 8 <= x.Length; i += 8)
+            {
+                var v = Vector256.Create(x.Slice(i, 8));
+                var (low, high) = Vector256.Widen(v * v);
+                acc0 += low;
+                acc1 += high;
+            }
+            sum = Vector256.Sum(acc0 + acc1);
+        }
+        for (; i < x.Length; i++) sum += x[i] * x[i];
+        var mean = (float)(sum / x.Length);
+        var scale = 1f / MathF.Sqrt(mean + epsilon);
+        TensorPrimitives.Multiply(x, scale, y);
+        TensorPrimitives.Multiply(y, weight, y);
+    }
+
+    /// <summary>ggml_swiglu_split: y = silu(gate)·up with silu(g) = g / (1 + e^(−g)). <paramref name="gate"/> is
+    /// overwritten with the result.</summary>
+    public static void SwiGlu(Span<float> gate, ReadOnlySpan<float> up, Span<float> scratch)
+    {
+        scratch = scratch[..gate.Length];
+        TensorPrimitives.Sigmoid(gate, scratch);
+        TensorPrimitives.Multiply(gate, scratch, gate);
+        TensorPrimitives.Multiply(gate, up, gate);
+    }
+
+    /// <summary>Adds <paramref name="bias"/> to every row of a row-major matrix.</summary>
+    public static void AddBias(Span<float> rows, int columns, ReadOnlySpan<float> bias)
+    {
+        for (var r = 0; r + columns <= rows.Length; r += columns)
+        {
+            var row = rows.Slice(r, columns);
+            TensorPrimitives.Add(row, bias, row);
+        }
+    }
+}
