@@ -37,9 +37,9 @@ internal static unsafe class CausalAttention
             for (var k = 0; k < count; k++)
             {
                 var length = firstPosition + t0 + k + 1;
-                var p = new Span<float>(scores + k * stride, length);
-                Softmax(p, scale);
-                WeightedValues(p, values, d, output + (t0 + k) * outputStride + h * d);
+                var row = new Span<float>(scores + k * stride, stride);
+                Softmax(row, length, scale);
+                WeightedValues(row[..length], values, d, output + (t0 + k) * outputStride + h * d);
             }
         });
     }
@@ -81,16 +81,16 @@ internal static unsafe class CausalAttention
         }
     }
 
-    /// <summary>ggml_soft_max_ext with a causal mask: p = exp(s·scale − max) / Σ over the visible positions.</summary>
-    private static void Softmax(Span<float> scores, float scale)
+    /// <summary>ggml_soft_max_ext with the causal mask: p = e^(s·scale − max) / Σ over the <paramref name="visible"/>
+    /// positions. Like ggml, whole vectors are exponentiated, the masked positions past the last visible one counting
+    /// as −∞ (so the sums are added in ggml's grouping).</summary>
+    private static void Softmax(Span<float> row, int visible, float scale)
     {
-        TensorPrimitives.Multiply(scores, scale, scores);
-        var max = TensorPrimitives.Max(scores);
-        TensorPrimitives.Subtract(scores, max, scores);
-        TensorPrimitives.Exp(scores, scores);
-        var sum = 0d;
-        foreach (var v in scores) sum += v;
-        TensorPrimitives.Multiply(scores, (float)(1.0 / sum), scores);
+        var padded = Math.Min(row.Length, (visible + 7) & ~7);
+        var values = row[..padded];
+        TensorPrimitives.Multiply(values[..visible], scale, values[..visible]);
+        values[visible..].Fill(float.NegativeInfinity);
+        GgmlExp.Softmax(values);
     }
 
     /// <summary>output = Σ_j p_j·value_j over the visible positions.</summary>

@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Numerics.Tensors;
 using KQuant.Model.Kernels;
 using KQuant.Quants;
@@ -214,12 +213,8 @@ public sealed unsafe class InferenceSession : IDisposable
     {
         ForRowRanges(rows, (start, end) =>
         {
-            var scratch = ArrayPool<float>.Shared.Rent(columns);
             for (var r = start; r < end; r++)
-            {
-                VectorOps.SwiGlu(new Span<float>(gate + r * columns, columns), new ReadOnlySpan<float>(up + r * columns, columns), scratch);
-            }
-            ArrayPool<float>.Shared.Return(scratch);
+                VectorOps.SwiGlu(new Span<float>(gate + r * columns, columns), new ReadOnlySpan<float>(up + r * columns, columns));
         });
     }
 

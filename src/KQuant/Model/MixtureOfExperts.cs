@@ -86,12 +86,7 @@ internal sealed unsafe class MixtureOfExperts : IDisposable
     /// <summary>Softmax over the router logits, the top experts by probability, their probabilities renormalized.</summary>
     private void Route(Span<float> logits, int token)
     {
-        var max = TensorPrimitives.Max(logits);
-        TensorPrimitives.Subtract(logits, max, logits);
-        TensorPrimitives.Exp(logits, logits);
-        var total = 0d;
-        foreach (var v in logits) total += v;
-        TensorPrimitives.Multiply(logits, (float)(1.0 / total), logits);
+        GgmlExp.Softmax(logits);
 
         var used = _config.ExpertUsedCount;
         var selected = _selected.AsSpan(token * used, used);

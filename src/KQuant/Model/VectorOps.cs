@@ -36,13 +36,7 @@ internal static class VectorOps
 
     /// <summary>ggml_swiglu_split: y = silu(gate)·up with silu(g) = g / (1 + e^(−g)). <paramref name="gate"/> is
     /// overwritten with the result.</summary>
-    public static void SwiGlu(Span<float> gate, ReadOnlySpan<float> up, Span<float> scratch)
-    {
-        scratch = scratch[..gate.Length];
-        TensorPrimitives.Sigmoid(gate, scratch);
-        TensorPrimitives.Multiply(gate, scratch, gate);
-        TensorPrimitives.Multiply(gate, up, gate);
-    }
+    public static void SwiGlu(Span<float> gate, ReadOnlySpan<float> up) => GgmlExp.SwiGlu(gate, up);
 
     /// <summary>Adds <paramref name="bias"/> to every row of a row-major matrix.</summary>
     public static void AddBias(Span<float> rows, int columns, ReadOnlySpan<float> bias)

@@ -15,6 +15,9 @@ public static unsafe partial class LlamaReference
         public bool F32Cache { get; init; }
         public bool? FlashAttention { get; init; }
         public int Sequences { get; init; } = 1;
+        /// <summary>Copies every F32 tensor the graph computes, by name (e.g. "attn_norm-0"), into
+        /// <see cref="Inference.Captured"/>: for locating where two forward passes part.</summary>
+        public bool CaptureTensors { get; init; }
     }
 
     /// <summary>A model and one context of llama.cpp: tokenizes, decodes batches and returns logits.</summary>
@@ -23,6 +26,7 @@ public static unsafe partial class LlamaReference
         private IntPtr _model;
         private IntPtr _context;
         private readonly IntPtr _vocab;
+        private GCHandle _self;
 
         public Inference(string path, ContextOptions options)
         {
@@ -48,6 +52,12 @@ public static unsafe partial class LlamaReference
                     cp.TypeV = 0;
                 }
                 if (options.FlashAttention is { } fa) cp.FlashAttnType = fa ? 1 : 0;
+                if (options.CaptureTensors)
+                {
+                    _self = GCHandle.Alloc(this);
+                    cp.CbEval = (IntPtr)(delegate* unmanaged[Cdecl]<IntPtr, byte, IntPtr, byte>)&OnTensor;
+                    cp.CbEvalUserData = GCHandle.ToIntPtr(_self);
+                }
                 _context = InitFromModel(_model, cp);
                 if (_context == IntPtr.Zero)
                 {
@@ -63,6 +73,21 @@ public static unsafe partial class LlamaReference
         }
 
         public int VocabSize { get; }
+
+        /// <summary>Tensors captured during the last decodes when <see cref="ContextOptions.CaptureTensors"/> is set.</summary>
+        public Dictionary<string, float[]> Captured { get; } = new(StringComparer.Ordinal);
+
+        [UnmanagedCallersOnly(CallConvs = [typeof(System.Runtime.CompilerServices.CallConvCdecl)])]
+        private static byte OnTensor(IntPtr tensor, byte ask, IntPtr userData)
+        {
+            if (ask != 0) return 1;
+            var self = (Inference)GCHandle.FromIntPtr(userData).Target!;
+            // struct ggml_tensor starts with its type; F32 only, which is what the graph's activations are.
+            if (Marshal.ReadInt32(tensor) != 0 || TensorIsContiguous(tensor) == 0) return 1;
+            var name = Marshal.PtrToStringUTF8(TensorName(tensor))!;
+            self.Captured[name] = new ReadOnlySpan<float>((void*)TensorData(tensor), (int)TensorElements(tensor)).ToArray();
+            return 1;
+        }
 
         /// <summary>llama_vocab_get_add_bos: whether tokenizing with special tokens puts BOS first.</summary>
         public bool AddBos { get; }
@@ -133,6 +158,7 @@ public static unsafe partial class LlamaReference
         {
             if (_context != IntPtr.Zero) ContextFree(_context);
             if (_model != IntPtr.Zero) ModelFree(_model);
+            if (_self.IsAllocated) _self.Free();
             _context = IntPtr.Zero;
             _model = IntPtr.Zero;
         }
@@ -193,6 +219,18 @@ public static unsafe partial class LlamaReference
         public int** SeqId;
         public sbyte* Logits;
     }
+
+    [LibraryImport(GgmlReference.GgmlBase, EntryPoint = "ggml_get_name")]
+    private static partial IntPtr TensorName(IntPtr tensor);
+
+    [LibraryImport(GgmlReference.GgmlBase, EntryPoint = "ggml_get_data")]
+    private static partial IntPtr TensorData(IntPtr tensor);
+
+    [LibraryImport(GgmlReference.GgmlBase, EntryPoint = "ggml_nelements")]
+    private static partial long TensorElements(IntPtr tensor);
+
+    [LibraryImport(GgmlReference.GgmlBase, EntryPoint = "ggml_is_contiguous")]
+    private static partial byte TensorIsContiguous(IntPtr tensor);
 
     [LibraryImport(GgmlReference.Llama, EntryPoint = "llama_context_default_params")]
     internal static partial ContextParams ContextDefaultParams();
