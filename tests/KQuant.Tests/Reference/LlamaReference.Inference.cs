@@ -244,21 +244,6 @@ public static unsafe partial class LlamaReference
     [LibraryImport(GgmlReference.Llama, EntryPoint = "llama_n_ctx")]
     private static partial uint ContextNCtx(IntPtr context);
 
-    [LibraryImport(GgmlReference.Llama, EntryPoint = "llama_model_get_vocab")]
-    private static partial IntPtr ModelGetVocab(IntPtr model);
-
-    [LibraryImport(GgmlReference.Llama, EntryPoint = "llama_vocab_n_tokens")]
-    private static partial int VocabNTokens(IntPtr vocab);
-
-    [LibraryImport(GgmlReference.Llama, EntryPoint = "llama_vocab_get_add_bos")]
-    private static partial byte VocabGetAddBos(IntPtr vocab);
-
-    [LibraryImport(GgmlReference.Llama, EntryPoint = "llama_vocab_bos")]
-    private static partial int VocabBos(IntPtr vocab);
-
-    [LibraryImport(GgmlReference.Llama, EntryPoint = "llama_tokenize")]
-    private static partial int LlamaTokenize(IntPtr vocab, byte* text, int textLength, int* tokens, int maxTokens, byte addSpecial, byte parseSpecial);
-
     [LibraryImport(GgmlReference.Llama, EntryPoint = "llama_get_memory")]
     private static partial IntPtr GetMemory(IntPtr context);
 
