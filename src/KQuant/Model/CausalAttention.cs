@@ -4,12 +4,18 @@ using KQuant.Model.Kernels;
 
 namespace KQuant.Model;
 
-/// <summary>Multi-head causal self-attention over the KV cache, as llama.cpp computes it without flash attention
-/// (build_attn_mha: KQ = K·Q, soft_max_ext with the 1/sqrt(d) scale and the causal mask, KQV = V·softmax), in F32.
-/// Query head h reads KV head h / group size (GQA). Work is split into (head, four tokens) items: the four queries
-/// share every key vector they load.</summary>
+/// <summary>Multi-head causal self-attention over the KV cache, computed as llama.cpp's CPU flash attention computes it
+/// for a batch of tokens (ggml_compute_forward_flash_attn_ext_tiled of ops.cpp, v0.5.0), to the last bit: keys in tiles
+/// of 64; per tile the scores q·k (one FMA per dimension, in order), the 1/sqrt(d) scale, an online softmax (the running
+/// maximum, the earlier sum and output rescaled by expf(M_old − M_new) when it grows, ggml_v_expf of the tile, its sum
+/// added in double), and the weighted values added position by position; finally the output divided by the sum.
+/// Query head h reads KV head h / group size (GQA). Work items are (head, four tokens): the four queries share every
+/// key vector they load.</summary>
 internal static unsafe class CausalAttention
 {
+    /// <summary>ggml's GGML_FA_TILE_KV.</summary>
+    public const int KeyTile = 64;
+
     private const int TokensPerItem = 4;
 
     /// <param name="queries">T rows of <paramref name="queryStride"/> floats, head h at h·d (already rotated).</param>
@@ -30,98 +36,99 @@ internal static unsafe class CausalAttention
             var count = Math.Min(TokensPerItem, tokens - t0);
             var keys = cache.Keys(layer, h / group);
             var values = cache.Values(layer, h / group);
-            var stride = cache.Stride;
+            var scratch = (float*)Scratch.Get((nuint)(TokensPerItem * KeyTile * sizeof(float)));
+            Span<float> max = stackalloc float[TokensPerItem];
+            Span<float> sum = stackalloc float[TokensPerItem];
+            max.Fill(float.NegativeInfinity);
+            sum.Clear();
+            for (var k = 0; k < count; k++) new Span<float>(output + (t0 + k) * outputStride + h * d, d).Clear();
+
             var lastPosition = firstPosition + t0 + count - 1;
-            var scores = (float*)Scratch.Get((nuint)(TokensPerItem * stride * sizeof(float)));
-            Scores(queries + t0 * queryStride + h * d, queryStride, count, keys, stride, d, lastPosition + 1, scores);
+            for (var start = 0; start <= lastPosition; start += KeyTile)
+            {
+                Scores(queries + t0 * queryStride + h * d, queryStride, count, keys + start, cache.Stride, d, scratch);
+                for (var k = 0; k < count; k++)
+                {
+                    var visible = Math.Min(KeyTile, firstPosition + t0 + k + 1 - start);
+                    if (visible <= 0) continue; // a tile wholly in this token's future: masked, as llama.cpp skips it
+                    var row = new Span<float>(scratch + k * KeyTile, KeyTile);
+                    TensorPrimitives.Multiply(row[..visible], scale, row[..visible]);
+                    row[visible..].Fill(float.NegativeInfinity);
+                    var o = output + (t0 + k) * outputStride + h * d;
+                    var tileMax = TensorPrimitives.Max(row[..visible]);
+                    if (tileMax > max[k])
+                    {
+                        var rescale = MathF.Exp(max[k] - tileMax);
+                        TensorPrimitives.Multiply(new ReadOnlySpan<float>(o, d), rescale, new Span<float>(o, d));
+                        sum[k] *= rescale;
+                        max[k] = tileMax;
+                    }
+                    sum[k] = (float)(sum[k] + GgmlExp.ExpSum(row, max[k]));
+                    WeightedValues(row[..visible], values + (nint)start * d, d, o);
+                }
+            }
             for (var k = 0; k < count; k++)
             {
-                var length = firstPosition + t0 + k + 1;
-                var row = new Span<float>(scores + k * stride, stride);
-                Softmax(row, length, scale);
-                WeightedValues(row[..length], values, d, output + (t0 + k) * outputStride + h * d);
+                var o = new Span<float>(output + (t0 + k) * outputStride + h * d, d);
+                TensorPrimitives.Multiply(o, sum[k] == 0 ? 0 : 1f / sum[k], o);
             }
         });
     }
 
-    /// <summary>scores[k·stride + j] = q_k · key_j for the <paramref name="count"/> queries and positions j &lt; length.</summary>
-    private static void Scores(float* q, nint queryStride, int count, float* keys, int stride, int d, int length, float* scores)
+    /// <summary>scores[k·64 + j] = Σ_i q_k[i]·key_j[i], one FMA per i in order (simd_gemm's order), for the 64
+    /// positions of a tile; <paramref name="keys"/> points at the tile's first position of the transposed keys.</summary>
+    private static void Scores(float* q, nint queryStride, int count, float* keys, int stride, int d, float* scores)
     {
-        if (Vector256.IsHardwareAccelerated && count == TokensPerItem)
+        float* q0 = q, q1 = q + queryStride, q2 = q + 2 * queryStride, q3 = q + 3 * queryStride;
+        if (count < TokensPerItem) q1 = q2 = q3 = q; // spare lanes recompute the first query; their scores are unused
+        if (count < 3) q2 = q3 = q;
+        for (var j = 0; j < KeyTile; j += 8)
         {
-            float* q0 = q, q1 = q + queryStride, q2 = q + 2 * queryStride, q3 = q + 3 * queryStride;
-            for (var j = 0; j < length; j += 8)
-            {
-                Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
-                for (var i = 0; i < d; i++)
-                {
-                    var key = Vector256.Load(keys + (nint)i * stride + j);
-                    a0 = Vector256.FusedMultiplyAdd(Vector256.Create(q0[i]), key, a0);
-                    a1 = Vector256.FusedMultiplyAdd(Vector256.Create(q1[i]), key, a1);
-                    a2 = Vector256.FusedMultiplyAdd(Vector256.Create(q2[i]), key, a2);
-                    a3 = Vector256.FusedMultiplyAdd(Vector256.Create(q3[i]), key, a3);
-                }
-                a0.Store(scores + j);
-                a1.Store(scores + stride + j);
-                a2.Store(scores + 2 * stride + j);
-                a3.Store(scores + 3 * stride + j);
-            }
-            return;
-        }
-        for (var k = 0; k < count; k++)
-        {
-            var qk = q + k * queryStride;
-            var row = scores + k * stride;
-            for (var j = 0; j < length; j++) row[j] = 0;
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
             for (var i = 0; i < d; i++)
             {
-                var key = new ReadOnlySpan<float>(keys + (nint)i * stride, length);
-                TensorPrimitives.MultiplyAdd(key, qk[i], new ReadOnlySpan<float>(row, length), new Span<float>(row, length));
+                var key = Vector256.Load(keys + (nint)i * stride + j);
+                a0 = Vector256.FusedMultiplyAdd(Vector256.Create(q0[i]), key, a0);
+                a1 = Vector256.FusedMultiplyAdd(Vector256.Create(q1[i]), key, a1);
+                a2 = Vector256.FusedMultiplyAdd(Vector256.Create(q2[i]), key, a2);
+                a3 = Vector256.FusedMultiplyAdd(Vector256.Create(q3[i]), key, a3);
             }
+            a0.Store(scores + j);
+            a1.Store(scores + KeyTile + j);
+            a2.Store(scores + 2 * KeyTile + j);
+            a3.Store(scores + 3 * KeyTile + j);
         }
     }
 
-    /// <summary>ggml_soft_max_ext with the causal mask: p = e^(s·scale − max) / Σ over the <paramref name="visible"/>
-    /// positions. Like ggml, whole vectors are exponentiated, the masked positions past the last visible one counting
-    /// as −∞ (so the sums are added in ggml's grouping).</summary>
-    private static void Softmax(Span<float> row, int visible, float scale)
-    {
-        var padded = Math.Min(row.Length, (visible + 7) & ~7);
-        var values = row[..padded];
-        TensorPrimitives.Multiply(values[..visible], scale, values[..visible]);
-        values[visible..].Fill(float.NegativeInfinity);
-        GgmlExp.Softmax(values);
-    }
-
-    /// <summary>output = Σ_j p_j·value_j over the visible positions.</summary>
+    /// <summary>output += Σ_j p_j·value_j, one FMA per position in order (simd_gemm's order).</summary>
     private static void WeightedValues(ReadOnlySpan<float> p, float* values, int d, float* output)
     {
         var c = 0;
-        if (Vector256.IsHardwareAccelerated)
+        for (; c + 32 <= d; c += 32)
         {
-            for (; c + 32 <= d; c += 32)
+            var a0 = Vector256.Load(output + c);
+            var a1 = Vector256.Load(output + c + 8);
+            var a2 = Vector256.Load(output + c + 16);
+            var a3 = Vector256.Load(output + c + 24);
+            var v = values + c;
+            for (var j = 0; j < p.Length; j++, v += d)
             {
-                Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
-                var v = values + c;
-                for (var j = 0; j < p.Length; j++, v += d)
-                {
-                    var w = Vector256.Create(p[j]);
-                    a0 = Vector256.FusedMultiplyAdd(w, Vector256.Load(v), a0);
-                    a1 = Vector256.FusedMultiplyAdd(w, Vector256.Load(v + 8), a1);
-                    a2 = Vector256.FusedMultiplyAdd(w, Vector256.Load(v + 16), a2);
-                    a3 = Vector256.FusedMultiplyAdd(w, Vector256.Load(v + 24), a3);
-                }
-                a0.Store(output + c);
-                a1.Store(output + c + 8);
-                a2.Store(output + c + 16);
-                a3.Store(output + c + 24);
+                var w = Vector256.Create(p[j]);
+                a0 = Vector256.FusedMultiplyAdd(w, Vector256.Load(v), a0);
+                a1 = Vector256.FusedMultiplyAdd(w, Vector256.Load(v + 8), a1);
+                a2 = Vector256.FusedMultiplyAdd(w, Vector256.Load(v + 16), a2);
+                a3 = Vector256.FusedMultiplyAdd(w, Vector256.Load(v + 24), a3);
             }
+            a0.Store(output + c);
+            a1.Store(output + c + 8);
+            a2.Store(output + c + 16);
+            a3.Store(output + c + 24);
         }
         for (; c < d; c++)
         {
-            var sum = 0f;
-            for (var j = 0; j < p.Length; j++) sum += p[j] * values[(nint)j * d + c];
-            output[c] = sum;
+            var acc = output[c];
+            for (var j = 0; j < p.Length; j++) acc = MathF.FusedMultiplyAdd(p[j], values[(nint)j * d + c], acc);
+            output[c] = acc;
         }
     }
 }

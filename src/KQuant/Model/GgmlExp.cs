@@ -64,12 +64,10 @@ internal static class GgmlExp
         for (; i < gate.Length; i++) gate[i] = gate[i] / (1f + MathF.Exp(-gate[i])) * up[i];
     }
 
-    /// <summary>ggml_vec_soft_max_f32 followed by the normalization of ggml_compute_forward_soft_max_f32:
-    /// y = e^(x − max) / Σ, the sum in double over per-vector sums added as ggml adds them.</summary>
-    public static void Softmax(Span<float> values)
+    /// <summary>ggml_vec_soft_max_f32: values[i] = e^(values[i] − max); returns their sum in double, each group of
+    /// eight added as ggml adds a vector's lanes ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)), the tail with expf.</summary>
+    public static double ExpSum(Span<float> values, float max)
     {
-        var max = float.NegativeInfinity;
-        foreach (var v in values) max = MathF.Max(max, v);
         double sum = 0;
         var i = 0;
         if (Vectorized)
@@ -79,9 +77,7 @@ internal static class GgmlExp
             {
                 var y = Exp(Vector256.Create(values.Slice(i, 8)) - m);
                 y.CopyTo(values.Slice(i, 8));
-                var half = y.GetUpper() + y.GetLower();
-                var pair = half + Sse.MoveHighToLow(half, half);
-                sum += pair.ToScalar() + Sse3.MoveHighAndDuplicate(pair).ToScalar();
+                sum += Kernels.Lanes.Sum8(y);
             }
         }
         for (; i < values.Length; i++)
@@ -89,7 +85,15 @@ internal static class GgmlExp
             values[i] = MathF.Exp(values[i] - max);
             sum += values[i];
         }
-        var scale = (float)(1.0 / sum);
+        return sum;
+    }
+
+    /// <summary>ggml_compute_forward_soft_max_f32 without mask: y = e^(x − max) / Σ, the sum from <see cref="ExpSum"/>.</summary>
+    public static void Softmax(Span<float> values)
+    {
+        var max = float.NegativeInfinity;
+        foreach (var v in values) max = MathF.Max(max, v);
+        var scale = (float)(1.0 / ExpSum(values, max));
         foreach (ref var v in values) v *= scale;
     }
 

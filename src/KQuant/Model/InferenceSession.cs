@@ -59,6 +59,23 @@ public sealed unsafe class InferenceSession : IDisposable
 
     private int QkvStride => _config.QueryLength + 2 * _config.KvLength;
 
+    /// <summary>Sees every intermediate tensor under llama.cpp's graph name ("attn_norm-0", "kqv_out-3", "result_output",
+    /// ...) with its row count and row length, so tests can compare the forward pass with llama.cpp's step by step.</summary>
+    internal Action<string, ReadOnlySpan<float>, int>? Probe { get; set; }
+
+    private void Report(string name, float* rows, int count, int columns, nint stride = 0)
+    {
+        if (Probe is not { } probe) return;
+        if (stride == 0 || stride == columns)
+        {
+            probe(name, new ReadOnlySpan<float>(rows, count * columns), columns);
+            return;
+        }
+        var packed = new float[count * columns];
+        for (var r = 0; r < count; r++) new ReadOnlySpan<float>(rows + r * stride, columns).CopyTo(packed.AsSpan(r * columns));
+        probe(name, packed, columns);
+    }
+
     /// <summary>Runs <paramref name="tokens"/> at positions <paramref name="firstPosition"/>.. and writes the logits of
     /// tokens <paramref name="firstOutput"/>.. (one row of <see cref="LlamaModel.VocabularySize"/> floats each) to
     /// <paramref name="logits"/>. Positions before <paramref name="firstPosition"/> must hold this sequence's earlier
@@ -91,10 +108,12 @@ public sealed unsafe class InferenceSession : IDisposable
         var rows = x + firstOutput * e;
         var h = (float*)_normed.Pointer;
         Normalize(rows, outputs, _model.OutputNorm, h);
+        Report("result_norm", h, outputs, e);
         fixed (float* y = logits)
         {
             Multiply(_model.Output, h, outputs, y, vocabulary);
             if (_model.OutputBias is { } bias) VectorOps.AddBias(new Span<float>(y, outputs * vocabulary), vocabulary, bias);
+            Report("result_output", y, outputs, vocabulary);
         }
     }
 
@@ -120,6 +139,7 @@ public sealed unsafe class InferenceSession : IDisposable
         var qkv = (float*)_qkv.Pointer;
         var stride = QkvStride;
         Normalize(x, count, weights.AttentionNorm, h);
+        Report($"attn_norm-{layer}", h, count, e);
 
         _batch.Reset(h, count, e);
         if (weights.Qkv is { } fused)
@@ -142,14 +162,21 @@ public sealed unsafe class InferenceSession : IDisposable
             _cache.Store(layer, firstPosition + t, row.Slice(c.QueryLength, c.KvLength), row.Slice(c.QueryLength + c.KvLength, c.KvLength));
         }
 
+        Report($"Qcur-{layer}", qkv, count, c.QueryLength, stride);
+        Report($"Kcur-{layer}", qkv + c.QueryLength, count, c.KvLength, stride);
+        Report($"Vcur-{layer}", qkv + c.QueryLength + c.KvLength, count, c.KvLength, stride);
+
         var attention = (float*)_attention.Pointer;
         CausalAttention.Compute(c, _cache, layer, qkv, stride, count, firstPosition, attention, c.QueryLength, _parallel);
+        Report($"kqv_out-{layer}", attention, count, c.QueryLength);
 
         var projected = (float*)_projection.Pointer;
         Multiply(weights.AttentionOutput, attention, count, projected, e);
         if (weights.AttentionOutputBias is { } outputBias) VectorOps.AddBias(new Span<float>(projected, count * e), e, outputBias);
+        Report($"attn_out-{layer}", projected, count, e);
         var residual = new Span<float>(x, count * e);
         TensorPrimitives.Add(residual, new ReadOnlySpan<float>(projected, count * e), residual);
+        Report($"ffn_inp-{layer}", x, count, e);
     }
 
     private void FeedForward(int layer, float* x, int count)
@@ -161,6 +188,7 @@ public sealed unsafe class InferenceSession : IDisposable
         var h = (float*)_normed.Pointer;
         var projected = (float*)_projection.Pointer;
         Normalize(x, count, weights.FeedForwardNorm, h);
+        Report($"ffn_norm-{layer}", h, count, e);
         if (_experts is not null)
         {
             _experts.Run(weights, h, count, projected, this);
@@ -174,12 +202,17 @@ public sealed unsafe class InferenceSession : IDisposable
             Project(weights.Up!, up, f);
             if (weights.GateBias is { } gateBias) VectorOps.AddBias(new Span<float>(gate, count * f), f, gateBias);
             if (weights.UpBias is { } upBias) VectorOps.AddBias(new Span<float>(up, count * f), f, upBias);
+            Report($"ffn_gate-{layer}", gate, count, f);
+            Report($"ffn_up-{layer}", up, count, f);
             SwiGlu(gate, up, count, f);
+            Report($"ffn_swiglu-{layer}", gate, count, f);
             Multiply(weights.Down!, gate, count, projected, e);
             if (weights.DownBias is { } downBias) VectorOps.AddBias(new Span<float>(projected, count * e), e, downBias);
+            Report($"ffn_out-{layer}", projected, count, e);
         }
         var residual = new Span<float>(x, count * e);
         TensorPrimitives.Add(residual, new ReadOnlySpan<float>(projected, count * e), residual);
+        Report($"l_out-{layer}", x, count, e);
     }
 
     /// <summary>Rows of <paramref name="input"/> times <paramref name="w"/> into <paramref name="output"/> (rows

@@ -1,10 +1,12 @@
 using System.Runtime.InteropServices;
+using KQuant.Quants.Float;
 using KQuant.Model.Kernels;
 
 namespace KQuant.Model;
 
-/// <summary>Keys and values of every layer for positions 0..<see cref="Capacity"/>−1, in F32 (llama.cpp defaults to
-/// F16; F32 keeps the comparison with its F32-cache mode exact up to summation order). Keys are stored transposed
+/// <summary>Keys and values of every layer for positions 0..<see cref="Capacity"/>−1, held as floats but rounded to fp16
+/// as they are stored: llama.cpp's default cache type, and what its flash attention casts any cache to, so attention sees
+/// the values llama.cpp's sees. Keys are stored transposed
 /// per KV head ([dimension][position]), so the scores of eight consecutive positions are one vector FMA per
 /// dimension; values are stored per position ([position][dimension]) for the weighted sum.</summary>
 internal sealed unsafe class KvCache : IDisposable
@@ -17,8 +19,8 @@ internal sealed unsafe class KvCache : IDisposable
     public KvCache(int layers, int kvHeads, int headDimension, int capacity)
     {
         Capacity = capacity;
-        // Whole vectors of eight positions can be read past the last one (their scores are never used).
-        Stride = (capacity + 7) & ~7;
+        // Attention reads keys a whole tile of positions at a time, past the last one (those scores are masked).
+        Stride = (capacity + CausalAttention.KeyTile - 1) / CausalAttention.KeyTile * CausalAttention.KeyTile;
         _kvHeads = kvHeads;
         _headDimension = headDimension;
         var perLayer = (nuint)kvHeads * (nuint)headDimension * (nuint)Stride;
@@ -47,10 +49,13 @@ internal sealed unsafe class KvCache : IDisposable
         for (var h = 0; h < _kvHeads; h++)
         {
             var k = Keys(layer, h);
-            for (var d = 0; d < _headDimension; d++) k[(nint)d * Stride + position] = keys[h * _headDimension + d];
-            values.Slice(h * _headDimension, _headDimension).CopyTo(new Span<float>(Values(layer, h) + (nint)position * _headDimension, _headDimension));
+            for (var d = 0; d < _headDimension; d++) k[(nint)d * Stride + position] = Round(keys[h * _headDimension + d]);
+            var v = Values(layer, h) + (nint)position * _headDimension;
+            for (var d = 0; d < _headDimension; d++) v[d] = Round(values[h * _headDimension + d]);
         }
     }
+
+    private static float Round(float value) => Fp16.ToFloat(Fp16.FromFloat(value));
 
     public void Dispose()
     {
@@ -58,3 +63,4 @@ internal sealed unsafe class KvCache : IDisposable
         _values.Dispose();
     }
 }
+

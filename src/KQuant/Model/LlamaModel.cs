@@ -153,14 +153,14 @@ public sealed class LlamaModel
         public WeightMatrix Matrix(GgufTensorInfo tensor, int columns, int rows)
         {
             CheckShape(tensor, [columns, rows]);
-            return WeightMatrix.FromTensor(file, tensor);
+            return WeightMatrix.FromTensor(file, tensor, repackable: tensor.Name != "token_embd.weight");
         }
 
         public WeightMatrix[] Experts(string name, int columns, int rows, int experts)
         {
             var tensor = Require(name);
             CheckShape(tensor, [columns, rows, experts]);
-            var all = WeightMatrix.FromTensor(file, tensor);
+            var all = WeightMatrix.FromTensor(file, tensor, repackable: false);
             return Enumerable.Range(0, experts).Select(x => all.ExpertSlice(x, experts)).ToArray();
         }
 

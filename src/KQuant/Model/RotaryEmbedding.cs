@@ -39,8 +39,8 @@ internal sealed class RotaryEmbedding
     public void Apply(Span<float> row, int heads, int headDimension, int position)
     {
         var table = _table.AsSpan(position * _pairs * 2, _pairs * 2);
-        var offset = _style == RopeStyle.Normal ? 1 : _pairs;
-        var stride = _style == RopeStyle.Normal ? 2 : 1;
+        var offset = _style == RopeStyle.NeoX ? _pairs : 1;
+        var stride = _style == RopeStyle.NeoX ? 1 : 2;
         for (var h = 0; h < heads; h++)
         {
             var head = row.Slice(h * headDimension, headDimension);
@@ -51,8 +51,9 @@ internal sealed class RotaryEmbedding
                 var a = i * stride;
                 var x0 = head[a];
                 var x1 = head[a + offset];
-                head[a] = x0 * cos - x1 * sin;
-                head[a + offset] = x0 * sin + x1 * cos;
+                // ggml's rotate_pairs as the C compiler contracted it: one product rounded, the one with x0 fused.
+                head[a] = MathF.FusedMultiplyAdd(cos, x0, -(sin * x1));
+                head[a + offset] = MathF.FusedMultiplyAdd(sin, x0, cos * x1);
             }
         }
     }
@@ -69,7 +70,7 @@ internal sealed class RotaryEmbedding
             var ramp = 1 - MathF.Min(1, MathF.Max(0, (i0 / 2 - low) / MathF.Max(0.001f, high - low)));
             var mix = ramp * rope.ExtFactor;
             theta = thetaInterpolated * (1 - mix) + thetaExtrapolated * mix;
-            mscale *= 1f + 0.1f * MathF.Log(1f / rope.FreqScale);
+            mscale *= MathF.FusedMultiplyAdd(0.1f, MathF.Log(1f / rope.FreqScale), 1f);
         }
         return (MathF.Cos(theta) * mscale, MathF.Sin(theta) * mscale);
     }

@@ -1,5 +1,4 @@
 using System.Numerics.Tensors;
-using System.Runtime.Intrinsics;
 
 namespace KQuant.Model;
 
@@ -11,23 +10,9 @@ internal static class VectorOps
     /// in double.</summary>
     public static void RmsNorm(ReadOnlySpan<float> x, ReadOnlySpan<float> weight, float epsilon, Span<float> y)
     {
+        // Float squares added one by one in double, as ggml's loop does (the order decides the last bit of the mean).
         double sum = 0;
-        var i = 0;
-        if (Vector256.IsHardwareAccelerated)
-        {
-            // Squares are float products, as in ggml; only the summation order differs.
-            var acc0 = Vector256<double>.Zero;
-            var acc1 = Vector256<double>.Zero;
-            for (; i + 8 <= x.Length; i += 8)
-            {
-                var v = Vector256.Create(x.Slice(i, 8));
-                var (low, high) = Vector256.Widen(v * v);
-                acc0 += low;
-                acc1 += high;
-            }
-            sum = Vector256.Sum(acc0 + acc1);
-        }
-        for (; i < x.Length; i++) sum += x[i] * x[i];
+        foreach (var v in x) sum += v * v;
         var mean = (float)(sum / x.Length);
         var scale = 1f / MathF.Sqrt(mean + epsilon);
         TensorPrimitives.Multiply(x, scale, y);

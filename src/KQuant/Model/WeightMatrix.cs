@@ -9,8 +9,9 @@ namespace KQuant.Model;
 /// rows of <see cref="Columns"/> weights. For a 3-D expert tensor, one expert's slice.</summary>
 internal sealed unsafe class WeightMatrix
 {
-    private WeightMatrix(string name, GgmlType type, int rows, int columns, byte* data, long rowBytes, int expert)
+    private WeightMatrix(string name, GgmlType type, int rows, int columns, byte* data, long rowBytes, int expert, bool repackable)
     {
+        Repacked = repackable && rows % 8 == 0 && MatMul.IsRepackedType(type);
         Name = name;
         Type = type;
         Rows = rows;
@@ -37,11 +38,16 @@ internal sealed unsafe class WeightMatrix
     /// <summary>The expert index for a slice of a 3-D expert tensor, -1 for an ordinary matrix.</summary>
     public int Expert { get; }
 
+    /// <summary>Whether llama.cpp would multiply this matrix repacked (its row count a multiple of 8, a type it repacks,
+    /// and not the token embedding, which stays where get_rows can read it); it then adds in another order, which
+    /// this matrix follows.</summary>
+    public bool Repacked { get; }
+
     /// <summary>What the activations are converted to before they meet these weights.</summary>
     public ActivationFormat ActivationFormat { get; }
 
     /// <summary>The matrix of a 2-D tensor (or every expert of a 3-D one stacked, for <see cref="ExpertSlice"/>).</summary>
-    public static WeightMatrix FromTensor(GgufFile file, GgufTensorInfo tensor)
+    public static WeightMatrix FromTensor(GgufFile file, GgufTensorInfo tensor, bool repackable = true)
     {
         var shape = tensor.Shape;
         if (shape.Length is < 2 or > 3) throw new InvalidDataException($"tensor '{tensor.Name}' has {shape.Length} dimensions; a weight matrix needs 2 (or 3 for experts)");
@@ -49,13 +55,14 @@ internal sealed unsafe class WeightMatrix
         if (rows > int.MaxValue || shape[0] > int.MaxValue) throw new InvalidDataException($"tensor '{tensor.Name}' is too large");
         // The span points into the file mapping, which does not move: its address stays valid while the file is open.
         var data = (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(file.GetTensorBytes(tensor, 0, 1)));
-        return new WeightMatrix(tensor.Name, tensor.Type, (int)rows, (int)shape[0], data, tensor.RowByteSize, -1);
+        return new WeightMatrix(tensor.Name, tensor.Type, (int)rows, (int)shape[0], data, tensor.RowByteSize, -1, repackable);
     }
 
     /// <summary>Expert <paramref name="expert"/> of a 3-D tensor of <paramref name="experts"/> experts.</summary>
     public WeightMatrix ExpertSlice(int expert, int experts)
     {
         var rowsPerExpert = Rows / experts;
-        return new WeightMatrix(Name, Type, rowsPerExpert, Columns, Data + expert * rowsPerExpert * RowBytes, RowBytes, expert);
+        // Expert tensors are multiplied by llama.cpp's mul_mat_id, which takes them as stored.
+        return new WeightMatrix(Name, Type, rowsPerExpert, Columns, Data + expert * rowsPerExpert * RowBytes, RowBytes, expert, repackable: false);
     }
 }

@@ -5,15 +5,12 @@ namespace KQuant.Tests.Reference;
 
 public static unsafe partial class LlamaReference
 {
-    /// <summary>How a reference context is set up. The defaults are llama-perplexity's (F16 KV cache, flash attention
-    /// as llama.cpp decides); <see cref="F32Cache"/> with flash attention off is llama.cpp at its most precise, which the
-    /// logit comparisons use so that only the arithmetic order separates the two engines.</summary>
+    /// <summary>How a reference context is set up: llama-perplexity's defaults (fp16 KV cache, flash attention as
+    /// llama.cpp decides, which on the CPU is on).</summary>
     public sealed record ContextOptions(int ContextSize)
     {
         public int BatchSize { get; init; } = 2048;
         public int Threads { get; init; } = 1;
-        public bool F32Cache { get; init; }
-        public bool? FlashAttention { get; init; }
         public int Sequences { get; init; } = 1;
         /// <summary>Copies every F32 tensor the graph computes, by name (e.g. "attn_norm-0"), into
         /// <see cref="Inference.Captured"/>: for locating where two forward passes part.</summary>
@@ -46,12 +43,6 @@ public static unsafe partial class LlamaReference
                 cp.NThreads = options.Threads;
                 cp.NThreadsBatch = options.Threads;
                 cp.NoPerf = 1;
-                if (options.F32Cache)
-                {
-                    cp.TypeK = 0;
-                    cp.TypeV = 0;
-                }
-                if (options.FlashAttention is { } fa) cp.FlashAttnType = fa ? 1 : 0;
                 if (options.CaptureTensors)
                 {
                     _self = GCHandle.Alloc(this);
@@ -77,6 +68,9 @@ public static unsafe partial class LlamaReference
         /// <summary>Tensors captured during the last decodes when <see cref="ContextOptions.CaptureTensors"/> is set.</summary>
         public Dictionary<string, float[]> Captured { get; } = new(StringComparer.Ordinal);
 
+        /// <summary>Every captured tensor in the order llama.cpp computed them (names repeat: e.g. Qcur before and after RoPE).</summary>
+        public List<(string Name, float[] Values)> CapturedInOrder { get; } = [];
+
         [UnmanagedCallersOnly(CallConvs = [typeof(System.Runtime.CompilerServices.CallConvCdecl)])]
         private static byte OnTensor(IntPtr tensor, byte ask, IntPtr userData)
         {
@@ -85,7 +79,9 @@ public static unsafe partial class LlamaReference
             // struct ggml_tensor starts with its type; F32 only, which is what the graph's activations are.
             if (Marshal.ReadInt32(tensor) != 0 || TensorIsContiguous(tensor) == 0) return 1;
             var name = Marshal.PtrToStringUTF8(TensorName(tensor))!;
-            self.Captured[name] = new ReadOnlySpan<float>((void*)TensorData(tensor), (int)TensorElements(tensor)).ToArray();
+            var values = new ReadOnlySpan<float>((void*)TensorData(tensor), (int)TensorElements(tensor)).ToArray();
+            self.Captured[name] = values;
+            self.CapturedInOrder.Add((name, values));
             return 1;
         }
 

@@ -68,6 +68,19 @@ internal readonly unsafe struct Q40Kernel : IWeightKernel
         IntegerDot.SignedBlocks((DecodedBlock32*)decoded, (BlockQ80*)activations, blocks);
 }
 
+/// <summary>Q4_0 as llama.cpp multiplies the matrices it repacks (ggml_gemm_q4_0_8x8_q8_0).</summary>
+internal readonly unsafe struct Q40RepackedKernel : IWeightKernel
+{
+    public static GgmlType Type => GgmlType.Q4_0;
+    public static int BlockWeights => BlockQ40.Weights;
+    public static int DecodedBlockBytes => sizeof(DecodedBlock32);
+
+    public static void Decode(byte* source, int blocks, byte* destination) => Q40Kernel.Decode(source, blocks, destination);
+
+    public static float Dot(byte* decoded, byte* activations, int blocks) =>
+        IntegerDot.RepackedBlocks((DecodedBlock32*)decoded, (BlockQ80*)activations, blocks);
+}
+
 /// <summary>Q5_0: weight = d·(q − 16) with 5-bit q.</summary>
 internal readonly unsafe struct Q50Kernel : IWeightKernel
 {
@@ -113,7 +126,7 @@ internal readonly unsafe struct Q80Kernel : IWeightKernel
         IntegerDot.SignedBlocks((DecodedBlock32*)decoded, (BlockQ80*)activations, blocks);
 }
 
-/// <summary>IQ4_NL: weight = d·kvalues[q].</summary>
+/// <summary>IQ4_NL: weight = d·kvalues[q]; the float tail of ggml_vec_dot_iq4_nl_q8_0.</summary>
 internal readonly unsafe struct IQ4NLKernel : IWeightKernel
 {
     public static GgmlType Type => GgmlType.IQ4_NL;
@@ -132,7 +145,33 @@ internal readonly unsafe struct IQ4NLKernel : IWeightKernel
     }
 
     public static float Dot(byte* decoded, byte* activations, int blocks) =>
+        IntegerDot.SignedBlockPairs((DecodedBlock32*)decoded, (BlockQ80*)activations, blocks);
+}
+
+/// <summary>IQ4_NL through tinyBLAS_Q0_AVX (matrices llama.cpp does not repack, batches of two tokens or more).</summary>
+internal readonly unsafe struct IQ4NLTinyBlasKernel : IWeightKernel
+{
+    public static GgmlType Type => GgmlType.IQ4_NL;
+    public static int BlockWeights => BlockIQ4NL.Weights;
+    public static int DecodedBlockBytes => sizeof(DecodedBlock32);
+
+    public static void Decode(byte* source, int blocks, byte* destination) => IQ4NLKernel.Decode(source, blocks, destination);
+
+    public static float Dot(byte* decoded, byte* activations, int blocks) =>
         IntegerDot.SignedBlocks((DecodedBlock32*)decoded, (BlockQ80*)activations, blocks);
+}
+
+/// <summary>IQ4_NL as llama.cpp multiplies the matrices it repacks (ggml_gemm_iq4_nl_8x8_q8_0).</summary>
+internal readonly unsafe struct IQ4NLRepackedKernel : IWeightKernel
+{
+    public static GgmlType Type => GgmlType.IQ4_NL;
+    public static int BlockWeights => BlockIQ4NL.Weights;
+    public static int DecodedBlockBytes => sizeof(DecodedBlock32);
+
+    public static void Decode(byte* source, int blocks, byte* destination) => IQ4NLKernel.Decode(source, blocks, destination);
+
+    public static float Dot(byte* decoded, byte* activations, int blocks) =>
+        IntegerDot.RepackedBlocks((DecodedBlock32*)decoded, (BlockQ80*)activations, blocks);
 }
 
 /// <summary>Q4_1: weight = d·q + m.</summary>

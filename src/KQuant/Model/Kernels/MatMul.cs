@@ -19,39 +19,61 @@ internal static unsafe class MatMul
         if (x.Rows == 0) return;
         var activations = x.Get(w.ActivationFormat, parallel);
         var activationStride = ActivationFormats.RowBytes(w.ActivationFormat, w.Columns);
-        var kernel = KernelFor(w.Type);
-        var panelRows = PanelRows(w, kernel);
         var tokens = x.Rows;
+        var plan = Plan(w, tokens);
+        var panelRows = PanelRows(w, plan.Main);
         parallel.For((w.Rows + panelRows - 1) / panelRows, panel =>
         {
             var r0 = panel * panelRows;
             var r1 = Math.Min(w.Rows, r0 + panelRows);
-            if (kernel.Panel == null) FloatPanel(w, (float*)activations, tokens, y, yStride, r0, r1);
-            else kernel.Panel(w, activations, activationStride, tokens, y, yStride, r0, r1);
+            if (plan.Main.IsFloat) FloatPanel(w, (float*)activations, tokens, y, yStride, r0, r1);
+            else QuantizedPanel(w, plan, activations, activationStride, tokens, y, yStride, r0, r1);
         });
+    }
+
+    /// <summary>The kernel for the first <see cref="Split"/> tokens of a batch and the one for the rest: llama.cpp's
+    /// repacked Q4_K kernel takes tokens four at a time and the leftover ones one by one, adding in another order.</summary>
+    private readonly record struct KernelPlan(Kernel Main, Kernel Tail, int Split);
+
+    /// <summary>Which of llama.cpp's code paths (and so which order of additions) a product of this matrix and this many
+    /// tokens takes on its AVX2 build.</summary>
+    private static KernelPlan Plan(WeightMatrix w, int tokens)
+    {
+        if (w.Repacked && w.Type == GgmlType.Q4_K)
+            return new KernelPlan(Kernel.Of<Q4KRepackedKernel>(), Kernel.Of<Q4KRepackedOneTokenKernel>(), tokens & ~3);
+        var kernel = w.Type switch
+        {
+            GgmlType.F32 or GgmlType.F16 or GgmlType.BF16 => Kernel.Float,
+            GgmlType.Q4_0 => w.Repacked ? Kernel.Of<Q40RepackedKernel>() : Kernel.Of<Q40Kernel>(),
+            GgmlType.IQ4_NL => w.Repacked ? Kernel.Of<IQ4NLRepackedKernel>() : tokens >= 2 ? Kernel.Of<IQ4NLTinyBlasKernel>() : Kernel.Of<IQ4NLKernel>(),
+            GgmlType.IQ4_XS => w.Rows % 8 == 0 && tokens >= 8 ? Kernel.Of<IQ4XSPanelKernel>() : Kernel.Of<IQ4XSKernel>(),
+            _ => QuantizedKernel(w.Type),
+        };
+        return new KernelPlan(kernel, kernel, tokens);
     }
 
     private static int PanelRows(WeightMatrix w, Kernel kernel)
     {
-        var decodedRowBytes = kernel.Panel == null
+        var decodedRowBytes = kernel.IsFloat
             ? w.Columns * sizeof(float)
             : (int)(w.Columns / (long)kernel.BlockWeights * kernel.DecodedBlockBytes);
         var rows = Math.Clamp(PanelBytes / Math.Max(1, decodedRowBytes), 1, 64);
         return rows > 1 ? rows & ~1 : 1; // an even count keeps the float tiles (two rows) whole
     }
 
-    /// <summary>The entry points of one weight type's kernel; <see cref="Panel"/> is null for the float types.</summary>
+    /// <summary>The entry points of one weight kernel; <see cref="Float"/> stands for the float types.</summary>
     private readonly struct Kernel
     {
-        public delegate*<WeightMatrix, byte*, nint, int, float*, nint, int, int, void> Panel { get; init; }
         public delegate*<byte*, int, byte*, void> Decode { get; init; }
         public delegate*<byte*, byte*, int, float> Dot { get; init; }
         public int BlockWeights { get; init; }
         public int DecodedBlockBytes { get; init; }
+        public bool IsFloat => Dot == null;
+
+        public static Kernel Float => default;
 
         public static Kernel Of<TKernel>() where TKernel : IWeightKernel => new()
         {
-            Panel = &Panel<TKernel>,
             Decode = &DecodeBlocks<TKernel>,
             Dot = &DotBlocks<TKernel>,
             BlockWeights = TKernel.BlockWeights,
@@ -59,11 +81,10 @@ internal static unsafe class MatMul
         };
     }
 
-    private static readonly Dictionary<GgmlType, Kernel> Kernels = new()
+    /// <summary>The vec_dot kernel of each quantized type (the one llama.cpp uses when it neither repacks the matrix
+    /// nor takes a batched path).</summary>
+    private static readonly Dictionary<GgmlType, Kernel> VecDotKernels = new()
     {
-        [GgmlType.F32] = default,
-        [GgmlType.F16] = default,
-        [GgmlType.BF16] = default,
         [GgmlType.Q4_0] = Kernel.Of<Q40Kernel>(),
         [GgmlType.Q4_1] = Kernel.Of<Q41Kernel>(),
         [GgmlType.Q5_0] = Kernel.Of<Q50Kernel>(),
@@ -78,11 +99,12 @@ internal static unsafe class MatMul
         [GgmlType.IQ4_XS] = Kernel.Of<IQ4XSKernel>(),
     };
 
-    private static Kernel KernelFor(GgmlType type) =>
-        Kernels.TryGetValue(type, out var kernel) ? kernel : throw new ModelNotSupportedException($"no matrix kernel for {type}");
+    /// <summary>Types llama.cpp's AVX2 CPU backend repacks into 8-row interleaved blocks (ggml_repack_get_optimal_repack_type
+    /// of repack.cpp), which it then multiplies with other kernels.</summary>
+    internal static bool IsRepackedType(GgmlType type) => type is GgmlType.Q4_0 or GgmlType.Q4_K or GgmlType.IQ4_NL;
 
     private static Kernel QuantizedKernel(GgmlType type) =>
-        KernelFor(type) is { Panel: not null } kernel ? kernel : throw new ArgumentOutOfRangeException(nameof(type), $"{type} has no integer kernel");
+        VecDotKernels.TryGetValue(type, out var kernel) ? kernel : throw new ArgumentOutOfRangeException(nameof(type), $"{type} has no integer kernel");
 
     /// <summary>Bytes one stored block of a quantized type takes once decoded.</summary>
     internal static int DecodedBlockBytes(GgmlType type) => QuantizedKernel(type).DecodedBlockBytes;
@@ -94,8 +116,8 @@ internal static unsafe class MatMul
         kernel.Decode(weights, columns / kernel.BlockWeights, destination);
     }
 
-    /// <summary>One quantized weight row times one activation row in the type's activation format: the panel's code
-    /// path for a single product (tests hold it against ggml's vec_dot).</summary>
+    /// <summary>One quantized weight row times one activation row in the type's activation format, with the type's
+    /// vec_dot kernel (tests hold it against ggml's).</summary>
     internal static float DotRow(GgmlType type, byte* weights, int columns, byte* activations)
     {
         var kernel = QuantizedKernel(type);
@@ -111,19 +133,20 @@ internal static unsafe class MatMul
     private static float DotBlocks<TKernel>(byte* decoded, byte* activations, int blocks) where TKernel : IWeightKernel =>
         TKernel.Dot(decoded, activations, blocks);
 
-    private static void Panel<TKernel>(WeightMatrix w, byte* activations, nint activationStride, int tokens, float* y, nint yStride, int r0, int r1)
-        where TKernel : IWeightKernel
+    private static void QuantizedPanel(WeightMatrix w, KernelPlan plan, byte* activations, nint activationStride, int tokens,
+        float* y, nint yStride, int r0, int r1)
     {
-        var blocks = w.Columns / TKernel.BlockWeights;
-        var decodedRowBytes = (nint)blocks * TKernel.DecodedBlockBytes;
+        var blocks = w.Columns / plan.Main.BlockWeights;
+        var decodedRowBytes = (nint)blocks * plan.Main.DecodedBlockBytes;
         var rows = r1 - r0;
         var decoded = Scratch.Get((nuint)(rows * decodedRowBytes));
-        for (var r = 0; r < rows; r++) TKernel.Decode(w.Data + (r0 + r) * w.RowBytes, blocks, decoded + r * decodedRowBytes);
+        for (var r = 0; r < rows; r++) plan.Main.Decode(w.Data + (r0 + r) * w.RowBytes, blocks, decoded + r * decodedRowBytes);
         for (var t = 0; t < tokens; t++)
         {
+            var dot = t < plan.Split ? plan.Main.Dot : plan.Tail.Dot;
             var a = activations + t * activationStride;
             var yt = y + t * yStride + r0;
-            for (var r = 0; r < rows; r++) yt[r] = TKernel.Dot(decoded + r * decodedRowBytes, a, blocks);
+            for (var r = 0; r < rows; r++) yt[r] = dot(decoded + r * decodedRowBytes, a, blocks);
         }
     }
 
@@ -147,19 +170,37 @@ internal static unsafe class MatMul
                 else HalfFloatRows.ToFloat<Bf16>(source, destination);
             }
         }
-        var t = 0;
-        for (; t + 4 <= tokens; t += 4)
+        if (FloatDot.UsesTinyBlas(n, w.Rows, tokens))
         {
-            var r = 0;
-            for (; r + 2 <= rows; r += 2) FloatDot.Tile2x4(panel + r * n, n, x + t * n, n, n, y + t * yStride + r0 + r, yStride);
-            for (; r < rows; r++)
+            var t = 0;
+            for (; t + 4 <= tokens; t += 4)
             {
-                for (var k = 0; k < 4; k++) y[(t + k) * yStride + r0 + r] = FloatDot.Dot(panel + r * n, x + (t + k) * n, n);
+                var r = 0;
+                for (; r + 2 <= rows; r += 2) FloatDot.Tile2x4(panel + r * n, n, x + t * n, n, n, y + t * yStride + r0 + r, yStride);
+                for (; r < rows; r++)
+                {
+                    for (var k = 0; k < 4; k++) y[(t + k) * yStride + r0 + r] = FloatDot.TinyBlas(panel + r * n, x + (t + k) * n, n);
+                }
             }
+            for (; t < tokens; t++)
+            {
+                for (var r = 0; r < rows; r++) y[t * yStride + r0 + r] = FloatDot.TinyBlas(panel + r * n, x + t * n, n);
+            }
+            return;
         }
-        for (; t < tokens; t++)
+        for (var t = 0; t < tokens; t++)
         {
-            for (var r = 0; r < rows; r++) y[t * yStride + r0 + r] = FloatDot.Dot(panel + r * n, x + t * n, n);
+            for (var r = 0; r < rows; r++)
+            {
+                var wr = panel + r * n;
+                var xt = x + t * n;
+                y[t * yStride + r0 + r] = w.Type switch
+                {
+                    GgmlType.F32 => FloatDot.VecDotF32(wr, xt, n),
+                    GgmlType.F16 => FloatDot.VecDotF16(wr, xt, n),
+                    _ => FloatDot.VecDotBF16(wr, xt, n),
+                };
+            }
         }
     }
 }

@@ -59,7 +59,34 @@ internal readonly unsafe struct Q4KKernel : IWeightKernel
     }
 
     public static float Dot(byte* decoded, byte* activations, int blocks) =>
-        IntegerDot.SuperBlocks((DecodedSuperBlock*)decoded, (BlockQ8K*)activations, blocks);
+        IntegerDot.MinsInQuads((DecodedSuperBlock*)decoded, (BlockQ8K*)activations, blocks);
+}
+
+/// <summary>Q4_K as llama.cpp multiplies the matrices it repacks (row count a multiple of 8): same decoding, the
+/// float accumulation of ggml_gemm_q4_K_8x8_q8_K for tokens in groups of four.</summary>
+internal readonly unsafe struct Q4KRepackedKernel : IWeightKernel
+{
+    public static GgmlType Type => GgmlType.Q4_K;
+    public static int BlockWeights => KQuantLayout.SuperBlock;
+    public static int DecodedBlockBytes => sizeof(DecodedSuperBlock);
+
+    public static void Decode(byte* source, int blocks, byte* destination) => Q4KKernel.Decode(source, blocks, destination);
+
+    public static float Dot(byte* decoded, byte* activations, int blocks) =>
+        IntegerDot.RepackedSuperBlocks((DecodedSuperBlock*)decoded, (BlockQ8K*)activations, blocks);
+}
+
+/// <summary>Repacked Q4_K for the tokens past the last group of four (ggml_gemv_q4_K_8x8_q8_K).</summary>
+internal readonly unsafe struct Q4KRepackedOneTokenKernel : IWeightKernel
+{
+    public static GgmlType Type => GgmlType.Q4_K;
+    public static int BlockWeights => KQuantLayout.SuperBlock;
+    public static int DecodedBlockBytes => sizeof(DecodedSuperBlock);
+
+    public static void Decode(byte* source, int blocks, byte* destination) => Q4KKernel.Decode(source, blocks, destination);
+
+    public static float Dot(byte* decoded, byte* activations, int blocks) =>
+        IntegerDot.RepackedSuperBlocksOneToken((DecodedSuperBlock*)decoded, (BlockQ8K*)activations, blocks);
 }
 
 /// <summary>Q5_K: as Q4_K with a fifth bit per weight from qh.</summary>
@@ -101,7 +128,7 @@ internal readonly unsafe struct Q5KKernel : IWeightKernel
     }
 
     public static float Dot(byte* decoded, byte* activations, int blocks) =>
-        IntegerDot.SuperBlocks((DecodedSuperBlock*)decoded, (BlockQ8K*)activations, blocks);
+        IntegerDot.MinsScalar((DecodedSuperBlock*)decoded, (BlockQ8K*)activations, blocks);
 }
 
 /// <summary>Q2_K: weight = d·sc·q − dmin·m with 2-bit q and 4-bit sc, m per 16 weights.</summary>
@@ -136,33 +163,33 @@ internal readonly unsafe struct Q2KKernel : IWeightKernel
     }
 
     public static float Dot(byte* decoded, byte* activations, int blocks) =>
-        IntegerDot.SuperBlocks((DecodedSuperBlock*)decoded, (BlockQ8K*)activations, blocks);
+        IntegerDot.MinsFirst((DecodedSuperBlock*)decoded, (BlockQ8K*)activations, blocks);
 }
 
 /// <summary>Q3_K: weight = d·sc·(q − 4) with 3-bit q (2 bits in qs, the third in hmask) and signed 6-bit sc per 16
-/// weights. The code is stored as q and the −4·sc it owes becomes the group's min.</summary>
+/// weights. Decoded to the signed code q − 4, as ggml's kernel subtracts the 4 inside each lane.</summary>
 internal readonly unsafe struct Q3KKernel : IWeightKernel
 {
     public static GgmlType Type => GgmlType.Q3_K;
     public static int BlockWeights => KQuantLayout.SuperBlock;
-    public static int DecodedBlockBytes => sizeof(DecodedSuperBlock);
+    public static int DecodedBlockBytes => sizeof(DecodedSignedSuperBlock);
 
     public static void Decode(byte* source, int blocks, byte* destination)
     {
         var b = (BlockQ3K*)source;
-        var o = (DecodedSuperBlock*)destination;
+        var o = (DecodedSignedSuperBlock*)destination;
         var three = Vector256.Create((byte)3);
         var one = Vector256.Create((byte)1);
+        var four = Vector256.Create((sbyte)4);
         for (var i = 0; i < blocks; i++, b++, o++)
         {
-            var d = (float)b->D;
-            o->D = d;
-            o->DMin = d;
+            o->D = (float)b->D;
             var scales = new ReadOnlySpan<byte>(&b->Scales, 12);
             for (var g = 0; g < 16; g++)
             {
-                var sc = Q3KCodec.UnpackScale(g, scales);
-                SuperBlockDecoding.SetGroup(o, g, sc, 4 * sc);
+                var lanes = o->Scales + 8 * g;
+                var sc = (short)Q3KCodec.UnpackScale(g, scales);
+                for (var l = 0; l < 8; l++) lanes[l] = sc;
             }
             var qs = (byte*)&b->Qs;
             var hmask = Vector256.Load((byte*)&b->HMask);
@@ -173,14 +200,16 @@ internal readonly unsafe struct Q3KKernel : IWeightKernel
                 {
                     var low = Vector256.ShiftRightLogical(q, 2 * pair) & three;
                     var high = Vector256.ShiftLeft(Vector256.ShiftRightLogical(hmask, 4 * half + pair) & one, 2);
-                    (low | high).Store(o->Values + 128 * half + 32 * pair);
+                    var code = (low | high).AsSByte() - four;
+                    code.Store(o->Signed + 128 * half + 32 * pair);
+                    Vector256.Abs(code).AsByte().Store(o->Magnitudes + 128 * half + 32 * pair);
                 }
             }
         }
     }
 
     public static float Dot(byte* decoded, byte* activations, int blocks) =>
-        IntegerDot.SuperBlocks((DecodedSuperBlock*)decoded, (BlockQ8K*)activations, blocks);
+        IntegerDot.Signed((DecodedSignedSuperBlock*)decoded, (BlockQ8K*)activations, blocks);
 }
 
 /// <summary>Q6_K: weight = d·sc·(q − 32) with 6-bit q (4 bits in ql, 2 in qh) and signed 8-bit sc per 16 weights;
@@ -221,7 +250,7 @@ internal readonly unsafe struct Q6KKernel : IWeightKernel
     }
 
     public static float Dot(byte* decoded, byte* activations, int blocks) =>
-        IntegerDot.SuperBlocks((DecodedSuperBlock*)decoded, (BlockQ8K*)activations, blocks);
+        IntegerDot.OffsetInLanes((DecodedSuperBlock*)decoded, (BlockQ8K*)activations, blocks);
 }
 
 /// <summary>IQ4_XS: weight = d·(ls − 32)·kvalues[q] with 4-bit indices into the non-linear grid and 6-bit ls per 32.</summary>
@@ -251,7 +280,21 @@ internal readonly unsafe struct IQ4XSKernel : IWeightKernel
     }
 
     public static float Dot(byte* decoded, byte* activations, int blocks) =>
-        IntegerDot.SignedSuperBlocks((DecodedSignedSuperBlock*)decoded, (BlockQ8K*)activations, blocks);
+        IntegerDot.Signed((DecodedSignedSuperBlock*)decoded, (BlockQ8K*)activations, blocks);
+}
+
+/// <summary>IQ4_XS through ggml's panel kernel (iqp.cpp), which llama.cpp uses for batches of at least eight tokens
+/// and row counts that are multiples of 8.</summary>
+internal readonly unsafe struct IQ4XSPanelKernel : IWeightKernel
+{
+    public static GgmlType Type => GgmlType.IQ4_XS;
+    public static int BlockWeights => BlockIQ4XS.Weights;
+    public static int DecodedBlockBytes => sizeof(DecodedSignedSuperBlock);
+
+    public static void Decode(byte* source, int blocks, byte* destination) => IQ4XSKernel.Decode(source, blocks, destination);
+
+    public static float Dot(byte* decoded, byte* activations, int blocks) =>
+        IntegerDot.SignedPanel((DecodedSignedSuperBlock*)decoded, (BlockQ8K*)activations, blocks);
 }
 
 /// <summary>The kvalues_iq4nl lookup of IQ4_NL and IQ4_XS: 16 packed bytes to 32 grid values (low nibbles first).</summary>
