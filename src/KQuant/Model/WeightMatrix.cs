@@ -58,6 +58,10 @@ internal sealed unsafe class WeightMatrix
         return new WeightMatrix(tensor.Name, tensor.Type, (int)rows, (int)shape[0], data, tensor.RowByteSize, -1, repackable);
     }
 
+    /// <summary>A matrix over memory the caller owns (benchmarks), repacked as llama.cpp would repack it.</summary>
+    internal static WeightMatrix ForBenchmark(GgmlType type, int rows, int columns, byte* data) =>
+        new("benchmark", type, rows, columns, data, GgmlTypeTraits.Of(type).RowBytes(columns), -1, repackable: true);
+
     /// <summary>Expert <paramref name="expert"/> of a 3-D tensor of <paramref name="experts"/> experts.</summary>
     public WeightMatrix ExpertSlice(int expert, int experts)
     {

@@ -120,6 +120,36 @@ public sealed unsafe class KernelTests
         }
     }
 
+    /// <summary>Every kernel llama.cpp may pick for a type (vec_dot, tinyBLAS, repacked gemm and gemv, panel): the
+    /// four-token form gives the single-token form's results to the bit.</summary>
+    [Theory]
+    [MemberData(nameof(QuantizedTypes))]
+    public void FourTokenKernelsMatchSingleTokenOnes(GgmlType type)
+    {
+        const int columns = 512, tokens = 4;
+        var (weights, _) = QuantizedRow(type, columns, seed: 3);
+        var format = ActivationFormats.For(type);
+        var rowBytes = ActivationFormats.RowBytes(format, columns);
+        var activations = new byte[tokens * rowBytes];
+        for (var t = 0; t < tokens; t++)
+            ActivationQuantizer.Quantize(format, TestRows.Make("gaussian", 1, columns, 40 + t), activations.AsSpan(t * rowBytes, rowBytes));
+        foreach (var kernel in MatMul.Variants(type))
+        {
+            var blocks = columns / GgmlTypeTraits.Of(type).BlockSize;
+            var decoded = new byte[blocks * MatMul.DecodedBlockBytes(type)];
+            var results = new float[4];
+            fixed (byte* w = weights)
+            fixed (byte* d = decoded)
+            fixed (byte* a = activations)
+            fixed (float* r = results)
+            {
+                MatMul.DecodeRow(type, w, columns, d);
+                kernel.Dot4(d, a, rowBytes, blocks, r);
+                for (var t = 0; t < tokens; t++) Assert.Equal(kernel.Dot(d, a + t * rowBytes, blocks), results[t]);
+            }
+        }
+    }
+
     /// <summary>A random row quantized by KQuant's codec (byte-identical to ggml's) and its dequantized values.</summary>
     internal static (byte[] Bytes, float[] Values) QuantizedRow(GgmlType type, int columns, int seed)
     {

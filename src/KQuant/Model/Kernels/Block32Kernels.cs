@@ -66,6 +66,9 @@ internal readonly unsafe struct Q40Kernel : IWeightKernel
 
     public static float Dot(byte* decoded, byte* activations, int blocks) =>
         IntegerDot.SignedBlocks((DecodedBlock32*)decoded, (BlockQ80*)activations, blocks);
+
+    public static void Dot4(byte* decoded, byte* activations, nint stride, int blocks, float* results) =>
+        IntegerDot4.SignedBlocks((DecodedBlock32*)decoded, activations, stride, blocks, results);
 }
 
 /// <summary>Q4_0 as llama.cpp multiplies the matrices it repacks (ggml_gemm_q4_0_8x8_q8_0).</summary>
@@ -79,6 +82,9 @@ internal readonly unsafe struct Q40RepackedKernel : IWeightKernel
 
     public static float Dot(byte* decoded, byte* activations, int blocks) =>
         IntegerDot.RepackedBlocks((DecodedBlock32*)decoded, (BlockQ80*)activations, blocks);
+
+    public static void Dot4(byte* decoded, byte* activations, nint stride, int blocks, float* results) =>
+        IntegerDot4.RepackedBlocks((DecodedBlock32*)decoded, activations, stride, blocks, results);
 }
 
 /// <summary>Q5_0: weight = d·(q − 16) with 5-bit q.</summary>
@@ -102,6 +108,9 @@ internal readonly unsafe struct Q50Kernel : IWeightKernel
 
     public static float Dot(byte* decoded, byte* activations, int blocks) =>
         IntegerDot.SignedBlocks((DecodedBlock32*)decoded, (BlockQ80*)activations, blocks);
+
+    public static void Dot4(byte* decoded, byte* activations, nint stride, int blocks, float* results) =>
+        IntegerDot4.SignedBlocks((DecodedBlock32*)decoded, activations, stride, blocks, results);
 }
 
 /// <summary>Q8_0: weight = d·q with signed 8-bit q.</summary>
@@ -124,6 +133,9 @@ internal readonly unsafe struct Q80Kernel : IWeightKernel
 
     public static float Dot(byte* decoded, byte* activations, int blocks) =>
         IntegerDot.SignedBlocks((DecodedBlock32*)decoded, (BlockQ80*)activations, blocks);
+
+    public static void Dot4(byte* decoded, byte* activations, nint stride, int blocks, float* results) =>
+        IntegerDot4.SignedBlocks((DecodedBlock32*)decoded, activations, stride, blocks, results);
 }
 
 /// <summary>IQ4_NL: weight = d·kvalues[q]; the float tail of ggml_vec_dot_iq4_nl_q8_0.</summary>
@@ -146,6 +158,9 @@ internal readonly unsafe struct IQ4NLKernel : IWeightKernel
 
     public static float Dot(byte* decoded, byte* activations, int blocks) =>
         IntegerDot.SignedBlockPairs((DecodedBlock32*)decoded, (BlockQ80*)activations, blocks);
+
+    public static void Dot4(byte* decoded, byte* activations, nint stride, int blocks, float* results) =>
+        IntegerDot4.Each(&Dot, decoded, activations, stride, blocks, results);
 }
 
 /// <summary>IQ4_NL through tinyBLAS_Q0_AVX (matrices llama.cpp does not repack, batches of two tokens or more).</summary>
@@ -159,6 +174,9 @@ internal readonly unsafe struct IQ4NLTinyBlasKernel : IWeightKernel
 
     public static float Dot(byte* decoded, byte* activations, int blocks) =>
         IntegerDot.SignedBlocks((DecodedBlock32*)decoded, (BlockQ80*)activations, blocks);
+
+    public static void Dot4(byte* decoded, byte* activations, nint stride, int blocks, float* results) =>
+        IntegerDot4.SignedBlocks((DecodedBlock32*)decoded, activations, stride, blocks, results);
 }
 
 /// <summary>IQ4_NL as llama.cpp multiplies the matrices it repacks (ggml_gemm_iq4_nl_8x8_q8_0).</summary>
@@ -172,6 +190,9 @@ internal readonly unsafe struct IQ4NLRepackedKernel : IWeightKernel
 
     public static float Dot(byte* decoded, byte* activations, int blocks) =>
         IntegerDot.RepackedBlocks((DecodedBlock32*)decoded, (BlockQ80*)activations, blocks);
+
+    public static void Dot4(byte* decoded, byte* activations, nint stride, int blocks, float* results) =>
+        IntegerDot4.RepackedBlocks((DecodedBlock32*)decoded, activations, stride, blocks, results);
 }
 
 /// <summary>Q4_1: weight = d·q + m.</summary>
@@ -195,6 +216,9 @@ internal readonly unsafe struct Q41Kernel : IWeightKernel
 
     public static float Dot(byte* decoded, byte* activations, int blocks) =>
         IntegerDot.OffsetBlocks((DecodedBlock32*)decoded, (BlockQ81*)activations, blocks);
+
+    public static void Dot4(byte* decoded, byte* activations, nint stride, int blocks, float* results) =>
+        IntegerDot4.Each(&Dot, decoded, activations, stride, blocks, results);
 }
 
 /// <summary>Q5_1: weight = d·q + m with 5-bit q.</summary>
@@ -219,4 +243,7 @@ internal readonly unsafe struct Q51Kernel : IWeightKernel
 
     public static float Dot(byte* decoded, byte* activations, int blocks) =>
         IntegerDot.OffsetBlocks((DecodedBlock32*)decoded, (BlockQ81*)activations, blocks);
+
+    public static void Dot4(byte* decoded, byte* activations, nint stride, int blocks, float* results) =>
+        IntegerDot4.Each(&Dot, decoded, activations, stride, blocks, results);
 }

@@ -20,4 +20,8 @@ internal unsafe interface IWeightKernel
 
     /// <summary>The dot product of a decoded row with one activation row in <see cref="ActivationFormats.For"/>(Type).</summary>
     static abstract float Dot(byte* decoded, byte* activations, int blocks);
+
+    /// <summary><see cref="Dot"/> for four consecutive activation rows, <paramref name="stride"/> bytes apart, into
+    /// <paramref name="results"/>[0..3]: the same results, computed together.</summary>
+    static abstract void Dot4(byte* decoded, byte* activations, nint stride, int blocks, float* results);
 }

@@ -214,44 +214,51 @@ internal static unsafe class IntegerDot
     public static float RepackedSuperBlocks(DecodedSuperBlock* w, BlockQ8K* a, int count)
     {
         float acc = 0, accMins = 0;
-        Span<int> pairs = stackalloc int[4];
         for (var i = 0; i < count; i++, w++, a++)
         {
             var dw = w->D * a->D;
             var dmin = w->DMin * a->D;
-            PairSums(w, a, pairs);
-            var mins = MinLanes(w, a);
+            var sums = PairSums(w, a);
+            var mins = MinPairSums(w, a);
             for (var p = 0; p < 4; p++)
             {
-                acc = MathF.FusedMultiplyAdd(pairs[p], dw, acc);
-                accMins = MathF.FusedMultiplyAdd(mins[2 * p] + mins[2 * p + 1], dmin, accMins);
+                acc = MathF.FusedMultiplyAdd(sums[p], dw, acc);
+                accMins = MathF.FusedMultiplyAdd(mins[p], dmin, accMins);
             }
         }
         return acc - accMins;
     }
 
     /// <summary>The integer sum of each 64 weights (two 32-weight slices) of a super-block.</summary>
-    private static void PairSums(DecodedSuperBlock* w, BlockQ8K* a, Span<int> pairs)
+    private static Vector128<int> PairSums(DecodedSuperBlock* w, BlockQ8K* a)
     {
         var qs = (sbyte*)&a->Qs;
-        for (var p = 0; p < 4; p++)
+        if (!Vectorized)
         {
-            var sum = 0;
-            for (var k = 2 * p; k < 2 * p + 2; k++)
-            {
-                if (Vectorized)
-                {
-                    var products = Avx2.MultiplyAddAdjacent(Avx.LoadVector256(w->Values + 32 * k), Avx.LoadVector256(qs + 32 * k));
-                    sum += Vector256.Sum(Avx2.MultiplyAddAdjacent(products, Avx.LoadVector256(w->Scales + 16 * k)));
-                }
-                else
-                {
-                    for (var b = 0; b < 32; b++) sum += w->Scales[16 * k + b / 2] * w->Values[32 * k + b] * qs[32 * k + b];
-                }
-            }
-            pairs[p] = sum;
+            Span<int> pairs = stackalloc int[4];
+            for (var b = 0; b < 256; b++) pairs[b / 64] += w->Scales[b / 2] * w->Values[b] * qs[b];
+            return Vector128.Create<int>(pairs);
         }
+        var pair0 = SliceLanes(w, qs, 0) + SliceLanes(w, qs, 1);
+        var pair1 = SliceLanes(w, qs, 2) + SliceLanes(w, qs, 3);
+        var pair2 = SliceLanes(w, qs, 4) + SliceLanes(w, qs, 5);
+        var pair3 = SliceLanes(w, qs, 6) + SliceLanes(w, qs, 7);
+        // Three horizontal adds leave each pair's lanes summed, halves apart: [p0 p1 p2 p3 | p0 p1 p2 p3].
+        var h = Avx2.HorizontalAdd(Avx2.HorizontalAdd(pair0, pair1), Avx2.HorizontalAdd(pair2, pair3));
+        return h.GetLower() + h.GetUpper();
     }
+
+    /// <summary>Σ min·bsum of each 64 weights of a super-block.</summary>
+    private static Vector128<int> MinPairSums(DecodedSuperBlock* w, BlockQ8K* a)
+    {
+        var mins = MinLanes(w, a);
+        return Vector128.Create(mins[0] + mins[1], mins[2] + mins[3], mins[4] + mins[5], mins[6] + mins[7]);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> SliceLanes(DecodedSuperBlock* w, sbyte* qs, int k) =>
+        Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Avx.LoadVector256(w->Values + 32 * k), Avx.LoadVector256(qs + 32 * k)),
+            Avx.LoadVector256(w->Scales + 16 * k));
 
     /// <summary>ggml's panel kernel for IQ4_XS (iqp.cpp; matrices whose row count is a multiple of 8, batches of eight
     /// tokens or more): one FMA of each super-block's whole integer sum with d_w·d_a.</summary>
@@ -322,4 +329,216 @@ internal static unsafe class IntegerDot
         }
         return Lanes.Sum8(acc) + offsets;
     }
+}
+
+/// <summary>The dot products of <see cref="IntegerDot"/> for one decoded weight row and four consecutive tokens at once:
+/// each weight vector is loaded once for the four, and four independent accumulations keep the FMA units busy. Every
+/// token's result is computed with exactly the operations of the single-token kernel.</summary>
+internal static unsafe class IntegerDot4
+{
+    /// <summary>Q8_K blocks of four tokens, <paramref name="stride"/> bytes apart.</summary>
+    private readonly struct Tokens(byte* first, nint stride)
+    {
+        public BlockQ8K* this[int t] => (BlockQ8K*)(first + t * stride);
+    }
+
+    /// <summary>Calls a single-token kernel four times (kernels without a four-token form).</summary>
+    public static void Each(delegate*<byte*, byte*, int, float> dot, byte* decoded, byte* activations, nint stride, int blocks, float* results)
+    {
+        for (var t = 0; t < 4; t++) results[t] = dot(decoded, activations + t * stride, blocks);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Lanes(Vector256<byte> values, Vector256<short> scales, sbyte* qs) =>
+        Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(values, Avx.LoadVector256(qs)), scales);
+
+    /// <summary>Four tokens' integer totals from their lanes: [Σ l0, Σ l1, Σ l2, Σ l3] by three horizontal adds.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<int> Totals(Vector256<int> l0, Vector256<int> l1, Vector256<int> l2, Vector256<int> l3)
+    {
+        var h = Avx2.HorizontalAdd(Avx2.HorizontalAdd(l0, l1), Avx2.HorizontalAdd(l2, l3));
+        return h.GetLower() + h.GetUpper();
+    }
+
+    /// <summary><see cref="IntegerDot.OffsetInLanes"/> (Q6_K) for four tokens.</summary>
+    public static void OffsetInLanes(DecodedSuperBlock* w, byte* activations, nint stride, int count, float* results)
+    {
+        if (!IntegerDot.Vectorized)
+        {
+            for (var t = 0; t < 4; t++) results[t] = IntegerDot.OffsetInLanes(w, (BlockQ8K*)(activations + t * stride), count);
+            return;
+        }
+        var tokens = new Tokens(activations, stride);
+        Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
+        for (var i = 0; i < count; i++, w++)
+        {
+            var offset = i * (nint)BlockQ8K.Size;
+            BlockQ8K* a0 = (BlockQ8K*)((byte*)tokens[0] + offset), a1 = (BlockQ8K*)((byte*)tokens[1] + offset),
+                a2 = (BlockQ8K*)((byte*)tokens[2] + offset), a3 = (BlockQ8K*)((byte*)tokens[3] + offset);
+            Vector256<int> l0 = default, l1 = default, l2 = default, l3 = default;
+            for (var k = 0; k < 8; k++)
+            {
+                var values = Avx.LoadVector256(w->Values + 32 * k);
+                var scales = Avx.LoadVector256(w->Scales + 16 * k);
+                l0 += Lanes(values, scales, (sbyte*)&a0->Qs + 32 * k);
+                l1 += Lanes(values, scales, (sbyte*)&a1->Qs + 32 * k);
+                l2 += Lanes(values, scales, (sbyte*)&a2->Qs + 32 * k);
+                l3 += Lanes(values, scales, (sbyte*)&a3->Qs + 32 * k);
+            }
+            acc0 = Vector256.FusedMultiplyAdd(Vector256.Create(a0->D * w->D), Vector256.ConvertToSingle(l0 - IntegerDot.MinLanes(w, a0)), acc0);
+            acc1 = Vector256.FusedMultiplyAdd(Vector256.Create(a1->D * w->D), Vector256.ConvertToSingle(l1 - IntegerDot.MinLanes(w, a1)), acc1);
+            acc2 = Vector256.FusedMultiplyAdd(Vector256.Create(a2->D * w->D), Vector256.ConvertToSingle(l2 - IntegerDot.MinLanes(w, a2)), acc2);
+            acc3 = Vector256.FusedMultiplyAdd(Vector256.Create(a3->D * w->D), Vector256.ConvertToSingle(l3 - IntegerDot.MinLanes(w, a3)), acc3);
+        }
+        results[0] = Kernels.Lanes.Sum8(acc0);
+        results[1] = Kernels.Lanes.Sum8(acc1);
+        results[2] = Kernels.Lanes.Sum8(acc2);
+        results[3] = Kernels.Lanes.Sum8(acc3);
+    }
+
+    /// <summary><see cref="IntegerDot.RepackedSuperBlocks"/> (Q4_K gemm) for four tokens: the per-64-weight FMAs of the
+    /// four tokens run side by side in the lanes of one 128-bit vector.</summary>
+    public static void RepackedSuperBlocks(DecodedSuperBlock* w, byte* activations, nint stride, int count, float* results)
+    {
+        if (!IntegerDot.Vectorized)
+        {
+            for (var t = 0; t < 4; t++) results[t] = IntegerDot.RepackedSuperBlocks(w, (BlockQ8K*)(activations + t * stride), count);
+            return;
+        }
+        var tokens = new Tokens(activations, stride);
+        var acc = Vector128<float>.Zero;
+        var accMins = Vector128<float>.Zero;
+        for (var i = 0; i < count; i++, w++)
+        {
+            var offset = i * (nint)BlockQ8K.Size;
+            BlockQ8K* a0 = (BlockQ8K*)((byte*)tokens[0] + offset), a1 = (BlockQ8K*)((byte*)tokens[1] + offset),
+                a2 = (BlockQ8K*)((byte*)tokens[2] + offset), a3 = (BlockQ8K*)((byte*)tokens[3] + offset);
+            var da = Vector128.Create(a0->D, a1->D, a2->D, a3->D);
+            var dw = Vector128.Create(w->D) * da;
+            var dmin = Vector128.Create(w->DMin) * da;
+            // Mins of each 64 weights, per token: lanes (2p, 2p+1) of MinLanes, gathered as [t0 t1 t2 t3] per p.
+            var m01 = Avx2.HorizontalAdd(IntegerDot.MinLanes(w, a0), IntegerDot.MinLanes(w, a1));
+            var m23 = Avx2.HorizontalAdd(IntegerDot.MinLanes(w, a2), IntegerDot.MinLanes(w, a3));
+            for (var p = 0; p < 4; p++)
+            {
+                Vector256<int> l0 = default, l1 = default, l2 = default, l3 = default;
+                for (var k = 2 * p; k < 2 * p + 2; k++)
+                {
+                    var values = Avx.LoadVector256(w->Values + 32 * k);
+                    var scales = Avx.LoadVector256(w->Scales + 16 * k);
+                    l0 += Lanes(values, scales, (sbyte*)&a0->Qs + 32 * k);
+                    l1 += Lanes(values, scales, (sbyte*)&a1->Qs + 32 * k);
+                    l2 += Lanes(values, scales, (sbyte*)&a2->Qs + 32 * k);
+                    l3 += Lanes(values, scales, (sbyte*)&a3->Qs + 32 * k);
+                }
+                acc = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(Totals(l0, l1, l2, l3)), dw, acc);
+                var half01 = p < 2 ? m01.GetLower() : m01.GetUpper();
+                var half23 = p < 2 ? m23.GetLower() : m23.GetUpper();
+                var mins = (p & 1) == 0
+                    ? Sse.Shuffle(half01.AsSingle(), half23.AsSingle(), 0b10_00_10_00).AsInt32()
+                    : Sse.Shuffle(half01.AsSingle(), half23.AsSingle(), 0b11_01_11_01).AsInt32();
+                accMins = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(mins), dmin, accMins);
+            }
+        }
+        (acc - accMins).Store(results);
+    }
+
+    /// <summary><see cref="IntegerDot.SignedPanel"/> (IQ4_XS batched) for four tokens.</summary>
+    public static void SignedPanel(DecodedSignedSuperBlock* w, byte* activations, nint stride, int count, float* results)
+    {
+        if (!IntegerDot.Vectorized)
+        {
+            for (var t = 0; t < 4; t++) results[t] = IntegerDot.SignedPanel(w, (BlockQ8K*)(activations + t * stride), count);
+            return;
+        }
+        var tokens = new Tokens(activations, stride);
+        var acc = Vector128<float>.Zero;
+        for (var i = 0; i < count; i++, w++)
+        {
+            var offset = i * (nint)BlockQ8K.Size;
+            BlockQ8K* a0 = (BlockQ8K*)((byte*)tokens[0] + offset), a1 = (BlockQ8K*)((byte*)tokens[1] + offset),
+                a2 = (BlockQ8K*)((byte*)tokens[2] + offset), a3 = (BlockQ8K*)((byte*)tokens[3] + offset);
+            Vector256<int> l0 = default, l1 = default, l2 = default, l3 = default;
+            for (var k = 0; k < 8; k++)
+            {
+                var magnitudes = Avx.LoadVector256(w->Magnitudes + 32 * k);
+                var signs = Avx.LoadVector256(w->Signed + 32 * k);
+                var scales = Avx.LoadVector256(w->Scales + 16 * k);
+                l0 += SignedLanes(magnitudes, signs, scales, (sbyte*)&a0->Qs + 32 * k);
+                l1 += SignedLanes(magnitudes, signs, scales, (sbyte*)&a1->Qs + 32 * k);
+                l2 += SignedLanes(magnitudes, signs, scales, (sbyte*)&a2->Qs + 32 * k);
+                l3 += SignedLanes(magnitudes, signs, scales, (sbyte*)&a3->Qs + 32 * k);
+            }
+            var dw = Vector128.Create(w->D) * Vector128.Create(a0->D, a1->D, a2->D, a3->D);
+            acc = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(Totals(l0, l1, l2, l3)), dw, acc);
+        }
+        acc.Store(results);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> SignedLanes(Vector256<byte> magnitudes, Vector256<sbyte> signs, Vector256<short> scales, sbyte* qs) =>
+        Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(magnitudes, Avx2.Sign(Avx.LoadVector256(qs), signs)), scales);
+
+    /// <summary><see cref="IntegerDot.SignedBlocks"/> (tinyBLAS_Q0) for four tokens.</summary>
+    public static void SignedBlocks(DecodedBlock32* w, byte* activations, nint stride, int count, float* results)
+    {
+        if (!IntegerDot.Vectorized)
+        {
+            for (var t = 0; t < 4; t++) results[t] = IntegerDot.SignedBlocks(w, (BlockQ80*)(activations + t * stride), count);
+            return;
+        }
+        var ones = Vector256.Create((short)1);
+        Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
+        var a0 = (BlockQ80*)activations;
+        var a1 = (BlockQ80*)(activations + stride);
+        var a2 = (BlockQ80*)(activations + 2 * stride);
+        var a3 = (BlockQ80*)(activations + 3 * stride);
+        for (var i = 0; i < count; i++, w++, a0++, a1++, a2++, a3++)
+        {
+            var magnitudes = Avx.LoadVector256(w->Magnitudes);
+            var signs = Avx.LoadVector256(w->Signed);
+            acc0 = Vector256.FusedMultiplyAdd(Vector256.Create(w->D * Fp16.ToFloat(a0->D)), Block(magnitudes, signs, a0, ones), acc0);
+            acc1 = Vector256.FusedMultiplyAdd(Vector256.Create(w->D * Fp16.ToFloat(a1->D)), Block(magnitudes, signs, a1, ones), acc1);
+            acc2 = Vector256.FusedMultiplyAdd(Vector256.Create(w->D * Fp16.ToFloat(a2->D)), Block(magnitudes, signs, a2, ones), acc2);
+            acc3 = Vector256.FusedMultiplyAdd(Vector256.Create(w->D * Fp16.ToFloat(a3->D)), Block(magnitudes, signs, a3, ones), acc3);
+        }
+        results[0] = Kernels.Lanes.Sum8(acc0);
+        results[1] = Kernels.Lanes.Sum8(acc1);
+        results[2] = Kernels.Lanes.Sum8(acc2);
+        results[3] = Kernels.Lanes.Sum8(acc3);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Block(Vector256<byte> magnitudes, Vector256<sbyte> signs, BlockQ80* a, Vector256<short> ones) =>
+        Vector256.ConvertToSingle(Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(magnitudes, Avx2.Sign(Avx.LoadVector256((sbyte*)&a->Qs), signs)), ones));
+
+    /// <summary><see cref="IntegerDot.RepackedBlocks"/> (Q4_0 / IQ4_NL repacked) for four tokens.</summary>
+    public static void RepackedBlocks(DecodedBlock32* w, byte* activations, nint stride, int count, float* results)
+    {
+        if (!IntegerDot.Vectorized)
+        {
+            for (var t = 0; t < 4; t++) results[t] = IntegerDot.RepackedBlocks(w, (BlockQ80*)(activations + t * stride), count);
+            return;
+        }
+        var ones = Vector256.Create((short)1);
+        var acc = Vector128<float>.Zero;
+        var a0 = (BlockQ80*)activations;
+        var a1 = (BlockQ80*)(activations + stride);
+        var a2 = (BlockQ80*)(activations + 2 * stride);
+        var a3 = (BlockQ80*)(activations + 3 * stride);
+        for (var i = 0; i < count; i++, w++, a0++, a1++, a2++, a3++)
+        {
+            var magnitudes = Avx.LoadVector256(w->Magnitudes);
+            var signs = Avx.LoadVector256(w->Signed);
+            var totals = Totals(BlockLanes(magnitudes, signs, a0, ones), BlockLanes(magnitudes, signs, a1, ones),
+                BlockLanes(magnitudes, signs, a2, ones), BlockLanes(magnitudes, signs, a3, ones));
+            var d = Vector128.Create(w->D) * Vector128.Create(Fp16.ToFloat(a0->D), Fp16.ToFloat(a1->D), Fp16.ToFloat(a2->D), Fp16.ToFloat(a3->D));
+            acc = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(totals), d, acc);
+        }
+        acc.Store(results);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> BlockLanes(Vector256<byte> magnitudes, Vector256<sbyte> signs, BlockQ80* a, Vector256<short> ones) =>
+        Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(magnitudes, Avx2.Sign(Avx.LoadVector256((sbyte*)&a->Qs), signs)), ones);
 }

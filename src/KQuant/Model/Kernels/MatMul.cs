@@ -62,10 +62,11 @@ internal static unsafe class MatMul
     }
 
     /// <summary>The entry points of one weight kernel; <see cref="Float"/> stands for the float types.</summary>
-    private readonly struct Kernel
+    internal readonly struct Kernel
     {
         public delegate*<byte*, int, byte*, void> Decode { get; init; }
         public delegate*<byte*, byte*, int, float> Dot { get; init; }
+        public delegate*<byte*, byte*, nint, int, float*, void> Dot4 { get; init; }
         public int BlockWeights { get; init; }
         public int DecodedBlockBytes { get; init; }
         public bool IsFloat => Dot == null;
@@ -76,6 +77,7 @@ internal static unsafe class MatMul
         {
             Decode = &DecodeBlocks<TKernel>,
             Dot = &DotBlocks<TKernel>,
+            Dot4 = &Dot4Blocks<TKernel>,
             BlockWeights = TKernel.BlockWeights,
             DecodedBlockBytes = TKernel.DecodedBlockBytes,
         };
@@ -127,11 +129,24 @@ internal static unsafe class MatMul
         return kernel.Dot(decoded, activations, blocks);
     }
 
+    /// <summary>Every kernel llama.cpp may use for <paramref name="type"/> (vec_dot, tinyBLAS, repacked, panel), for tests.</summary>
+    internal static Kernel[] Variants(GgmlType type) => type switch
+    {
+        GgmlType.Q4_0 => [Kernel.Of<Q40Kernel>(), Kernel.Of<Q40RepackedKernel>()],
+        GgmlType.IQ4_NL => [Kernel.Of<IQ4NLKernel>(), Kernel.Of<IQ4NLTinyBlasKernel>(), Kernel.Of<IQ4NLRepackedKernel>()],
+        GgmlType.Q4_K => [Kernel.Of<Q4KKernel>(), Kernel.Of<Q4KRepackedKernel>(), Kernel.Of<Q4KRepackedOneTokenKernel>()],
+        GgmlType.IQ4_XS => [Kernel.Of<IQ4XSKernel>(), Kernel.Of<IQ4XSPanelKernel>()],
+        _ => [QuantizedKernel(type)],
+    };
+
     private static void DecodeBlocks<TKernel>(byte* source, int blocks, byte* destination) where TKernel : IWeightKernel =>
         TKernel.Decode(source, blocks, destination);
 
     private static float DotBlocks<TKernel>(byte* decoded, byte* activations, int blocks) where TKernel : IWeightKernel =>
         TKernel.Dot(decoded, activations, blocks);
+
+    private static void Dot4Blocks<TKernel>(byte* decoded, byte* activations, nint stride, int blocks, float* results)
+        where TKernel : IWeightKernel => TKernel.Dot4(decoded, activations, stride, blocks, results);
 
     private static void QuantizedPanel(WeightMatrix w, KernelPlan plan, byte* activations, nint activationStride, int tokens,
         float* y, nint yStride, int r0, int r1)
@@ -141,7 +156,23 @@ internal static unsafe class MatMul
         var rows = r1 - r0;
         var decoded = Scratch.Get((nuint)(rows * decodedRowBytes));
         for (var r = 0; r < rows; r++) plan.Main.Decode(w.Data + (r0 + r) * w.RowBytes, blocks, decoded + r * decodedRowBytes);
-        for (var t = 0; t < tokens; t++)
+        var results = stackalloc float[4];
+        var t = 0;
+        // Groups of four tokens within the main kernel's share, then the rest one at a time.
+        for (; t + 4 <= plan.Split; t += 4)
+        {
+            var a = activations + t * activationStride;
+            var yt = y + t * yStride + r0;
+            for (var r = 0; r < rows; r++)
+            {
+                plan.Main.Dot4(decoded + r * decodedRowBytes, a, activationStride, blocks, results);
+                yt[r] = results[0];
+                yt[yStride + r] = results[1];
+                yt[2 * yStride + r] = results[2];
+                yt[3 * yStride + r] = results[3];
+            }
+        }
+        for (; t < tokens; t++)
         {
             var dot = t < plan.Split ? plan.Main.Dot : plan.Tail.Dot;
             var a = activations + t * activationStride;

@@ -60,6 +60,9 @@ internal readonly unsafe struct Q4KKernel : IWeightKernel
 
     public static float Dot(byte* decoded, byte* activations, int blocks) =>
         IntegerDot.MinsInQuads((DecodedSuperBlock*)decoded, (BlockQ8K*)activations, blocks);
+
+    public static void Dot4(byte* decoded, byte* activations, nint stride, int blocks, float* results) =>
+        IntegerDot4.Each(&Dot, decoded, activations, stride, blocks, results);
 }
 
 /// <summary>Q4_K as llama.cpp multiplies the matrices it repacks (row count a multiple of 8): same decoding, the
@@ -74,6 +77,9 @@ internal readonly unsafe struct Q4KRepackedKernel : IWeightKernel
 
     public static float Dot(byte* decoded, byte* activations, int blocks) =>
         IntegerDot.RepackedSuperBlocks((DecodedSuperBlock*)decoded, (BlockQ8K*)activations, blocks);
+
+    public static void Dot4(byte* decoded, byte* activations, nint stride, int blocks, float* results) =>
+        IntegerDot4.RepackedSuperBlocks((DecodedSuperBlock*)decoded, activations, stride, blocks, results);
 }
 
 /// <summary>Repacked Q4_K for the tokens past the last group of four (ggml_gemv_q4_K_8x8_q8_K).</summary>
@@ -87,6 +93,9 @@ internal readonly unsafe struct Q4KRepackedOneTokenKernel : IWeightKernel
 
     public static float Dot(byte* decoded, byte* activations, int blocks) =>
         IntegerDot.RepackedSuperBlocksOneToken((DecodedSuperBlock*)decoded, (BlockQ8K*)activations, blocks);
+
+    public static void Dot4(byte* decoded, byte* activations, nint stride, int blocks, float* results) =>
+        IntegerDot4.Each(&Dot, decoded, activations, stride, blocks, results);
 }
 
 /// <summary>Q5_K: as Q4_K with a fifth bit per weight from qh.</summary>
@@ -129,6 +138,9 @@ internal readonly unsafe struct Q5KKernel : IWeightKernel
 
     public static float Dot(byte* decoded, byte* activations, int blocks) =>
         IntegerDot.MinsScalar((DecodedSuperBlock*)decoded, (BlockQ8K*)activations, blocks);
+
+    public static void Dot4(byte* decoded, byte* activations, nint stride, int blocks, float* results) =>
+        IntegerDot4.Each(&Dot, decoded, activations, stride, blocks, results);
 }
 
 /// <summary>Q2_K: weight = d·sc·q − dmin·m with 2-bit q and 4-bit sc, m per 16 weights.</summary>
@@ -164,6 +176,9 @@ internal readonly unsafe struct Q2KKernel : IWeightKernel
 
     public static float Dot(byte* decoded, byte* activations, int blocks) =>
         IntegerDot.MinsFirst((DecodedSuperBlock*)decoded, (BlockQ8K*)activations, blocks);
+
+    public static void Dot4(byte* decoded, byte* activations, nint stride, int blocks, float* results) =>
+        IntegerDot4.Each(&Dot, decoded, activations, stride, blocks, results);
 }
 
 /// <summary>Q3_K: weight = d·sc·(q − 4) with 3-bit q (2 bits in qs, the third in hmask) and signed 6-bit sc per 16
@@ -210,6 +225,9 @@ internal readonly unsafe struct Q3KKernel : IWeightKernel
 
     public static float Dot(byte* decoded, byte* activations, int blocks) =>
         IntegerDot.Signed((DecodedSignedSuperBlock*)decoded, (BlockQ8K*)activations, blocks);
+
+    public static void Dot4(byte* decoded, byte* activations, nint stride, int blocks, float* results) =>
+        IntegerDot4.Each(&Dot, decoded, activations, stride, blocks, results);
 }
 
 /// <summary>Q6_K: weight = d·sc·(q − 32) with 6-bit q (4 bits in ql, 2 in qh) and signed 8-bit sc per 16 weights;
@@ -251,6 +269,9 @@ internal readonly unsafe struct Q6KKernel : IWeightKernel
 
     public static float Dot(byte* decoded, byte* activations, int blocks) =>
         IntegerDot.OffsetInLanes((DecodedSuperBlock*)decoded, (BlockQ8K*)activations, blocks);
+
+    public static void Dot4(byte* decoded, byte* activations, nint stride, int blocks, float* results) =>
+        IntegerDot4.OffsetInLanes((DecodedSuperBlock*)decoded, activations, stride, blocks, results);
 }
 
 /// <summary>IQ4_XS: weight = d·(ls − 32)·kvalues[q] with 4-bit indices into the non-linear grid and 6-bit ls per 32.</summary>
@@ -281,6 +302,9 @@ internal readonly unsafe struct IQ4XSKernel : IWeightKernel
 
     public static float Dot(byte* decoded, byte* activations, int blocks) =>
         IntegerDot.Signed((DecodedSignedSuperBlock*)decoded, (BlockQ8K*)activations, blocks);
+
+    public static void Dot4(byte* decoded, byte* activations, nint stride, int blocks, float* results) =>
+        IntegerDot4.Each(&Dot, decoded, activations, stride, blocks, results);
 }
 
 /// <summary>IQ4_XS through ggml's panel kernel (iqp.cpp), which llama.cpp uses for batches of at least eight tokens
@@ -295,6 +319,9 @@ internal readonly unsafe struct IQ4XSPanelKernel : IWeightKernel
 
     public static float Dot(byte* decoded, byte* activations, int blocks) =>
         IntegerDot.SignedPanel((DecodedSignedSuperBlock*)decoded, (BlockQ8K*)activations, blocks);
+
+    public static void Dot4(byte* decoded, byte* activations, nint stride, int blocks, float* results) =>
+        IntegerDot4.SignedPanel((DecodedSignedSuperBlock*)decoded, activations, stride, blocks, results);
 }
 
 /// <summary>The kvalues_iq4nl lookup of IQ4_NL and IQ4_XS: 16 packed bytes to 32 grid values (low nibbles first).</summary>
