@@ -39,6 +39,7 @@ public static class CliErrors
         GgufFormatException or FileNotFoundException or DirectoryNotFoundException or InvalidDataException => ExitCodes.BadInput,
         UnauthorizedAccessException => ExitCodes.BadInput,
         OutputRefusedException => ExitCodes.BadOutput,
+        KQuant.Model.ModelNotSupportedException or KQuant.Model.Tokenizers.TokenizerNotSupportedException => ExitCodes.BadInput,
         IOException io when IsDiskFull(io) => ExitCodes.BadOutput,
         IOException => ExitCodes.Failure,
         UsageException => ExitCodes.Usage,

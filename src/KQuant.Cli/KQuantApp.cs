@@ -15,6 +15,7 @@ public static class KQuantApp
             InspectCommand.Create(ui),
             QuantizeCommand.Create(ui),
             EvaluateCommand.Create(ui),
+            PerplexityCommand.Create(ui),
         };
         return root;
     }
