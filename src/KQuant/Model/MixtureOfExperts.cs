@@ -102,7 +102,10 @@ internal sealed unsafe class MixtureOfExperts : IDisposable
             selected[k] = best;
             weights[k] = logits[best];
         }
-        var sum = MathF.Max(TensorPrimitives.Sum(weights), MinimumWeightSum);
+        // ggml_sum_rows adds in double.
+        double total = 0;
+        foreach (var weight in weights) total += weight;
+        var sum = MathF.Max((float)total, MinimumWeightSum);
         TensorPrimitives.Divide(weights, sum, weights);
     }
 

@@ -5,9 +5,12 @@ using KQuant.Tests.Reference;
 
 namespace KQuant.Tests.Fixtures;
 
-/// <summary>The shape of a synthetic llama model.</summary>
+/// <summary>The shape of a synthetic llama model. <paramref name="Architecture"/> "qwen2" writes qwen2 keys; with
+/// <paramref name="QkvBias"/> the Q, K and V projections get biases (as qwen2 has); <paramref name="RopeScaling"/>
+/// ("linear", "yarn") and <paramref name="RopeFactor"/> set rope.scaling.*.</summary>
 public sealed record SyntheticLlama(string Name, int Embedding, int FeedForward, int Layers, int Heads, int KvHeads,
-    bool Untied = true, int Experts = 0, bool F16 = true, int Seed = 1);
+    bool Untied = true, int Experts = 0, bool F16 = true, int Seed = 1, string Architecture = "llama", bool QkvBias = false,
+    string? RopeScaling = null, float RopeFactor = 1);
 
 /// <summary>Writes llama-architecture GGUF files with random weights, in any shape, so the recipes and codecs can be
 /// compared with llama.cpp on models with GQA or not, tied or untied output, fallback-forcing rows and experts. The
@@ -38,23 +41,30 @@ public static class SyntheticModels
         var weightType = s.F16 ? GgmlType.F16 : GgmlType.F32;
 
         var metadata = new GgufMetadata();
-        metadata.Add("general.architecture", GgufValue.FromString("llama"));
+        var a = s.Architecture;
+        metadata.Add("general.architecture", GgufValue.FromString(a));
         metadata.Add("general.name", GgufValue.FromString(s.Name));
         metadata.Add("general.file_type", GgufValue.FromUInt32(s.F16 ? 1u : 0u));
-        metadata.Add("llama.context_length", GgufValue.FromUInt32(256));
-        metadata.Add("llama.embedding_length", GgufValue.FromUInt32((uint)s.Embedding));
-        metadata.Add("llama.block_count", GgufValue.FromUInt32((uint)s.Layers));
-        metadata.Add("llama.feed_forward_length", GgufValue.FromUInt32((uint)s.FeedForward));
-        metadata.Add("llama.attention.head_count", GgufValue.FromUInt32((uint)s.Heads));
-        metadata.Add("llama.attention.head_count_kv", GgufValue.FromUInt32((uint)s.KvHeads));
-        metadata.Add("llama.attention.layer_norm_rms_epsilon", GgufValue.FromFloat32(1e-5f));
-        metadata.Add("llama.rope.dimension_count", GgufValue.FromUInt32((uint)headDim));
-        metadata.Add("llama.rope.freq_base", GgufValue.FromFloat32(10000));
-        metadata.Add("llama.vocab_size", GgufValue.FromUInt32((uint)vocabSize));
+        metadata.Add($"{a}.context_length", GgufValue.FromUInt32(256));
+        metadata.Add($"{a}.embedding_length", GgufValue.FromUInt32((uint)s.Embedding));
+        metadata.Add($"{a}.block_count", GgufValue.FromUInt32((uint)s.Layers));
+        metadata.Add($"{a}.feed_forward_length", GgufValue.FromUInt32((uint)s.FeedForward));
+        metadata.Add($"{a}.attention.head_count", GgufValue.FromUInt32((uint)s.Heads));
+        metadata.Add($"{a}.attention.head_count_kv", GgufValue.FromUInt32((uint)s.KvHeads));
+        metadata.Add($"{a}.attention.layer_norm_rms_epsilon", GgufValue.FromFloat32(1e-5f));
+        metadata.Add($"{a}.rope.dimension_count", GgufValue.FromUInt32((uint)headDim));
+        metadata.Add($"{a}.rope.freq_base", GgufValue.FromFloat32(10000));
+        metadata.Add($"{a}.vocab_size", GgufValue.FromUInt32((uint)vocabSize));
         if (s.Experts > 0)
         {
-            metadata.Add("llama.expert_count", GgufValue.FromUInt32((uint)s.Experts));
-            metadata.Add("llama.expert_used_count", GgufValue.FromUInt32(2));
+            metadata.Add($"{a}.expert_count", GgufValue.FromUInt32((uint)s.Experts));
+            metadata.Add($"{a}.expert_used_count", GgufValue.FromUInt32(2));
+        }
+        if (s.RopeScaling is { } scaling)
+        {
+            metadata.Add($"{a}.rope.scaling.type", GgufValue.FromString(scaling));
+            metadata.Add($"{a}.rope.scaling.factor", GgufValue.FromFloat32(s.RopeFactor));
+            metadata.Add($"{a}.rope.scaling.original_context_length", GgufValue.FromUInt32(64));
         }
         foreach (var e in vocab.Metadata.Where(e => e.Key.StartsWith("tokenizer.", StringComparison.Ordinal))) metadata.Add(e.Key, e.Value);
 
@@ -71,6 +81,12 @@ public static class SyntheticModels
             tensors.Add((b + "attn_q.weight", [s.Embedding, s.Embedding], weightType));
             tensors.Add((b + "attn_k.weight", [s.Embedding, kv], weightType));
             tensors.Add((b + "attn_v.weight", [s.Embedding, kv], weightType));
+            if (s.QkvBias)
+            {
+                tensors.Add((b + "attn_q.bias", [s.Embedding], GgmlType.F32));
+                tensors.Add((b + "attn_k.bias", [kv], GgmlType.F32));
+                tensors.Add((b + "attn_v.bias", [kv], GgmlType.F32));
+            }
             tensors.Add((b + "attn_output.weight", [s.Embedding, s.Embedding], weightType));
             tensors.Add((b + "ffn_norm.weight", [s.Embedding], GgmlType.F32));
             if (s.Experts > 0)

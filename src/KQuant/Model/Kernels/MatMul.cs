@@ -201,7 +201,8 @@ internal static unsafe class MatMul
                 else HalfFloatRows.ToFloat<Bf16>(source, destination);
             }
         }
-        if (FloatDot.UsesTinyBlas(n, w.Rows, tokens))
+        // llama.cpp's mul_mat_id (experts) always takes vec_dot.
+        if (w.Expert < 0 && FloatDot.UsesTinyBlas(n, w.Rows, tokens))
         {
             var t = 0;
             for (; t + 4 <= tokens; t += 4)
