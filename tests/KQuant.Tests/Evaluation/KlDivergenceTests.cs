@@ -21,12 +21,25 @@ public sealed class KlDivergenceTests(ITestOutputHelper output) : IDisposable
     [InlineData(PerplexityTests.Tiny, "Q4_K_M", 256, 6)]
     [InlineData(PerplexityTests.Tiny, "IQ4_XS", 256, 6)]
     [InlineData(PerplexityTests.Debdocs, "Q4_K_M", 512, 2)]
-    public void StatisticsAgreeWithLlamaPerplexity(string model, string recipe, int context, int chunks)
+    public void StatisticsAgreeWithLlamaPerplexity(string model, string recipe, int context, int chunks) =>
+        Compare(model, recipe, context, chunks, PerplexityTests.TextFor(model, 80_000));
+
+    /// <summary>Whole texts (debdocs-llama-10m: the first 40 chunks of WikiText-2, as in its README).</summary>
+    [SkippableTheory]
+    [Trait("Category", "Long")]
+    [InlineData(PerplexityTests.Stories, "Q4_K_M", "text/tinystories-valid-excerpt.txt", 512, int.MaxValue)]
+    [InlineData(PerplexityTests.Tiny, "Q4_K_M", "text/debdocs-val.txt", 256, int.MaxValue)]
+    [InlineData(PerplexityTests.Tiny, "IQ4_XS", "text/debdocs-val.txt", 256, int.MaxValue)]
+    [InlineData(PerplexityTests.Debdocs, "Q4_K_M", "text/wiki.test.raw", 512, 40)]
+    [InlineData(PerplexityTests.Debdocs, "Q6_K", "text/wiki.test.raw", 512, 40)]
+    public void WholeTextStatisticsAgreeWithLlamaPerplexity(string model, string recipe, string text, int context, int chunks) =>
+        Compare(model, recipe, context, chunks, File.ReadAllText(TestPaths.RequireShared(text)));
+
+    private void Compare(string model, string recipe, int context, int chunks, string text)
     {
         LlamaReference.Require();
         var basePath = QuantizedModels.Shared(model, "F16");
         var quantized = QuantizedModels.Shared(model, recipe);
-        var text = PerplexityTests.TextFor(model, 80_000);
         var theirsBase = Path.Combine(_dir, "llama.logits");
         var oursBase = Path.Combine(_dir, "kquant.logits");
         var reference = LlamaReference.Perplexity(basePath, text, context, chunks, threads: 2, logitsPath: theirsBase);
