@@ -36,10 +36,7 @@ public static unsafe partial class LlamaReference
         var row = new ushort[rowLength];
         for (var c = 0; c < chunks; c++)
         {
-            llama.ClearMemory();
-            var chunk = tokens.AsSpan(c * n, n).ToArray();
-            if (llama.AddBos) chunk[0] = llama.Bos;
-            var logits = llama.Decode(chunk, 0, i => i >= first);
+            var logits = DecodeChunk(llama, tokens, c, n);
             for (var k = 0; k < n - 1 - first; k++)
             {
                 var target = tokens[c * n + first + k + 1];
@@ -55,6 +52,16 @@ public static unsafe partial class LlamaReference
         nll2 = nll2 / count - nll * nll;
         var ppl = Math.Exp(nll);
         return new PerplexityRun(ppl, Math.Sqrt(nll2 / (count - 1)) * ppl, running, tokens);
+    }
+
+    /// <summary>llama-perplexity's chunk: fresh memory, first token replaced by BOS when the model adds one,
+    /// logits of the second half.</summary>
+    private static float[][] DecodeChunk(Inference llama, int[] tokens, int chunk, int n)
+    {
+        llama.ClearMemory();
+        var input = tokens.AsSpan(chunk * n, n).ToArray();
+        if (llama.AddBos) input[0] = llama.Bos;
+        return llama.Decode(input, 0, i => i >= n / 2);
     }
 
     private static double PlainNll(float[] logits, int token)
@@ -106,10 +113,7 @@ public static unsafe partial class LlamaReference
         var dps = new List<float>();
         for (var c = 0; c < chunks; c++)
         {
-            llama.ClearMemory();
-            var chunk = tokens.AsSpan(c * n, n).ToArray();
-            if (llama.AddBos) chunk[0] = llama.Bos;
-            var logits = llama.Decode(chunk, 0, i => i >= first);
+            var logits = DecodeChunk(llama, tokens, c, n);
             for (var k = 0; k < n - 1 - first; k++)
             {
                 var row = MemoryMarshal.Cast<byte, ushort>(reader.ReadBytes(rowLength * 2));

@@ -1,3 +1,4 @@
+using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -57,7 +58,10 @@ internal static unsafe class IntegerDot
         return sum;
     }
 
-    internal static Vector256<int> UnsignedLanesScalar(byte* values, short* scales, sbyte* qs)
+    internal static Vector256<int> UnsignedLanesScalar(byte* values, short* scales, sbyte* qs) => LanesScalar(values, scales, qs);
+
+    /// <summary>Reference for the vector lanes: Σ scale·(w·q) per pair of products, as the two MultiplyAddAdjacent do.</summary>
+    private static Vector256<int> LanesScalar<TCode>(TCode* values, short* scales, sbyte* qs) where TCode : unmanaged, IBinaryInteger<TCode>
     {
         Span<int> lanes = stackalloc int[8];
         for (var k = 0; k < 8; k++)
@@ -65,8 +69,8 @@ internal static unsafe class IntegerDot
             for (var i = 0; i < 8; i++)
             {
                 var b = 32 * k + 4 * i;
-                lanes[i] += scales[16 * k + 2 * i] * (values[b] * qs[b] + values[b + 1] * qs[b + 1])
-                    + scales[16 * k + 2 * i + 1] * (values[b + 2] * qs[b + 2] + values[b + 3] * qs[b + 3]);
+                lanes[i] += scales[16 * k + 2 * i] * (int.CreateTruncating(values[b]) * qs[b] + int.CreateTruncating(values[b + 1]) * qs[b + 1])
+                    + scales[16 * k + 2 * i + 1] * (int.CreateTruncating(values[b + 2]) * qs[b + 2] + int.CreateTruncating(values[b + 3]) * qs[b + 3]);
             }
         }
         return Vector256.Create<int>(lanes);
@@ -84,22 +88,7 @@ internal static unsafe class IntegerDot
         return sum;
     }
 
-    internal static Vector256<int> SignedLanesScalar(DecodedSignedSuperBlock* w, sbyte* qs)
-    {
-        Span<int> lanes = stackalloc int[8];
-        var s = w->Signed;
-        var scales = w->Scales;
-        for (var k = 0; k < 8; k++)
-        {
-            for (var i = 0; i < 8; i++)
-            {
-                var b = 32 * k + 4 * i;
-                lanes[i] += scales[16 * k + 2 * i] * (s[b] * qs[b] + s[b + 1] * qs[b + 1])
-                    + scales[16 * k + 2 * i + 1] * (s[b + 2] * qs[b + 2] + s[b + 3] * qs[b + 3]);
-            }
-        }
-        return Vector256.Create<int>(lanes);
-    }
+    internal static Vector256<int> SignedLanesScalar(DecodedSignedSuperBlock* w, sbyte* qs) => LanesScalar(w->Signed, w->Scales, qs);
 
     /// <summary>Lanes of one 32-weight block: Σ w·q per four bytes, signed weights (sign trick).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -21,6 +21,20 @@ internal static unsafe class SuperBlockDecoding
         block->Mins[group] = (short)min;
     }
 
+    /// <summary>Q4_K and Q5_K: the eight 6-bit scale/min pairs, one per 32 weights (two 16-weight groups).</summary>
+    public static void SetScalesAndMins(DecodedSuperBlock* block, float d, float dmin, byte* packed)
+    {
+        block->D = d;
+        block->DMin = dmin;
+        var scales = new ReadOnlySpan<byte>(packed, KQuantLayout.ScaleMinBytes);
+        for (var j = 0; j < 8; j++)
+        {
+            var (sc, m) = KQuantLayout.UnpackScaleMin(j, scales);
+            SetGroup(block, 2 * j, sc, m);
+            SetGroup(block, 2 * j + 1, sc, m);
+        }
+    }
+
     /// <summary>Low nibbles of 32 bytes to <paramref name="low"/>, high nibbles to <paramref name="high"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void SplitNibbles(byte* packed, byte* low, byte* high)
@@ -44,15 +58,7 @@ internal readonly unsafe struct Q4KKernel : IWeightKernel
         var o = (DecodedSuperBlock*)destination;
         for (var i = 0; i < blocks; i++, b++, o++)
         {
-            o->D = (float)b->D;
-            o->DMin = (float)b->DMin;
-            var scales = new ReadOnlySpan<byte>(&b->Scales, KQuantLayout.ScaleMinBytes);
-            for (var j = 0; j < 8; j++)
-            {
-                var (sc, m) = KQuantLayout.UnpackScaleMin(j, scales);
-                SuperBlockDecoding.SetGroup(o, 2 * j, sc, m);
-                SuperBlockDecoding.SetGroup(o, 2 * j + 1, sc, m);
-            }
+            SuperBlockDecoding.SetScalesAndMins(o, (float)b->D, (float)b->DMin, (byte*)&b->Scales);
             var qs = (byte*)&b->Qs;
             for (var p = 0; p < 4; p++) SuperBlockDecoding.SplitNibbles(qs + 32 * p, o->Values + 64 * p, o->Values + 64 * p + 32);
         }
@@ -112,15 +118,7 @@ internal readonly unsafe struct Q5KKernel : IWeightKernel
         var one = Vector256.Create((byte)1);
         for (var i = 0; i < blocks; i++, b++, o++)
         {
-            o->D = (float)b->D;
-            o->DMin = (float)b->DMin;
-            var scales = new ReadOnlySpan<byte>(&b->Scales, KQuantLayout.ScaleMinBytes);
-            for (var j = 0; j < 8; j++)
-            {
-                var (sc, m) = KQuantLayout.UnpackScaleMin(j, scales);
-                SuperBlockDecoding.SetGroup(o, 2 * j, sc, m);
-                SuperBlockDecoding.SetGroup(o, 2 * j + 1, sc, m);
-            }
+            SuperBlockDecoding.SetScalesAndMins(o, (float)b->D, (float)b->DMin, (byte*)&b->Scales);
             var qs = (byte*)&b->Qs;
             var qh = Vector256.Load((byte*)&b->Qh);
             for (var p = 0; p < 4; p++)
