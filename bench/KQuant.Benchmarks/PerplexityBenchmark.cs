@@ -36,11 +36,21 @@ internal static class PerplexityBenchmark
         {
             var path = Resolve(model, shared);
             Console.WriteLine($"{Path.GetFileName(path)}: c={options.Context}, {options.Chunks} chunks, {options.Threads} thread(s), llama.cpp CPU build '{options.LlamaCpu}'");
-            var llama = Best(options.Repeats, () => MeasureLlamaCpp(path, text, options));
-            var ours = Best(options.Repeats, () => MeasureKQuant(path, text, options));
+            // Alternated, so that both engines see the same load on a shared machine; the best run of each counts.
+            var llamaRuns = new List<Measurement>();
+            var ourRuns = new List<Measurement>();
+            for (var r = 0; r < options.Repeats; r++)
+            {
+                llamaRuns.Add(MeasureLlamaCpp(path, text, options));
+                ourRuns.Add(MeasureKQuant(path, text, options));
+            }
+            var llama = llamaRuns.MaxBy(m => m.TokensPerSecond)!;
+            var ours = ourRuns.MaxBy(m => m.TokensPerSecond)!;
             var ratio = ours.TokensPerSecond / llama.TokensPerSecond;
-            Console.WriteLine($"  llama.cpp {llama.TokensPerSecond,8:F0} tokens/s  (PPL {llama.Perplexity:F4})");
-            Console.WriteLine($"  KQuant    {ours.TokensPerSecond,8:F0} tokens/s  (PPL {ours.Perplexity:F4})  ratio {ratio:F2}");
+            var cpuRatio = ours.TokensPerCpuSecond / llama.TokensPerCpuSecond;
+            Console.WriteLine($"  llama.cpp {llama.TokensPerSecond,8:F0} tokens/s  {llama.TokensPerCpuSecond,8:F0} tokens/CPU-s  (PPL {llama.Perplexity:F4})");
+            Console.WriteLine($"  KQuant    {ours.TokensPerSecond,8:F0} tokens/s  {ours.TokensPerCpuSecond,8:F0} tokens/CPU-s  (PPL {ours.Perplexity:F4})");
+            Console.WriteLine($"  ratio {ratio:F2} (wall clock), {cpuRatio:F2} (CPU time)");
             results.Add(new
             {
                 model = Path.GetFileName(path),
@@ -49,9 +59,10 @@ internal static class PerplexityBenchmark
                 chunks = options.Chunks,
                 threads = options.Threads,
                 llamaCppCpuBuild = options.LlamaCpu,
-                llamaCpp = new { tokensPerSecond = Math.Round(llama.TokensPerSecond, 1), seconds = Math.Round(llama.Seconds, 3), perplexity = llama.Perplexity },
-                kquant = new { tokensPerSecond = Math.Round(ours.TokensPerSecond, 1), seconds = Math.Round(ours.Seconds, 3), perplexity = ours.Perplexity },
+                llamaCpp = Describe(llama),
+                kquant = Describe(ours),
                 ratio = Math.Round(ratio, 3),
+                cpuTimeRatio = Math.Round(cpuRatio, 3),
             });
         }
         var report = new
@@ -59,7 +70,9 @@ internal static class PerplexityBenchmark
             benchmark = "perplexity",
             date = DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", CultureInfo.InvariantCulture),
             machine = new { cores = Environment.ProcessorCount, avx2 = System.Runtime.Intrinsics.X86.Avx2.IsSupported, avx512 = System.Runtime.Intrinsics.X86.Avx512F.IsSupported },
-            note = "tokens/s = tokens evaluated (chunks x context) / (decode + scoring); both engines score with KQuant's log-softmax; best of the repeats",
+            note = "tokens/s = tokens evaluated (chunks x context) / wall-clock seconds of decode + scoring; tokens/CPU-s the same per " +
+                "second of process CPU time (less sensitive to other load on a shared machine); both engines score with KQuant's " +
+                "log-softmax; runs alternate between the engines, best of the repeats",
             results,
         };
         Directory.CreateDirectory(Path.GetDirectoryName(options.Output)!);
@@ -68,10 +81,35 @@ internal static class PerplexityBenchmark
         return 0;
     }
 
-    private sealed record Measurement(double TokensPerSecond, double Seconds, double Perplexity);
+    private sealed record Evaluation(int Tokens, double Perplexity);
 
-    private static Measurement Best(int repeats, Func<Measurement> measure) =>
-        Enumerable.Range(0, repeats).Select(_ => measure()).MaxBy(m => m.TokensPerSecond)!;
+    private sealed record Measurement(int Tokens, double Seconds, double CpuSeconds, double Perplexity)
+    {
+        public double TokensPerSecond => Tokens / Seconds;
+
+        public double TokensPerCpuSecond => Tokens / CpuSeconds;
+    }
+
+    private static object Describe(Measurement m) => new
+    {
+        tokensPerSecond = Math.Round(m.TokensPerSecond, 1),
+        tokensPerCpuSecond = Math.Round(m.TokensPerCpuSecond, 1),
+        seconds = Math.Round(m.Seconds, 3),
+        cpuSeconds = Math.Round(m.CpuSeconds, 3),
+        perplexity = m.Perplexity,
+    };
+
+    /// <summary>Times the evaluation of the chunks (loading and tokenizing the whole text are left out on both sides).</summary>
+    private static Measurement Measure(Func<Evaluation> evaluate)
+    {
+        var process = Process.GetCurrentProcess();
+        var cpu = process.TotalProcessorTime;
+        var clock = Stopwatch.StartNew();
+        var result = evaluate();
+        var seconds = clock.Elapsed.TotalSeconds;
+        process.Refresh();
+        return new Measurement(result.Tokens, seconds, (process.TotalProcessorTime - cpu).TotalSeconds, result.Perplexity);
+    }
 
     private static Measurement MeasureLlamaCpp(string path, string text, Options o)
     {
@@ -82,20 +120,21 @@ internal static class PerplexityBenchmark
         var logits = new float[(o.Context - first) * session.Vocabulary];
         var scratch = new float[session.Vocabulary];
         var chunk = new int[o.Context];
-        double nll = 0;
-        var clock = Stopwatch.StartNew();
-        for (var c = 0; c < chunks; c++)
+        return Measure(() =>
         {
-            tokens.AsSpan(c * o.Context, o.Context).CopyTo(chunk);
-            if (session.Bos is { } bos) chunk[0] = bos;
-            session.Evaluate(chunk, first, logits);
-            for (var k = 0; k < o.Context - 1 - first; k++)
+            double nll = 0;
+            for (var c = 0; c < chunks; c++)
             {
-                nll += LogProbabilities.NegativeLogLikelihood(logits.AsSpan(k * session.Vocabulary, session.Vocabulary), tokens[c * o.Context + first + k + 1], scratch);
+                tokens.AsSpan(c * o.Context, o.Context).CopyTo(chunk);
+                if (session.Bos is { } bos) chunk[0] = bos;
+                session.Evaluate(chunk, first, logits);
+                for (var k = 0; k < o.Context - 1 - first; k++)
+                {
+                    nll += LogProbabilities.NegativeLogLikelihood(logits.AsSpan(k * session.Vocabulary, session.Vocabulary), tokens[c * o.Context + first + k + 1], scratch);
+                }
             }
-        }
-        var seconds = clock.Elapsed.TotalSeconds;
-        return new Measurement(chunks * o.Context / seconds, seconds, Math.Exp(nll / (chunks * (o.Context - 1 - first))));
+            return new Evaluation(chunks * o.Context, Math.Exp(nll / (chunks * (o.Context - 1 - first))));
+        });
     }
 
     private static Measurement MeasureKQuant(string path, string text, Options o)
@@ -104,14 +143,18 @@ internal static class PerplexityBenchmark
         var tokenizer = Tokenizer.FromGguf(file);
         var tokens = tokenizer.Encode(text);
         var model = LlamaModel.Load(file);
-        var result = Perplexity.Run(model, tokens, new PerplexityOptions
+        var options = new PerplexityOptions
         {
             ContextSize = o.Context,
             Chunks = o.Chunks,
             Threads = o.Threads,
             Bos = tokenizer.AddBos ? tokenizer.Bos : null,
+        };
+        return Measure(() =>
+        {
+            var result = Perplexity.Run(model, tokens, options);
+            return new Evaluation((int)result.TokensEvaluated, result.Value);
         });
-        return new Measurement(result.TokensPerSecond, result.Elapsed.TotalSeconds, result.Value);
     }
 
     /// <summary>A model path, or "debdocs-F16" / "debdocs-Q4_K_M" for the shared debdocs-llama-10m (the quantized

@@ -41,9 +41,23 @@ internal static unsafe class IntegerDot
     public static Vector256<int> MinLanes(DecodedSuperBlock* w, BlockQ8K* a)
     {
         var sums = (short*)&a->BlockSums;
-        if (Vectorized) return Avx2.MultiplyAddAdjacent(Avx.LoadVector256(sums), Avx.LoadVector256(w->Mins));
+        return Vectorized ? Avx2.MultiplyAddAdjacent(Avx.LoadVector256(sums), Avx.LoadVector256(w->Mins)) : PairProductsScalar(sums, w->Mins);
+    }
+
+    // The scalar fallbacks live in methods of their own: a stackalloc in the hot helpers above would keep the JIT from
+    // inlining them into the kernels' loops.
+
+    private static Vector256<int> PairProductsScalar(short* a, short* b)
+    {
         Span<int> lanes = stackalloc int[8];
-        for (var i = 0; i < 8; i++) lanes[i] = sums[2 * i] * w->Mins[2 * i] + sums[2 * i + 1] * w->Mins[2 * i + 1];
+        for (var i = 0; i < 8; i++) lanes[i] = a[2 * i] * b[2 * i] + a[2 * i + 1] * b[2 * i + 1];
+        return Vector256.Create<int>(lanes);
+    }
+
+    private static Vector256<int> QuadProductsScalar<TCode>(TCode* values, sbyte* qs) where TCode : unmanaged, IBinaryInteger<TCode>
+    {
+        Span<int> lanes = stackalloc int[8];
+        for (var i = 0; i < 32; i++) lanes[i / 4] += int.CreateTruncating(values[i]) * qs[i];
         return Vector256.Create<int>(lanes);
     }
 
@@ -99,9 +113,7 @@ internal static unsafe class IntegerDot
             var q = Avx2.Sign(Avx.LoadVector256(qs), Avx.LoadVector256(w->Signed));
             return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Avx.LoadVector256(w->Magnitudes), q), Vector256.Create((short)1));
         }
-        Span<int> lanes = stackalloc int[8];
-        for (var i = 0; i < 32; i++) lanes[i / 4] += w->Signed[i] * qs[i];
-        return Vector256.Create<int>(lanes);
+        return QuadProductsScalar(w->Signed, qs);
     }
 
     /// <summary>Lanes of one 32-weight block with unsigned weights.</summary>
@@ -110,9 +122,7 @@ internal static unsafe class IntegerDot
     {
         if (Vectorized)
             return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Avx.LoadVector256(w->Magnitudes), Avx.LoadVector256(qs)), Vector256.Create((short)1));
-        Span<int> lanes = stackalloc int[8];
-        for (var i = 0; i < 32; i++) lanes[i / 4] += w->Magnitudes[i] * qs[i];
-        return Vector256.Create<int>(lanes);
+        return QuadProductsScalar(w->Magnitudes, qs);
     }
 
     // ---- float tails: super-blocks against Q8_K -------------------------------------------------------------------
@@ -222,12 +232,7 @@ internal static unsafe class IntegerDot
     private static Vector128<int> PairSums(DecodedSuperBlock* w, BlockQ8K* a)
     {
         var qs = (sbyte*)&a->Qs;
-        if (!Vectorized)
-        {
-            Span<int> pairs = stackalloc int[4];
-            for (var b = 0; b < 256; b++) pairs[b / 64] += w->Scales[b / 2] * w->Values[b] * qs[b];
-            return Vector128.Create<int>(pairs);
-        }
+        if (!Vectorized) return PairSumsScalar(w, qs);
         var pair0 = SliceLanes(w, qs, 0) + SliceLanes(w, qs, 1);
         var pair1 = SliceLanes(w, qs, 2) + SliceLanes(w, qs, 3);
         var pair2 = SliceLanes(w, qs, 4) + SliceLanes(w, qs, 5);
@@ -235,6 +240,13 @@ internal static unsafe class IntegerDot
         // Three horizontal adds leave each pair's lanes summed, halves apart: [p0 p1 p2 p3 | p0 p1 p2 p3].
         var h = Avx2.HorizontalAdd(Avx2.HorizontalAdd(pair0, pair1), Avx2.HorizontalAdd(pair2, pair3));
         return h.GetLower() + h.GetUpper();
+    }
+
+    private static Vector128<int> PairSumsScalar(DecodedSuperBlock* w, sbyte* qs)
+    {
+        Span<int> pairs = stackalloc int[4];
+        for (var b = 0; b < 256; b++) pairs[b / 64] += w->Scales[b / 2] * w->Values[b] * qs[b];
+        return Vector128.Create<int>(pairs);
     }
 
     /// <summary>Σ min·bsum of each 64 weights of a super-block.</summary>
