@@ -7,6 +7,8 @@ var benchmarks = new Dictionary<string, Func<string[], int>>(StringComparer.Ordi
     ["quantize-vs-llama"] = QuantizeVsLlamaBenchmark.Run,
     ["row-parallel"] = RowParallelBenchmark.Run,
     ["rounding"] = RoundingBenchmark.Run,
+    ["perplexity"] = PerplexityBenchmark.Run,
+    ["kernels"] = KernelBenchmark.Run,
 };
 
 if (args.Length == 0 || !benchmarks.TryGetValue(args[0], out var benchmark))

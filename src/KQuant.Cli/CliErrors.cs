@@ -40,6 +40,7 @@ public static class CliErrors
         GgufFormatException or SafetensorsFormatException or FileNotFoundException or DirectoryNotFoundException or InvalidDataException => ExitCodes.BadInput,
         UnauthorizedAccessException => ExitCodes.BadInput,
         OutputRefusedException => ExitCodes.BadOutput,
+        KQuant.Model.ModelNotSupportedException or KQuant.Model.Tokenizers.TokenizerNotSupportedException => ExitCodes.BadInput,
         IOException io when IsDiskFull(io) => ExitCodes.BadOutput,
         IOException => ExitCodes.Failure,
         UsageException => ExitCodes.Usage,

@@ -17,6 +17,7 @@ public static class KQuantApp
             ConvertCommand.Create(ui),
             EvaluateCommand.Create(ui),
             PlanCommand.Create(ui),
+            PerplexityCommand.Create(ui),
         };
         return root;
     }

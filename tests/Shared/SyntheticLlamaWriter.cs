@@ -3,9 +3,19 @@ using KQuant.Gguf;
 
 namespace KQuant.Testing;
 
-/// <summary>The shape of a synthetic llama model.</summary>
+/// <summary>The shape of a synthetic llama model. <paramref name="Architecture"/> "qwen2" writes qwen2 keys; with
+/// <paramref name="QkvBias"/> the Q, K and V projections get biases (as qwen2 has); <paramref name="RopeScaling"/>
+/// ("linear", "yarn") and <paramref name="RopeFactor"/> set rope.scaling.*.</summary>
 public sealed record SyntheticLlama(string Name, int Embedding, int FeedForward, int Layers, int Heads, int KvHeads,
-    bool Untied = true, int Experts = 0, bool F16 = true, int Seed = 1);
+    bool Untied = true, int Experts = 0, bool F16 = true, int Seed = 1, string Architecture = "llama", bool QkvBias = false,
+    string? RopeScaling = null, float RopeFactor = 1)
+{
+    /// <summary>A file name that spells out the whole spec (string hash codes are randomized per process, so they
+    /// cannot name a cache).</summary>
+    public string FileName =>
+        $"{Name}-{Architecture}-{Embedding}x{FeedForward}x{Layers}-h{Heads}-kv{KvHeads}-u{Untied}-e{Experts}-f16{F16}-s{Seed}" +
+        $"-b{QkvBias}-r{RopeScaling ?? "none"}{RopeFactor.ToString(System.Globalization.CultureInfo.InvariantCulture)}-v3.gguf";
+}
 
 /// <summary>Writes llama-architecture GGUF files with random weights, in any shape, and matching importance matrices:
 /// shared by the tests (recipes and codecs against llama.cpp on models with GQA or not, tied or untied output,
@@ -22,23 +32,30 @@ public static class SyntheticLlamaWriter
         var weightType = s.F16 ? GgmlType.F16 : GgmlType.F32;
 
         var metadata = new GgufMetadata();
-        metadata.Add("general.architecture", GgufValue.FromString("llama"));
+        var a = s.Architecture;
+        metadata.Add("general.architecture", GgufValue.FromString(a));
         metadata.Add("general.name", GgufValue.FromString(s.Name));
         metadata.Add("general.file_type", GgufValue.FromUInt32(s.F16 ? 1u : 0u));
-        metadata.Add("llama.context_length", GgufValue.FromUInt32(256));
-        metadata.Add("llama.embedding_length", GgufValue.FromUInt32((uint)s.Embedding));
-        metadata.Add("llama.block_count", GgufValue.FromUInt32((uint)s.Layers));
-        metadata.Add("llama.feed_forward_length", GgufValue.FromUInt32((uint)s.FeedForward));
-        metadata.Add("llama.attention.head_count", GgufValue.FromUInt32((uint)s.Heads));
-        metadata.Add("llama.attention.head_count_kv", GgufValue.FromUInt32((uint)s.KvHeads));
-        metadata.Add("llama.attention.layer_norm_rms_epsilon", GgufValue.FromFloat32(1e-5f));
-        metadata.Add("llama.rope.dimension_count", GgufValue.FromUInt32((uint)headDim));
-        metadata.Add("llama.rope.freq_base", GgufValue.FromFloat32(10000));
-        metadata.Add("llama.vocab_size", GgufValue.FromUInt32((uint)vocabSize));
+        metadata.Add($"{a}.context_length", GgufValue.FromUInt32(256));
+        metadata.Add($"{a}.embedding_length", GgufValue.FromUInt32((uint)s.Embedding));
+        metadata.Add($"{a}.block_count", GgufValue.FromUInt32((uint)s.Layers));
+        metadata.Add($"{a}.feed_forward_length", GgufValue.FromUInt32((uint)s.FeedForward));
+        metadata.Add($"{a}.attention.head_count", GgufValue.FromUInt32((uint)s.Heads));
+        metadata.Add($"{a}.attention.head_count_kv", GgufValue.FromUInt32((uint)s.KvHeads));
+        metadata.Add($"{a}.attention.layer_norm_rms_epsilon", GgufValue.FromFloat32(1e-5f));
+        metadata.Add($"{a}.rope.dimension_count", GgufValue.FromUInt32((uint)headDim));
+        metadata.Add($"{a}.rope.freq_base", GgufValue.FromFloat32(10000));
+        metadata.Add($"{a}.vocab_size", GgufValue.FromUInt32((uint)vocabSize));
         if (s.Experts > 0)
         {
-            metadata.Add("llama.expert_count", GgufValue.FromUInt32((uint)s.Experts));
-            metadata.Add("llama.expert_used_count", GgufValue.FromUInt32(2));
+            metadata.Add($"{a}.expert_count", GgufValue.FromUInt32((uint)s.Experts));
+            metadata.Add($"{a}.expert_used_count", GgufValue.FromUInt32(2));
+        }
+        if (s.RopeScaling is { } scaling)
+        {
+            metadata.Add($"{a}.rope.scaling.type", GgufValue.FromString(scaling));
+            metadata.Add($"{a}.rope.scaling.factor", GgufValue.FromFloat32(s.RopeFactor));
+            metadata.Add($"{a}.rope.scaling.original_context_length", GgufValue.FromUInt32(64));
         }
         foreach (var e in vocab.Metadata.Where(e => e.Key.StartsWith("tokenizer.", StringComparison.Ordinal))) metadata.Add(e.Key, e.Value);
 
@@ -55,6 +72,12 @@ public static class SyntheticLlamaWriter
             tensors.Add(new(b + "attn_q.weight", weightType, [s.Embedding, s.Embedding]));
             tensors.Add(new(b + "attn_k.weight", weightType, [s.Embedding, kv]));
             tensors.Add(new(b + "attn_v.weight", weightType, [s.Embedding, kv]));
+            if (s.QkvBias)
+            {
+                tensors.Add(new(b + "attn_q.bias", GgmlType.F32, [s.Embedding]));
+                tensors.Add(new(b + "attn_k.bias", GgmlType.F32, [kv]));
+                tensors.Add(new(b + "attn_v.bias", GgmlType.F32, [kv]));
+            }
             tensors.Add(new(b + "attn_output.weight", weightType, [s.Embedding, s.Embedding]));
             tensors.Add(new(b + "ffn_norm.weight", GgmlType.F32, [s.Embedding]));
             if (s.Experts > 0)

@@ -12,8 +12,7 @@ public static class SyntheticModels
     {
         var dir = Path.Combine(Path.GetTempPath(), "kquant-tests", "synthetic");
         Directory.CreateDirectory(dir);
-        // The name spells out the whole spec (string hash codes are randomized per process, so they cannot name a cache).
-        var path = Path.Combine(dir, $"{spec.Name}-{spec.Embedding}x{spec.FeedForward}x{spec.Layers}-h{spec.Heads}-kv{spec.KvHeads}-u{spec.Untied}-e{spec.Experts}-f16{spec.F16}-s{spec.Seed}-v2.gguf");
+        var path = Path.Combine(dir, spec.FileName);
         lock (Gate)
         {
             if (!File.Exists(path)) SyntheticLlamaWriter.Write(spec, Path.Combine(TestPaths.Samples, "debdocs-tiny-F16.gguf"), path);

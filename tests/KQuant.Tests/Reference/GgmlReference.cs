@@ -12,6 +12,8 @@ public static unsafe partial class GgmlReference
     internal const string GgmlBase = "ggml-base";
     internal const string Llama = "llama";
     internal const string Ggml = "ggml";
+    /// <summary>The AVX2 build of the CPU backend (its kernels and activation quantizers are exported).</summary>
+    internal const string GgmlCpu = "ggml-cpu-haswell";
 
     // The assembly's only DllImport resolver (a second SetDllImportResolver call would throw).
     static GgmlReference()
@@ -31,6 +33,7 @@ public static unsafe partial class GgmlReference
             GgmlBase => "libggml-base.so",
             Ggml => "libggml.v0.5.0.so",
             Llama => "libllama.v0.5.0.so",
+            GgmlCpu => "libggml-cpu-haswell.so",
             _ => null,
         };
         return file is null ? IntPtr.Zero : NativeLibrary.Load(Path.Combine(TestPaths.ReferenceLibDir, file));

@@ -54,7 +54,15 @@ public static unsafe partial class LlamaReference
         if (_initialized) return;
         GgmlReference.EnsureResolver();
         LogSet(&Capture, null);
-        BackendLoadAllFromPath(TestPaths.ReferenceLibDir); // the CPU backend is a plug-in picked for this machine
+        // The CPU backend is a plug-in built per instruction set, and the builds do not compute alike (AVX-512 ones
+        // use another exp and repack more weight types). KQuant's kernels are AVX2 ones, so the reference is llama.cpp's
+        // AVX2 build, "haswell", the one it runs on an AVX2 machine, even where a wider one would load.
+        // KQUANT_REFERENCE_CPU names another build ("best" lets llama.cpp choose).
+        var variant = Environment.GetEnvironmentVariable("KQUANT_REFERENCE_CPU") is { Length: > 0 } v ? v
+            : System.Runtime.Intrinsics.X86.Avx2.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported ? "haswell" : "best";
+        if (variant == "best") BackendLoadAllFromPath(TestPaths.ReferenceLibDir);
+        else if (BackendLoad(Path.Combine(TestPaths.ReferenceLibDir, $"libggml-cpu-{variant}.so")) == IntPtr.Zero)
+            throw new InvalidOperationException($"could not load llama.cpp's CPU backend '{variant}':\n{Log}");
         _initialized = true;
     }
 
@@ -105,6 +113,9 @@ public static unsafe partial class LlamaReference
 
     [LibraryImport(GgmlReference.Ggml, EntryPoint = "ggml_backend_load_all_from_path", StringMarshalling = StringMarshalling.Utf8)]
     private static partial void BackendLoadAllFromPath(string directory);
+
+    [LibraryImport(GgmlReference.Ggml, EntryPoint = "ggml_backend_load", StringMarshalling = StringMarshalling.Utf8)]
+    private static partial IntPtr BackendLoad(string path);
 
     [LibraryImport(GgmlReference.Llama, EntryPoint = "llama_log_set")]
     private static partial void LogSet(delegate* unmanaged[Cdecl]<int, byte*, void*, void> callback, void* userData);

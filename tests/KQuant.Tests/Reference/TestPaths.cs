@@ -10,6 +10,9 @@ public static class TestPaths
 
     public static string Samples => Path.Combine(RepoRoot, "samples");
 
+    /// <summary>The bundled text (48 KB of debdocs-val, the sample model's held-out text): fixed, unlike any document here.</summary>
+    public static string SampleText => Path.Combine(Samples, "debdocs-val-excerpt.txt");
+
     /// <summary>Directory of the reference's shared libraries (scripts/fetch-reference.sh puts them there;
     /// KQUANT_REFERENCE_LIB overrides).</summary>
     public static string ReferenceLibDir =>

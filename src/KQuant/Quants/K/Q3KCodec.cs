@@ -126,7 +126,7 @@ internal sealed class Q3KCodec : IOptimalRowCodec
     }
 
     /// <summary>The signed 6-bit scale of sub-block <paramref name="j"/>, sc in [-32, 31].</summary>
-    private static int UnpackScale(int j, ReadOnlySpan<byte> packed)
+    internal static int UnpackScale(int j, ReadOnlySpan<byte> packed)
     {
         var low = j < 8 ? packed[j] & 0xF : packed[j - 8] >> 4;
         var high = (packed[8 + j % 4] >> (2 * (j / 4))) & 3;

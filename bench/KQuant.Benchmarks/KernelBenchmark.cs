@@ -1,0 +1,48 @@
+using System.Diagnostics;
+using KQuant.Gguf;
+using KQuant.Model;
+using KQuant.Model.Kernels;
+using KQuant.Quants;
+
+namespace KQuant.Benchmarks;
+
+/// <summary><c>kernels</c>: single-thread throughput of the matrix product per weight type (a 768 × 256 matrix times 512
+/// tokens, llama.cpp's code path for each), in multiply-adds per second of thread CPU time.</summary>
+internal static unsafe class KernelBenchmark
+{
+    public static int Run(string[] args)
+    {
+        const int rows = 768, columns = 256, tokens = 512;
+        var types = args.Length > 0 ? args.Select(Enum.Parse<GgmlType>).ToArray() : (GgmlType[])[
+            GgmlType.F32, GgmlType.F16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q6_K, GgmlType.IQ4_XS];
+        var rng = new Random(1);
+        var weights = new float[rows * columns];
+        for (var i = 0; i < weights.Length; i++) weights[i] = (float)(rng.NextDouble() - 0.5);
+        var activations = new float[tokens * columns];
+        for (var i = 0; i < activations.Length; i++) activations[i] = (float)(rng.NextDouble() - 0.5);
+        var output = new float[tokens * rows];
+        var parallel = new Parallelism(1);
+        foreach (var type in types)
+        {
+            var bytes = new byte[GgmlTypeTraits.Of(type).RowBytes(columns) * rows];
+            RowQuantizer.Quantize(type, weights, bytes, columns, default, 1);
+            fixed (byte* data = bytes)
+            fixed (float* x = activations)
+            fixed (float* y = output)
+            {
+                var matrix = WeightMatrix.ForBenchmark(type, rows, columns, data);
+                using var batch = new ActivationBatch();
+                var best = double.MaxValue;
+                for (var repeat = 0; repeat < 5; repeat++)
+                {
+                    batch.Reset(x, tokens, columns);
+                    var cpu = Process.GetCurrentProcess().TotalProcessorTime;
+                    MatMul.Multiply(matrix, batch, y, rows, parallel);
+                    best = Math.Min(best, (Process.GetCurrentProcess().TotalProcessorTime - cpu).TotalSeconds);
+                }
+                Console.WriteLine($"{GgmlTypeTraits.Of(type).Name,-7} {(double)rows * columns * tokens / best / 1e9,6:F2} GMAC/s  ({best * 1000:F1} ms CPU)");
+            }
+        }
+        return 0;
+    }
+}
