@@ -14,11 +14,12 @@ public static class ImatrixCommand
 {
     public static Command Create(Func<IUi> ui)
     {
-        var model = new Option<FileInfo>("--model", "-m") { Description = "GGUF model (llama, qwen2)", Required = true };
-        var text = new Option<FileInfo>("--file", "-f") { Description = "Calibration text", Required = true };
+        // Required options and the format are checked here rather than by the parser, so a mistake exits with the
+        // usage code (2) and one line, like the other command-line mistakes.
+        var model = new Option<FileInfo?>("--model", "-m") { Description = "GGUF model (llama, qwen2)" };
+        var text = new Option<FileInfo?>("--file", "-f") { Description = "Calibration text" };
         var output = new Option<FileInfo?>("--output", "-o") { Description = "Output file (default: imatrix.gguf, or imatrix.dat with --output-format dat)" };
         var format = new Option<string>("--output-format") { Description = "gguf (llama.cpp's current format) or dat (the legacy one)", DefaultValueFactory = _ => "gguf" };
-        format.AcceptOnlyFromAmong("gguf", "dat");
         var context = new Option<int>("--ctx-size", "-c") { Description = "Tokens per chunk", DefaultValueFactory = _ => 512 };
         var chunks = new Option<int?>("--chunks") { Description = "Use only the first N chunks (default: all)" };
         var threads = new Option<int?>("--threads", "-t") { Description = "Worker threads (default: all cores)" };
@@ -33,9 +34,14 @@ public static class ImatrixCommand
         command.SetAction((result, cancellation) => CliErrors.RunAsync(ui(), async () =>
         {
             var console = ui();
-            var modelFile = result.GetValue(model)!;
-            var textFile = result.GetValue(text)!;
-            var outputFormat = result.GetValue(format) == "dat" ? ImportanceMatrixFormat.Dat : ImportanceMatrixFormat.Gguf;
+            var modelFile = result.GetValue(model) ?? throw new UsageException("--model MODEL is required");
+            var textFile = result.GetValue(text) ?? throw new UsageException("--file TEXT (the calibration text) is required");
+            var outputFormat = result.GetValue(format)?.ToLowerInvariant() switch
+            {
+                "gguf" => ImportanceMatrixFormat.Gguf,
+                "dat" => ImportanceMatrixFormat.Dat,
+                var other => throw new UsageException($"--output-format must be gguf or dat, not '{other}'"),
+            };
             var outputFile = result.GetValue(output) ?? new FileInfo(outputFormat == ImportanceMatrixFormat.Dat ? "imatrix.dat" : "imatrix.gguf");
             var contextSize = result.GetValue(context);
             if (contextSize < 4) throw new UsageException($"--ctx-size must be at least 4, not {contextSize}");
