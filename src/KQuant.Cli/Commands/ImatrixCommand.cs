@@ -90,6 +90,9 @@ public static class ImatrixCommand
                 console.Line(string.Concat(computed.RunningPerplexity.Select((p, i) => $"[{i + 1}]{Format(p, "F4")},")));
                 console.Line($"Final estimate: PPL = {Format(value, "F4")} +/- {Format(computed.Uncertainty ?? double.NaN, "F5")}");
             }
+            if (computed.InexactMicroBatches > 0)
+                console.Warning($"{computed.InexactMicroBatches} micro-batches held fewer than {ImportanceComputation.TiledAttentionRows} tokens of a chunk, which llama.cpp attends to with another kernel: "
+                    + "their sums match llama-imatrix's to float rounding, not to the bit (fewer chunks per batch, a smaller --batch-size, avoid most)");
             var experts = computed.Matrix.Entries.Values.Sum(e => e.Counts.Length > 1 ? e.Counts.Count(c => c == 0) : 0);
             if (experts > 0) console.Warning($"{experts} expert matrices saw no token of this text; llama-quantize treats them as unweighted");
             console.Line($"{computed.TokensEvaluated} tokens in {Progress.FormatDuration(computed.Elapsed)} ({computed.TokensPerSecond:F0} tokens/s)");

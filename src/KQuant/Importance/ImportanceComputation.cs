@@ -42,8 +42,12 @@ public sealed record ImportanceProgress(long Tokens, long TotalTokens, int Chunk
 
 /// <summary>The outcome of <see cref="ImportanceComputation.Run"/>: the matrix (raw sums and counts) and, when measured,
 /// the perplexity of the chunks as llama-imatrix prints it.</summary>
+/// <param name="InexactMicroBatches">Collected micro-batches in which a chunk had fewer than
+/// <see cref="ImportanceComputation.TiledAttentionRows"/> tokens: llama.cpp attends to those with another kernel (F16
+/// queries), which KQuant's forward pass follows only to float rounding, so their sums agree with llama-imatrix's to
+/// rounding rather than to the bit.</param>
 public sealed record ImportanceResult(ImportanceMatrix Matrix, int Chunks, int ContextSize, long TokensEvaluated,
-    IReadOnlyList<double> RunningPerplexity, double? Perplexity, double? Uncertainty, TimeSpan Elapsed)
+    IReadOnlyList<double> RunningPerplexity, double? Perplexity, double? Uncertainty, TimeSpan Elapsed, int InexactMicroBatches)
 {
     public double TokensPerSecond => TokensEvaluated / Math.Max(Elapsed.TotalSeconds, 1e-9);
 }
@@ -59,6 +63,10 @@ public sealed record ImportanceResult(ImportanceMatrix Matrix, int Chunks, int C
 /// Perplexity, when measured, scores the second half of each chunk, as llama-perplexity does.</summary>
 public static class ImportanceComputation
 {
+    /// <summary>llama.cpp's CPU flash attention takes its tiled kernel (which the forward pass reproduces bit for bit)
+    /// from this many query rows per sequence (GGML_FA_TILE_Q).</summary>
+    public const int TiledAttentionRows = 64;
+
     public static ImportanceResult Run(LlamaModel model, IReadOnlyList<int> tokens, ImportanceOptions options,
         IProgress<ImportanceProgress>? progress = null, CancellationToken cancellation = default)
     {
@@ -106,6 +114,12 @@ public static class ImportanceComputation
             long done = 0;
             var total = (long)chunks * n;
             var chunksDone = 0;
+            var inexact = 0;
+            void Begin(int rowsPerChunk, int chunksInBatch)
+            {
+                collector.BeginMicroBatch(rowsPerChunk * chunksInBatch);
+                if (rowsPerChunk < TiledAttentionRows && rowsPerChunk * chunksInBatch >= ImportanceCollector.MinimumRows) inexact++;
+            }
 
             void Evaluate(int s, int start, int rows, int chunkStart)
             {
@@ -144,7 +158,7 @@ public static class ImportanceComputation
                         for (var u = b; u < end; u += micro)
                         {
                             var rows = Math.Min(micro, end - u);
-                            collector.BeginMicroBatch(rows);
+                            Begin(rows, 1);
                             Evaluate(0, u, rows, c * n);
                         }
                     }
@@ -156,7 +170,7 @@ public static class ImportanceComputation
                     for (var u = 0; u < n; u += piece)
                     {
                         var rows = Math.Min(piece, n - u);
-                        collector.BeginMicroBatch(rows * k);
+                        Begin(rows, k);
                         for (var s = 0; s < k; s++) Evaluate(s, u, rows, (c + s) * n);
                     }
                 }
@@ -183,7 +197,7 @@ public static class ImportanceComputation
                 uncertainty = variance > 0 && scored > 1 ? Math.Sqrt(variance / (scored - 1)) * ppl : double.NaN;
             }
             var matrix = collector.ToMatrix(options.Dataset.Length > 0 ? [options.Dataset] : [], n);
-            return new ImportanceResult(matrix, chunks, n, total, running, ppl, uncertainty, clock.Elapsed);
+            return new ImportanceResult(matrix, chunks, n, total, running, ppl, uncertainty, clock.Elapsed, inexact);
         }
         finally
         {
