@@ -13,8 +13,8 @@ namespace KQuant.Tests.Importance;
 /// <summary><c>kquant imatrix</c> against llama-imatrix itself on the same model, text and settings, in both formats.
 /// </summary>
 /// <remarks>
-/// <para>The oracle is the real tool, built from the npm source bundle by scripts/build-reference-tools.sh (about 6
-/// minutes on 2 cores; .ci/run builds it, tests skip naming the script when it is absent). Driving libllama's eval
+/// <para>The oracle is the real tool, built from the npm source bundle by scripts/build-reference-tools.sh (~10
+/// CPU-minutes, about 5 on 2 idle cores; .ci/run builds it, tests skip naming the script when it is absent). Driving libllama's eval
 /// callback from the test instead would avoid the build but restate llama-imatrix's rules (which products, which rows,
 /// what the files hold) in the test, where a shared misreading would go unseen; the tool is the specification.</para>
 /// <para>Tolerance: counts exactly equal; each sum within 1e-3 relative. On an AVX2 machine the forward pass computes

@@ -17,7 +17,7 @@ public static class LlamaTools
     public static string Require(string tool)
     {
         var path = Path.Combine(BinDir, tool);
-        Skip.IfNot(File.Exists(path), $"needs {path}; run scripts/build-reference-tools.sh (about 6 minutes on 2 cores)");
+        Skip.IfNot(File.Exists(path), $"needs {path}; run scripts/build-reference-tools.sh (about 5 minutes on 2 idle cores)");
         return path;
     }
 
