@@ -5,7 +5,8 @@ using KQuant.Recipes;
 
 namespace KQuant.Cli.Commands;
 
-/// <summary><c>kquant evaluate MODEL [--types ...]</c>: quantize with several recipes and print what each costs.</summary>
+/// <summary><c>kquant evaluate MODEL [--types ...] [--text FILE]</c>: quantize with several recipes and print what each
+/// costs: size, weight error and, on a text, perplexity and KL divergence against the original.</summary>
 public static class EvaluateCommand
 {
     public static readonly string[] DefaultTypes = ["Q2_K", "Q3_K_M", "Q4_K_M", "IQ4_XS", "Q5_K_M", "Q6_K", "Q8_0"];
@@ -18,7 +19,13 @@ public static class EvaluateCommand
         var keep = new Option<DirectoryInfo?>("--keep") { Description = "Keep the quantized files in this folder" };
         var threads = new Option<int?>("--threads", "-t") { Description = "Worker threads (default: all cores)" };
         var rounding = QuantizeCommand.RoundingOption();
-        var command = new Command("evaluate", "Quantize a model with several recipes and compare size and accuracy") { model, types, imatrix, keep, threads, rounding };
+        var text = new Option<FileInfo?>("--text", "-f") { Description = "Also run the models on this text: perplexity, and KL divergence and same-top-token rate against the original" };
+        var context = new Option<int>("--ctx-size", "-c") { Description = "Tokens per chunk of the text", DefaultValueFactory = _ => 512 };
+        var chunks = new Option<int?>("--chunks") { Description = "Score only the first N chunks of the text (default: all)" };
+        var command = new Command("evaluate", "Quantize a model with several recipes and compare size and accuracy")
+        {
+            model, types, imatrix, keep, threads, rounding, text, context, chunks,
+        };
         command.SetAction((result, cancellation) => CliErrors.RunAsync(ui(), async () =>
         {
             var input = result.GetValue(model)!;
@@ -32,17 +39,33 @@ public static class EvaluateCommand
                 ImatrixPath = result.GetValue(imatrix)?.FullName,
                 KeepDirectory = result.GetValue(keep)?.FullName,
                 Rounding = result.GetValue(rounding),
+                TextPath = result.GetValue(text)?.FullName,
+                ContextSize = result.GetValue(context),
+                Chunks = result.GetValue(chunks),
             };
+            if (result.GetValue(text) is { Exists: false } missing) throw new FileNotFoundException($"text not found: {missing.FullName}");
+            if (options.ContextSize < 4) throw new UsageException($"--ctx-size must be at least 4, not {options.ContextSize}");
+            if (options.Chunks is < 1) throw new UsageException($"--chunks must be positive, not {options.Chunks}");
             var console = ui();
-            var outcomes = await console.WithProgressAsync($"evaluating {recipes.Count} recipes", recipes.Count, sink =>
+            var withText = options.TextPath is not null;
+            var steps = recipes.Count + (withText ? 1 : 0);
+            var report = await console.WithProgressAsync($"evaluating {recipes.Count} recipes", steps, sink =>
                 Task.Run(() => RecipeEvaluation.Run(input.FullName, recipes, options, new Reporter(sink), cancellation), cancellation));
             var weighted = options.ImatrixPath is not null;
-            console.Table($"{input.Name}: {Units.Bytes(input.Length)}",
-                ["type", "size", "bpw", "weight error (rel. RMSE)", .. weighted ? new[] { "importance-weighted" } : [], "quantize time"],
-                outcomes.Select(o => (IReadOnlyList<string>)[
+            var title = $"{input.Name}: {Units.Bytes(input.Length)}";
+            if (report.BasePerplexity is { } b)
+                title += $"; on {Path.GetFileName(options.TextPath)} ({b.Chunks} chunks of {b.ContextSize}) PPL {b.Value:0.0000} ± {b.Uncertainty:0.0000}";
+            string[] columns = ["type", "size", "bpw", "weight error (rel. RMSE)", .. weighted ? new[] { "importance-weighted" } : [],
+                .. withText ? new[] { "PPL", "mean KLD", "KLD 99%", "same top" } : [], "quantize time"];
+            console.Table(title, columns,
+                report.Outcomes.Select(o => (IReadOnlyList<string>)[
                     o.Recipe.Name, Units.Bytes(o.FileBytes), o.BitsPerWeight.ToString("0.00"), $"{o.MeanRelativeRmse * 100:0.00}%",
-                    .. weighted ? new[] { $"{o.MeanWeightedRelativeRmse * 100:0.00}%" } : [], Progress.FormatDuration(o.QuantizeTime)]),
-                new HashSet<int>(Enumerable.Range(1, weighted ? 5 : 4)));
+                    .. weighted ? new[] { $"{o.MeanWeightedRelativeRmse * 100:0.00}%" } : [],
+                    .. o.Quality is { } q
+                        ? new[] { $"{q.Perplexity.Value:0.0000}", $"{q.MeanKld.Value:0.000000} ± {q.MeanKld.Uncertainty:0.000000}", $"{q.Kld99:0.0000}", $"{q.SameTopP.Value * 100:0.00}%" }
+                        : [],
+                    Progress.FormatDuration(o.QuantizeTime)]),
+                new HashSet<int>(Enumerable.Range(1, columns.Length - 1)));
             return ExitCodes.Success;
         }));
         return command;

@@ -69,7 +69,8 @@ internal sealed class RotaryEmbedding
         {
             var ramp = 1 - MathF.Min(1, MathF.Max(0, (i0 / 2 - low) / MathF.Max(0.001f, high - low)));
             var mix = ramp * rope.ExtFactor;
-            theta = thetaInterpolated * (1 - mix) + thetaExtrapolated * mix;
+            // As the C compiler contracted it: the extrapolated product rounded, the interpolated one fused.
+            theta = MathF.FusedMultiplyAdd(thetaInterpolated, 1 - mix, thetaExtrapolated * mix);
             mscale *= MathF.FusedMultiplyAdd(0.1f, MathF.Log(1f / rope.FreqScale), 1f);
         }
         return (MathF.Cos(theta) * mscale, MathF.Sin(theta) * mscale);

@@ -26,7 +26,7 @@ public sealed class KlDivergenceTests(ITestOutputHelper output) : IDisposable
 
     /// <summary>Whole texts (debdocs-llama-10m: the first 40 chunks of WikiText-2, as in its README).</summary>
     [SkippableTheory]
-    [Trait("Category", "Long")]
+    [Trait("Category", "Full")]
     [InlineData(PerplexityTests.Stories, "Q4_K_M", "text/tinystories-valid-excerpt.txt", 512, int.MaxValue)]
     [InlineData(PerplexityTests.Tiny, "Q4_K_M", "text/debdocs-val.txt", 256, int.MaxValue)]
     [InlineData(PerplexityTests.Tiny, "IQ4_XS", "text/debdocs-val.txt", 256, int.MaxValue)]

@@ -3,7 +3,7 @@ using Xunit.Abstractions;
 namespace KQuant.Tests.Evaluation;
 
 /// <summary>The full comparisons with llama-perplexity: whole texts, at the settings of the shared models' READMEs.</summary>
-[Trait("Category", "Long")]
+[Trait("Category", "Full")]
 public sealed class PerplexityLongTests(ITestOutputHelper output)
 {
     public static TheoryData<string, string, string, int, int> FullTexts()

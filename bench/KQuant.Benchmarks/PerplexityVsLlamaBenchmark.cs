@@ -1,0 +1,167 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+
+namespace KQuant.Benchmarks;
+
+/// <summary><c>perplexity-vs-llama</c>: the two command-line tools side by side, as a user runs them: llama.cpp's
+/// llama-perplexity (built from the v0.5.0 npm bundle by bench/perplexity-vs-llama.sh) and <c>kquant perplexity</c>, on
+/// the same model, text, context, chunks and threads, alternating runs. Each tool's own evaluation rate (llama.cpp's
+/// tokens over the time between its log's timestamps around the evaluation; KQuant's tokens evaluated and scored per second) and the whole process's wall
+/// time, medians; the ratio kquant/llama of each, and whether both printed the same final perplexity. Writes
+/// bench/results/perplexity-vs-llama.json.</summary>
+internal static partial class PerplexityVsLlamaBenchmark
+{
+    private sealed record ToolRun(double ProcessSeconds, double EvalTokensPerSecond, string Perplexity, long PeakRssBytes);
+
+    public static int Run(string[] args)
+    {
+        var map = new Dictionary<string, List<string>>();
+        for (var i = 0; i + 1 < args.Length; i += 2)
+        {
+            var key = args[i].TrimStart('-');
+            if (!map.TryGetValue(key, out var list)) map[key] = list = [];
+            list.Add(args[i + 1]);
+        }
+        string Need(string key) => map.TryGetValue(key, out var v) ? v[^1] : throw new ArgumentException($"--{key} is required");
+        string Get(string key, string fallback) => map.TryGetValue(key, out var v) ? v[^1] : fallback;
+        var llamaPerplexity = Need("llama-perplexity");
+        var kquantDll = Need("kquant");
+        var models = map.TryGetValue("model", out var m) ? m : throw new ArgumentException("--model is required (repeatable)");
+        var text = Need("text");
+        var context = Get("context", "512");
+        var chunks = Get("chunks", "16");
+        var threads = Get("threads", "2");
+        var runs = int.Parse(Get("runs", "3"), CultureInfo.InvariantCulture);
+        var output = Get("output", Path.Combine("bench", "results", "perplexity-vs-llama.json"));
+
+        var results = new List<object>();
+        Console.WriteLine($"text {Path.GetFileName(text)}, c={context}, {chunks} chunks, {threads} threads, {runs} alternating runs per tool; medians");
+        Console.WriteLine($"{"model",-36} {"llama tok/s",12} {"kquant tok/s",13} {"ratio",6} {"llama s",8} {"kquant s",9} {"ratio",6}  same PPL");
+        foreach (var model in models)
+        {
+            var llama = new List<ToolRun>();
+            var ours = new List<ToolRun>();
+            for (var run = 0; run < runs; run++)
+            {
+                foreach (var isLlama in run % 2 == 0 ? new[] { true, false } : [false, true])
+                {
+                    if (isLlama)
+                        llama.Add(Measure(llamaPerplexity, ["-m", model, "-f", text, "-c", context, "--chunks", chunks, "-t", threads], LlamaRate));
+                    else
+                        ours.Add(Measure("dotnet", [kquantDll, "perplexity", "-m", model, "-f", text, "-c", context, "--chunks", chunks, "-t", threads], KQuantRate));
+                }
+            }
+            var lt = Median(llama.Select(r => r.EvalTokensPerSecond));
+            var ot = Median(ours.Select(r => r.EvalTokensPerSecond));
+            var ls = Median(llama.Select(r => r.ProcessSeconds));
+            var os = Median(ours.Select(r => r.ProcessSeconds));
+            var samePerplexity = llama.Concat(ours).Select(r => r.Perplexity).Distinct().Count() == 1;
+            Console.WriteLine($"{Path.GetFileName(model),-36} {lt,12:F0} {ot,13:F0} {ot / lt,6:F2} {ls,8:F2} {os,9:F2} {ls / os,6:F2}  {samePerplexity} ({llama[0].Perplexity} / {ours[0].Perplexity})");
+            results.Add(new
+            {
+                model = Path.GetFileName(model),
+                model_bytes = new FileInfo(model).Length,
+                llama_eval_tokens_per_second = llama.Select(r => Math.Round(r.EvalTokensPerSecond, 1)).ToArray(),
+                kquant_eval_tokens_per_second = ours.Select(r => Math.Round(r.EvalTokensPerSecond, 1)).ToArray(),
+                llama_process_seconds = llama.Select(r => r.ProcessSeconds).ToArray(),
+                kquant_process_seconds = ours.Select(r => r.ProcessSeconds).ToArray(),
+                eval_speed_ratio_kquant_over_llama = Math.Round(ot / lt, 3),
+                process_speed_ratio_kquant_over_llama = Math.Round(ls / os, 3),
+                llama_peak_rss_mb = Math.Round(llama.Max(r => r.PeakRssBytes) / 1e6, 1),
+                kquant_peak_rss_mb = Math.Round(ours.Max(r => r.PeakRssBytes) / 1e6, 1),
+                llama_final_ppl = llama[0].Perplexity,
+                kquant_final_ppl = ours[0].Perplexity,
+                same_final_ppl_every_run = samePerplexity,
+            });
+            Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(output))!);
+            File.WriteAllText(output, JsonSerializer.Serialize(new
+            {
+                benchmark = "perplexity-vs-llama",
+                date = DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm'Z'", CultureInfo.InvariantCulture),
+                machine = new
+                {
+                    cores = Environment.ProcessorCount,
+                    avx2 = System.Runtime.Intrinsics.X86.Avx2.IsSupported,
+                    avx512 = System.Runtime.Intrinsics.X86.Avx512F.IsSupported,
+                    load_average = File.Exists("/proc/loadavg") ? File.ReadAllText("/proc/loadavg").Trim() : "",
+                },
+                reference = "llama-perplexity of llama.cpp v0.5.0 (npm node-llama-cpp@3.22.1 source bundle, cmake Release, GGML_NATIVE: uses every ISA extension of this CPU, AVX-512 included where present; KQuant uses AVX2)",
+                text = Path.GetFileName(text),
+                context,
+                chunks,
+                threads,
+                runs,
+                note = "eval tokens/s: llama.cpp's chunks x n_ctx over the time between its log's 'calculating perplexity' and 'Final estimate' timestamps; KQuant's tokens evaluated and scored / time, from its summary line. " +
+                    "process: wall time of the whole command (load, tokenize, evaluate); speed ratio > 1 means kquant is faster. Medians of alternating runs.",
+                results,
+            }, new JsonSerializerOptions { WriteIndented = true }) + "\n");
+        }
+        Console.Error.WriteLine($"wrote {output}");
+        return 0;
+    }
+
+    /// <summary>llama-perplexity prints no total time, but its log lines carry timestamps (minutes.seconds.ms.µs):
+    /// the evaluation runs from "calculating perplexity over N chunks, n_ctx=C" to "Final estimate", N·C tokens.</summary>
+    private static double LlamaRate(string output)
+    {
+        var begin = LlamaBegin().Match(output);
+        var end = LlamaEnd().Match(output);
+        if (!begin.Success || !end.Success) throw new InvalidOperationException("llama-perplexity's log has no timestamped 'calculating perplexity' and 'Final estimate' lines");
+        var tokens = long.Parse(begin.Groups[2].Value, CultureInfo.InvariantCulture) * long.Parse(begin.Groups[3].Value, CultureInfo.InvariantCulture);
+        return tokens / (Seconds(end.Groups[1].Value) - Seconds(begin.Groups[1].Value));
+
+        static double Seconds(string stamp)
+        {
+            var p = stamp.Split('.').Select(v => double.Parse(v, CultureInfo.InvariantCulture)).ToArray();
+            return p[0] * 60 + p[1] + p[2] / 1e3 + p[3] / 1e6;
+        }
+    }
+
+    private static double KQuantRate(string output)
+    {
+        var match = KQuantSummary().Match(output);
+        if (!match.Success) throw new InvalidOperationException("kquant perplexity printed no 'tokens/s' summary");
+        return double.Parse(match.Groups[1].Value, CultureInfo.InvariantCulture);
+    }
+
+    [GeneratedRegex(@"(\d+\.\d+\.\d+\.\d+) \w perplexity: calculating perplexity over (\d+) chunks, n_ctx=(\d+)")]
+    private static partial Regex LlamaBegin();
+
+    [GeneratedRegex(@"(\d+\.\d+\.\d+\.\d+) \w Final estimate")]
+    private static partial Regex LlamaEnd();
+
+    [GeneratedRegex(@"\(([0-9.]+) tokens/s\)")]
+    private static partial Regex KQuantSummary();
+
+    [GeneratedRegex(@"Final estimate: PPL = ([0-9.]+)")]
+    private static partial Regex FinalEstimate();
+
+    /// <summary>Runs a command under GNU time: its wall time, peak RSS, evaluation rate and final perplexity.</summary>
+    private static ToolRun Measure(string program, string[] arguments, Func<string, double> rate)
+    {
+        var start = new ProcessStartInfo("/usr/bin/time") { RedirectStandardError = true, RedirectStandardOutput = true };
+        start.ArgumentList.Add("-f");
+        start.ArgumentList.Add("KQBENCH %e %M");
+        start.ArgumentList.Add(program);
+        foreach (var a in arguments) start.ArgumentList.Add(a);
+        start.Environment["NO_COLOR"] = "1";
+        using var process = Process.Start(start)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEnd();
+        process.WaitForExit();
+        var all = stdout.Result + "\n" + stderr;
+        if (process.ExitCode != 0) throw new InvalidOperationException($"{program} {string.Join(' ', arguments)} failed ({process.ExitCode}):\n{all[^Math.Min(all.Length, 2000)..]}");
+        var line = stderr.Split('\n').Last(l => l.StartsWith("KQBENCH ", StringComparison.Ordinal)).Split(' ');
+        var ppl = FinalEstimate().Match(all);
+        return new ToolRun(double.Parse(line[1], CultureInfo.InvariantCulture), rate(all), ppl.Success ? ppl.Groups[1].Value : "?",
+            long.Parse(line[2], CultureInfo.InvariantCulture) * 1024);
+    }
+
+    private static double Median(IEnumerable<double> values)
+    {
+        var v = values.Order().ToArray();
+        return v.Length % 2 == 1 ? v[v.Length / 2] : (v[v.Length / 2 - 1] + v[v.Length / 2]) / 2;
+    }
+}

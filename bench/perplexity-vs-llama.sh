@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Perplexity speed: llama.cpp v0.5.0's llama-perplexity (built here from the npm bundle's source) against
+# `kquant perplexity`, same model, text, context, chunks and threads, alternating runs. Models: the shared
+# debdocs-llama-10m in F16 and Q4_K_M (quantized by kquant), and a 1.1 GB synthetic F16 llama (n_embd 2048, 12 layers)
+# with its Q4_K_M, where memory traffic matters as in real models.
+# Writes bench/results/perplexity-vs-llama.json.
+# Usage: bench/perplexity-vs-llama.sh [--runs 3] [--threads 2] [--chunks 8] [--context 512]
+# Takes a while: building llama-perplexity ~5 min (once), then a few minutes per model.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+SHARED=$(cd "$ROOT/.." && pwd)/shared
+WORK=${KQUANT_BENCH_WORK:-/tmp/kquant-bench}
+mkdir -p "$WORK"
+scripts/fetch-reference.sh --source >/dev/null
+SRC=.cache/reference/src/llama.cpp
+BUILD=.cache/reference/build-quantize
+if [ ! -x "$BUILD/bin/llama-perplexity" ]; then
+  echo "building llama-perplexity from $SRC (once) ..." >&2
+  cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
+    -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF >/dev/null
+  cmake --build "$BUILD" -j"$(nproc)" --target llama-perplexity >/dev/null
+fi
+dotnet build src/KQuant.Cli -c Release -v quiet -nologo >/dev/null
+dotnet build bench/KQuant.Benchmarks -c Release -v quiet -nologo >/dev/null
+KQUANT="$ROOT/src/KQuant.Cli/bin/Release/net10.0/KQuant.Cli.dll"
+BENCH="dotnet bench/KQuant.Benchmarks/bin/Release/net10.0/KQuant.Benchmarks.dll"
+
+MODELS=()
+F16="$SHARED/models/debdocs/debdocs-llama-10m-F16.gguf"
+if [ -f "$F16" ]; then
+  [ -f "$WORK/debdocs-llama-10m-Q4_K_M.gguf" ] || dotnet "$KQUANT" quantize "$F16" "$WORK/debdocs-llama-10m-Q4_K_M.gguf" Q4_K_M >/dev/null
+  MODELS+=(--model "$F16" --model "$WORK/debdocs-llama-10m-Q4_K_M.gguf")
+fi
+BIG="$WORK/synthetic-2048x5632x12-F16.gguf"
+if [ ! -f "$BIG" ]; then
+  # quantize-vs-llama writes this model; write it the same way (a 1-type, 1-run pass is enough to create it).
+  $BENCH quantize-vs-llama --llama-quantize "$BUILD/bin/llama-quantize" --kquant "$KQUANT" --vocab "$ROOT/samples/debdocs-tiny-F16.gguf" \
+    --work "$WORK" --output "$WORK/unused.json" --types Q8_0 --runs 0 >/dev/null 2>&1 || true
+fi
+if [ -f "$BIG" ]; then
+  [ -f "$WORK/synthetic-Q4_K_M.gguf" ] || dotnet "$KQUANT" quantize "$BIG" "$WORK/synthetic-Q4_K_M.gguf" Q4_K_M >/dev/null
+  MODELS+=(--model "$BIG" --model "$WORK/synthetic-Q4_K_M.gguf")
+fi
+TEXT="$SHARED/text/debdocs-val.txt"
+[ -f "$TEXT" ] || TEXT="$ROOT/samples/debdocs-val-excerpt.txt"
+$BENCH perplexity-vs-llama --llama-perplexity "$BUILD/bin/llama-perplexity" --kquant "$KQUANT" --text "$TEXT" \
+  "${MODELS[@]}" --output "$ROOT/bench/results/perplexity-vs-llama.json" "$@"
