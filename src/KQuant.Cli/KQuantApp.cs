@@ -18,6 +18,7 @@ public static class KQuantApp
             EvaluateCommand.Create(ui),
             PlanCommand.Create(ui),
             PerplexityCommand.Create(ui),
+            ImatrixCommand.Create(ui),
         };
         return root;
     }

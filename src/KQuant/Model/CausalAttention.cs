@@ -80,9 +80,11 @@ internal static unsafe class CausalAttention
     /// positions at a time: eight independent FMA chains hide the FMA latency.</summary>
     private static void Scores(float* q, nint queryStride, int count, float* keys, int stride, int d, float* scores)
     {
-        float* q0 = q, q1 = q + queryStride, q2 = q + 2 * queryStride, q3 = q + 3 * queryStride;
-        if (count < TokensPerItem) q1 = q2 = q3 = q; // spare lanes recompute the first query; their scores are unused
-        if (count < 3) q2 = q3 = q;
+        // Spare lanes (an item of fewer than four tokens) recompute the first query; their scores are unused.
+        var q0 = q;
+        var q1 = count > 1 ? q + queryStride : q;
+        var q2 = count > 2 ? q + 2 * queryStride : q;
+        var q3 = count > 3 ? q + 3 * queryStride : q;
         for (var j = 0; j < KeyTile; j += 16)
         {
             Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;

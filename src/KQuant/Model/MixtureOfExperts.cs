@@ -55,13 +55,19 @@ internal sealed unsafe class MixtureOfExperts : IDisposable
         var down = (float*)_down.Pointer;
         for (var expert = 0; expert < _config.ExpertCount; expert++)
         {
-            // Gather the tokens routed to this expert; _rows remembers (token, slot) as token·used + slot.
+            // Gather the tokens routed to this expert; _rows remembers (token, slot) as token·used + slot. Tokens that
+            // chose it first come first, then those that chose it second, ...: the order in which llama-imatrix adds
+            // an expert's rows (each row's product is independent of the others, so the output is the same).
             var routed = 0;
-            for (var slot = 0; slot < count * used; slot++)
+            for (var k = 0; k < used; k++)
             {
-                if (_selected[slot] != expert) continue;
-                new ReadOnlySpan<float>(h + slot / used * e, e).CopyTo(new Span<float>(input + routed * e, e));
-                _rows[routed++] = slot;
+                for (var t = 0; t < count; t++)
+                {
+                    var slot = t * used + k;
+                    if (_selected[slot] != expert) continue;
+                    new ReadOnlySpan<float>(h + t * e, e).CopyTo(new Span<float>(input + routed * e, e));
+                    _rows[routed++] = slot;
+                }
             }
             if (routed == 0) continue;
             session.Multiply(layer.GateExperts![expert], input, routed, gate, f);
