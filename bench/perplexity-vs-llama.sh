@@ -12,15 +12,7 @@ cd "$ROOT"
 SHARED=$(cd "$ROOT/.." && pwd)/shared
 WORK=${KQUANT_BENCH_WORK:-/tmp/kquant-bench}
 mkdir -p "$WORK"
-scripts/fetch-reference.sh --source >/dev/null
-SRC=.cache/reference/src/llama.cpp
-BUILD=.cache/reference/build-quantize
-if [ ! -x "$BUILD/bin/llama-perplexity" ]; then
-  echo "building llama-perplexity from $SRC (once) ..." >&2
-  cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
-    -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF >/dev/null
-  cmake --build "$BUILD" -j"$(nproc)" --target llama-perplexity >/dev/null
-fi
+BIN=$(scripts/build-reference-tools.sh --native | tail -1)   # llama.cpp built for this CPU (once, ~5 min)
 dotnet build src/KQuant.Cli -c Release -v quiet -nologo >/dev/null
 dotnet build bench/KQuant.Benchmarks -c Release -v quiet -nologo >/dev/null
 KQUANT="$ROOT/src/KQuant.Cli/bin/Release/net10.0/KQuant.Cli.dll"
@@ -35,7 +27,7 @@ fi
 BIG="$WORK/synthetic-2048x5632x12-F16.gguf"
 if [ ! -f "$BIG" ]; then
   # quantize-vs-llama writes this model; write it the same way (a 1-type, 1-run pass is enough to create it).
-  $BENCH quantize-vs-llama --llama-quantize "$BUILD/bin/llama-quantize" --kquant "$KQUANT" --vocab "$ROOT/samples/debdocs-tiny-F16.gguf" \
+  $BENCH quantize-vs-llama --llama-quantize "$BIN/llama-quantize" --kquant "$KQUANT" --vocab "$ROOT/samples/debdocs-tiny-F16.gguf" \
     --work "$WORK" --output "$WORK/unused.json" --types Q8_0 --runs 0 >/dev/null 2>&1 || true
 fi
 if [ -f "$BIG" ]; then
@@ -44,5 +36,5 @@ if [ -f "$BIG" ]; then
 fi
 TEXT="$SHARED/text/debdocs-val.txt"
 [ -f "$TEXT" ] || TEXT="$ROOT/samples/debdocs-val-excerpt.txt"
-$BENCH perplexity-vs-llama --llama-perplexity "$BUILD/bin/llama-perplexity" --kquant "$KQUANT" --text "$TEXT" \
+$BENCH perplexity-vs-llama --llama-perplexity "$BIN/llama-perplexity" --kquant "$KQUANT" --text "$TEXT" \
   "${MODELS[@]}" --output "$ROOT/bench/results/perplexity-vs-llama.json" "$@"

@@ -7,19 +7,11 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-scripts/fetch-reference.sh --source >/dev/null
-SRC=.cache/reference/src/llama.cpp
-BUILD=.cache/reference/build-quantize
-if [ ! -x "$BUILD/bin/llama-quantize" ]; then
-  echo "building llama-quantize from $SRC (once) ..." >&2
-  cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
-    -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF >/dev/null
-  cmake --build "$BUILD" -j"$(nproc)" --target llama-quantize >/dev/null
-fi
+BIN=$(scripts/build-reference-tools.sh --native | tail -1)   # llama.cpp built for this CPU (once, ~5 min)
 dotnet build src/KQuant.Cli -c Release -v quiet -nologo >/dev/null
 dotnet build bench/KQuant.Benchmarks -c Release -v quiet -nologo >/dev/null
 dotnet bench/KQuant.Benchmarks/bin/Release/net10.0/KQuant.Benchmarks.dll quantize-vs-llama \
-  --llama-quantize "$BUILD/bin/llama-quantize" \
+  --llama-quantize "$BIN/llama-quantize" \
   --kquant "$ROOT/src/KQuant.Cli/bin/Release/net10.0/KQuant.Cli.dll" \
   --vocab "$ROOT/samples/debdocs-tiny-F16.gguf" \
   --work "${KQUANT_BENCH_WORK:-/tmp/kquant-bench}" \

@@ -32,6 +32,16 @@ public static class KQuantApp
     public static Task<int> RunAsync(string[] args)
     {
         IUi? ui = null;
-        return BuildRoot(() => ui ??= DefaultUi()).Parse(args).InvokeAsync();
+        return InvokeAsync(BuildRoot(() => ui ??= DefaultUi()), args);
+    }
+
+    /// <summary>Parses and runs. A command line the parser rejects (unknown command or option, missing required
+    /// option, a value of the wrong type) exits with <see cref="ExitCodes.Usage"/>, as the README documents, not
+    /// System.CommandLine's generic 1.</summary>
+    public static async Task<int> InvokeAsync(RootCommand root, string[] args, InvocationConfiguration? configuration = null)
+    {
+        var parsed = root.Parse(args);
+        var code = await parsed.InvokeAsync(configuration);
+        return parsed.Errors.Count > 0 && code == ExitCodes.Failure ? ExitCodes.Usage : code;
     }
 }

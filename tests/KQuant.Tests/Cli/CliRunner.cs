@@ -15,7 +15,7 @@ public static class CliRunner
         var ui = new PlainUi(output, error);
         var root = KQuantApp.BuildRoot(() => ui);
         var config = new System.CommandLine.InvocationConfiguration { Output = output, Error = error };
-        var code = root.Parse(args).Invoke(config);
+        var code = KQuantApp.InvokeAsync(root, args, config).GetAwaiter().GetResult();
         return new Result(code, output.ToString(), error.ToString());
     }
 }
