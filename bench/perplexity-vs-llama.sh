@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Perplexity speed: llama.cpp v0.5.0's llama-perplexity (built here from the npm bundle's source) against
-# `kquant perplexity`, same model, text, context, chunks and threads, alternating runs. Models: the shared
+# Perplexity speed: llama.cpp v0.5.0's llama-perplexity (built here from the npm bundle's source, once for this CPU and
+# once for AVX2) against `kquant perplexity`, same model, text, context, chunks and threads, runs in rotating order. Models: the shared
 # debdocs-llama-10m in F16 and Q4_K_M (quantized by kquant), and a 1.1 GB synthetic F16 llama (n_embd 2048, 12 layers)
 # with its Q4_K_M, where memory traffic matters as in real models.
 # Writes bench/results/perplexity-vs-llama.json.
@@ -13,6 +13,7 @@ SHARED=$(cd "$ROOT/.." && pwd)/shared
 WORK=${KQUANT_BENCH_WORK:-/tmp/kquant-bench}
 mkdir -p "$WORK"
 BIN=$(scripts/build-reference-tools.sh --native | tail -1)   # llama.cpp built for this CPU (once, ~5 min)
+AVX2_BIN=$(scripts/build-reference-tools.sh | tail -1)       # and for AVX2, as the reference KQuant reproduces
 dotnet build src/KQuant.Cli -c Release -v quiet -nologo >/dev/null
 dotnet build bench/KQuant.Benchmarks -c Release -v quiet -nologo >/dev/null
 KQUANT="$ROOT/src/KQuant.Cli/bin/Release/net10.0/KQuant.Cli.dll"
@@ -36,5 +37,5 @@ if [ -f "$BIG" ]; then
 fi
 TEXT="$SHARED/text/debdocs-val.txt"
 [ -f "$TEXT" ] || TEXT="$ROOT/samples/debdocs-val-excerpt.txt"
-$BENCH perplexity-vs-llama --llama-perplexity "$BIN/llama-perplexity" --kquant "$KQUANT" --text "$TEXT" \
+$BENCH perplexity-vs-llama --llama native="$BIN/llama-perplexity" --llama avx2="$AVX2_BIN/llama-perplexity" --kquant "$KQUANT" --text "$TEXT" \
   "${MODELS[@]}" --output "$ROOT/bench/results/perplexity-vs-llama.json" "$@"

@@ -6,7 +6,7 @@ using System.Text.RegularExpressions;
 namespace KQuant.Benchmarks;
 
 /// <summary><c>perplexity-vs-llama</c>: the two command-line tools side by side, as a user runs them: llama.cpp's
-/// llama-perplexity (built from the v0.5.0 npm bundle by bench/perplexity-vs-llama.sh) and <c>kquant perplexity</c>, on
+/// llama-perplexity (one or more builds of v0.5.0, by bench/perplexity-vs-llama.sh) and <c>kquant perplexity</c>, on
 /// the same model, text, context, chunks and threads, alternating runs. Each tool's own evaluation rate (llama.cpp's
 /// tokens over the time between its log's timestamps around the evaluation; KQuant's tokens evaluated and scored per second) and the whole process's wall
 /// time, medians; the ratio kquant/llama of each, and whether both printed the same final perplexity. Writes
@@ -26,7 +26,9 @@ internal static partial class PerplexityVsLlamaBenchmark
         }
         string Need(string key) => map.TryGetValue(key, out var v) ? v[^1] : throw new ArgumentException($"--{key} is required");
         string Get(string key, string fallback) => map.TryGetValue(key, out var v) ? v[^1] : fallback;
-        var llamaPerplexity = Need("llama-perplexity");
+        // --llama NAME=PATH, repeatable: one llama-perplexity per build (e.g. native, avx2).
+        var builds = (map.TryGetValue("llama", out var l) ? l : throw new ArgumentException("--llama NAME=PATH is required (repeatable)"))
+            .Select(b => b.Split('=', 2)).Select(p => (Name: p[0], Path: p[1])).ToList();
         var kquantDll = Need("kquant");
         var models = map.TryGetValue("model", out var m) ? m : throw new ArgumentException("--model is required (repeatable)");
         var text = Need("text");
@@ -38,43 +40,48 @@ internal static partial class PerplexityVsLlamaBenchmark
 
         var results = new List<object>();
         Console.WriteLine($"text {Path.GetFileName(text)}, c={context}, {chunks} chunks, {threads} threads, {runs} alternating runs per tool; medians");
-        Console.WriteLine($"{"model",-36} {"llama tok/s",12} {"kquant tok/s",13} {"ratio",6} {"llama s",8} {"kquant s",9} {"ratio",6}  same PPL");
+        Console.WriteLine($"{"model",-36} {"llama build",-11} {"llama tok/s",12} {"kquant tok/s",13} {"ratio",6} {"llama s",8} {"kquant s",9} {"ratio",6}  PPL llama / kquant");
         foreach (var model in models)
         {
-            var llama = new List<ToolRun>();
+            var tools = builds.Select(b => (b.Name, Runs: new List<ToolRun>())).ToList();
             var ours = new List<ToolRun>();
             for (var run = 0; run < runs; run++)
             {
-                foreach (var isLlama in run % 2 == 0 ? new[] { true, false } : [false, true])
+                // Rotate the order, so that no tool always runs first (cold page cache) or last.
+                var order = Enumerable.Range(-1, builds.Count + 1).ToList();
+                for (var k = 0; k < run % order.Count; k++) { order.Add(order[0]); order.RemoveAt(0); }
+                foreach (var which in order)
                 {
-                    if (isLlama)
-                        llama.Add(Measure(llamaPerplexity, ["-m", model, "-f", text, "-c", context, "--chunks", chunks, "-t", threads], LlamaRate));
-                    else
+                    if (which < 0)
                         ours.Add(Measure("dotnet", [kquantDll, "perplexity", "-m", model, "-f", text, "-c", context, "--chunks", chunks, "-t", threads], KQuantRate));
+                    else
+                        tools[which].Runs.Add(Measure(builds[which].Path, ["-m", model, "-f", text, "-c", context, "--chunks", chunks, "-t", threads], LlamaRate));
                 }
             }
-            var lt = Median(llama.Select(r => r.EvalTokensPerSecond));
             var ot = Median(ours.Select(r => r.EvalTokensPerSecond));
-            var ls = Median(llama.Select(r => r.ProcessSeconds));
             var os = Median(ours.Select(r => r.ProcessSeconds));
-            var samePerplexity = llama.Concat(ours).Select(r => r.Perplexity).Distinct().Count() == 1;
-            Console.WriteLine($"{Path.GetFileName(model),-36} {lt,12:F0} {ot,13:F0} {ot / lt,6:F2} {ls,8:F2} {os,9:F2} {ls / os,6:F2}  {samePerplexity} ({llama[0].Perplexity} / {ours[0].Perplexity})");
-            results.Add(new
+            foreach (var (name, llama) in tools)
             {
-                model = Path.GetFileName(model),
-                model_bytes = new FileInfo(model).Length,
-                llama_eval_tokens_per_second = llama.Select(r => Math.Round(r.EvalTokensPerSecond, 1)).ToArray(),
-                kquant_eval_tokens_per_second = ours.Select(r => Math.Round(r.EvalTokensPerSecond, 1)).ToArray(),
-                llama_process_seconds = llama.Select(r => r.ProcessSeconds).ToArray(),
-                kquant_process_seconds = ours.Select(r => r.ProcessSeconds).ToArray(),
-                eval_speed_ratio_kquant_over_llama = Math.Round(ot / lt, 3),
-                process_speed_ratio_kquant_over_llama = Math.Round(ls / os, 3),
-                llama_peak_rss_mb = Math.Round(llama.Max(r => r.PeakRssBytes) / 1e6, 1),
-                kquant_peak_rss_mb = Math.Round(ours.Max(r => r.PeakRssBytes) / 1e6, 1),
-                llama_final_ppl = llama[0].Perplexity,
-                kquant_final_ppl = ours[0].Perplexity,
-                same_final_ppl_every_run = samePerplexity,
-            });
+                var lt = Median(llama.Select(r => r.EvalTokensPerSecond));
+                var ls = Median(llama.Select(r => r.ProcessSeconds));
+                Console.WriteLine($"{Path.GetFileName(model),-36} {name,-11} {lt,12:F0} {ot,13:F0} {ot / lt,6:F2} {ls,8:F2} {os,9:F2} {ls / os,6:F2}  {llama[0].Perplexity} / {ours[0].Perplexity}");
+                results.Add(new
+                {
+                    model = Path.GetFileName(model),
+                    model_bytes = new FileInfo(model).Length,
+                    llama_build = name,
+                    llama_eval_tokens_per_second = llama.Select(r => Math.Round(r.EvalTokensPerSecond, 1)).ToArray(),
+                    kquant_eval_tokens_per_second = ours.Select(r => Math.Round(r.EvalTokensPerSecond, 1)).ToArray(),
+                    llama_process_seconds = llama.Select(r => r.ProcessSeconds).ToArray(),
+                    kquant_process_seconds = ours.Select(r => r.ProcessSeconds).ToArray(),
+                    eval_speed_ratio_kquant_over_llama = Math.Round(ot / lt, 3),
+                    process_speed_ratio_kquant_over_llama = Math.Round(ls / os, 3),
+                    llama_peak_rss_mb = Math.Round(llama.Max(r => r.PeakRssBytes) / 1e6, 1),
+                    kquant_peak_rss_mb = Math.Round(ours.Max(r => r.PeakRssBytes) / 1e6, 1),
+                    llama_final_ppl = llama[0].Perplexity,
+                    kquant_final_ppl = ours[0].Perplexity,
+                });
+            }
             Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(output))!);
             File.WriteAllText(output, JsonSerializer.Serialize(new
             {
@@ -87,14 +94,17 @@ internal static partial class PerplexityVsLlamaBenchmark
                     avx512 = System.Runtime.Intrinsics.X86.Avx512F.IsSupported,
                     load_average = File.Exists("/proc/loadavg") ? File.ReadAllText("/proc/loadavg").Trim() : "",
                 },
-                reference = "llama-perplexity of llama.cpp v0.5.0 (npm node-llama-cpp@3.22.1 source bundle, cmake Release, GGML_NATIVE: uses every ISA extension of this CPU, AVX-512 included where present; KQuant uses AVX2)",
+                reference = "llama-perplexity of llama.cpp v0.5.0 built from the npm node-llama-cpp@3.22.1 source bundle (cmake Release): " +
+                    "'native' = GGML_NATIVE (every ISA extension of this CPU, AVX-512 where present; OpenMP), 'avx2' = the AVX2/FMA/F16C " +
+                    "kernels of the npm bundle's haswell variant (the build KQuant's forward pass reproduces bit for bit). KQuant uses AVX2.",
                 text = Path.GetFileName(text),
                 context,
                 chunks,
                 threads,
                 runs,
-                note = "eval tokens/s: llama.cpp's chunks x n_ctx over the time between its log's 'calculating perplexity' and 'Final estimate' timestamps; KQuant's tokens evaluated and scored / time, from its summary line. " +
-                    "process: wall time of the whole command (load, tokenize, evaluate); speed ratio > 1 means kquant is faster. Medians of alternating runs.",
+                note = "eval tokens/s: llama.cpp's chunks x n_ctx over the time between its log's 'calculating perplexity' and 'Final estimate' timestamps; " +
+                    "KQuant's tokens evaluated and scored / time, from its summary line. process: wall time of the whole command (load, tokenize, " +
+                    "evaluate). Ratios > 1 mean kquant is faster. Medians of runs in rotating order.",
                 results,
             }, new JsonSerializerOptions { WriteIndented = true }) + "\n");
         }
