@@ -7,9 +7,6 @@ namespace KQuant.Quants;
 /// may be rewritten. <paramref name="w"/> are the error weights of the block's values.</summary>
 internal delegate void BlockImprover<TBlock>(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref TBlock candidate) where TBlock : unmanaged;
 
-/// <summary>The optimal path's frame for every block format: quantize the row the reference way, let the format propose a
-/// better encoding per block, and keep the proposal only when its dequantized weighted error (through the codec's own
-/// dequantizer, i.e. what a reader of the file sees) is smaller. This makes "never worse than the reference" structural.</summary>
 /// <summary>What the optimal path minimises (<see cref="KeepBestBlocks.WeightingFor"/>).</summary>
 internal enum ErrorWeighting
 {
@@ -23,6 +20,10 @@ internal enum ErrorWeighting
     ImportanceTimesSquare,
 }
 
+/// <summary>The optimal path's frame for every block format: quantize the row the reference way, let the format propose a
+/// better encoding per block, and keep the proposal only when its dequantized weighted error (through the codec's own
+/// dequantizer, i.e. what a reader of the file sees) is smaller. This makes "never worse than the reference" structural
+/// (in the weighted error of <see cref="WeightingFor"/>; the KL divergence it is chosen for is measured, not guaranteed).</summary>
 internal static class KeepBestBlocks
 {
     public static void Quantize<TBlock>(IRowCodec codec, int blockWeights, ReadOnlySpan<float> source, Span<byte> destination,
