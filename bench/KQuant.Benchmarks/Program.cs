@@ -7,6 +7,7 @@ var benchmarks = new Dictionary<string, Func<string[], int>>(StringComparer.Ordi
     ["quantize-vs-llama"] = QuantizeVsLlamaBenchmark.Run,
     ["row-parallel"] = RowParallelBenchmark.Run,
     ["rounding"] = RoundingBenchmark.Run,
+    ["rounding-kld"] = RoundingKldBenchmark.Run,
     ["perplexity"] = PerplexityBenchmark.Run,
     ["perplexity-vs-llama"] = PerplexityVsLlamaBenchmark.Run,
     ["kernels"] = KernelBenchmark.Run,

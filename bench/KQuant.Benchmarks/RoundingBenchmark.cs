@@ -14,6 +14,7 @@ namespace KQuant.Benchmarks;
 /// Reference vs optimal rounding (issue 6) on whole models: for each block format (a pure recipe, so every tensor that can
 /// takes the type), with and without a synthetic importance matrix, the importance-weighted relative RMSE of every tensor
 /// and its parameter-weighted model mean, and the quantization time of each (single-threaded, sides alternating first).
+/// The weight error only; `rounding-kld` measures what the model's outputs make of it.
 /// Usage: rounding [--models a.gguf,b.gguf] [--types Q4_0,Q4_K_M,...] [--out bench/results/rounding.json]
 /// </summary>
 public static class RoundingBenchmark
@@ -90,7 +91,9 @@ public static class RoundingBenchmark
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(output))!);
         File.WriteAllText(output, JsonSerializer.Serialize(report, new JsonSerializerOptions { WriteIndented = true }));
         Console.WriteLine($"wrote {output}");
-        return results.All(r => r.Tensors.All(t => t.OptimalWeightedRmse <= t.ReferenceWeightedRmse)) ? 0 : 3;
+        // Not a pass/fail: the optimal path minimises importance·x² for Q2_K/Q3_K (chosen by KL divergence, see
+        // RoundingKldBenchmark), so their RMSE under this metric's weighting may rise.
+        return 0;
     }
 
     private sealed record Side(IReadOnlyList<TensorError> Errors, double Seconds);

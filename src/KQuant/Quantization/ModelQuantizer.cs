@@ -176,7 +176,8 @@ public static class ModelQuantizer
                 var outBytes = buffers.Target(checked(rows * targetRowBytes)).AsSpan(0, rows * targetRowBytes);
                 try
                 {
-                    RowQuantizer.Quantize(target, floats, outBytes, rowLength, expertImportance, request.Threads, request.Rounding);
+                    RowQuantizer.Quantize(target, floats, outBytes, rowLength, expertImportance, request.Threads, request.Rounding,
+                        TensorCategories.IsTokenEmbedding(t.Name) ? RowRole.Lookup : RowRole.Product);
                 }
                 catch (NonFiniteInputException e)
                 {

@@ -8,9 +8,11 @@ public static class RowQuantizer
     /// <summary>Quantizes <paramref name="source"/>.Length / <paramref name="rowLength"/> rows into <paramref name="destination"/>.
     /// Throws <see cref="NonFiniteInputException"/> naming the first row holding NaN or ±Inf. With
     /// <see cref="RoundingMode.Optimal"/>, codecs that have an optimal path (<see cref="IOptimalRowCodec"/>) use it; the
-    /// others (float types, Q8_K) quantize as llama.cpp does.</summary>
+    /// others (float types, Q8_K) quantize as llama.cpp does. <paramref name="role"/> tells the optimal path how the rows are
+    /// used (token embeddings are <see cref="RowRole.Lookup"/>).</summary>
     public static void Quantize(GgmlType type, ReadOnlySpan<float> source, Span<byte> destination, int rowLength,
-        ReadOnlySpan<float> importance = default, int threads = 1, RoundingMode rounding = RoundingMode.Reference)
+        ReadOnlySpan<float> importance = default, int threads = 1, RoundingMode rounding = RoundingMode.Reference,
+        RowRole role = RowRole.Product)
     {
         var optimal = rounding == RoundingMode.Optimal;
         var codec = RowCodecs.Get(type);
@@ -22,7 +24,7 @@ public static class RowQuantizer
         {
             for (var r = 0; r < rows; r++)
             {
-                QuantizeOne(codec, source.Slice(r * rowLength, rowLength), destination.Slice(r * rowBytes, rowBytes), importance, r, optimal);
+                QuantizeOne(codec, source.Slice(r * rowLength, rowLength), destination.Slice(r * rowBytes, rowBytes), importance, r, optimal, role);
             }
             return;
         }
@@ -42,7 +44,7 @@ public static class RowQuantizer
                     {
                         var row = new ReadOnlySpan<float>((float*)s + (long)r * rowLength, rowLength);
                         var outRow = new Span<byte>((byte*)d + (long)r * rowBytes, rowBytes);
-                        QuantizeOne(codec, row, outRow, new ReadOnlySpan<float>((float*)w, wLen), r, optimal);
+                        QuantizeOne(codec, row, outRow, new ReadOnlySpan<float>((float*)w, wLen), r, optimal, role);
                     });
                 }
                 catch (AggregateException e) when (e.InnerExceptions.All(inner => inner is NonFiniteInputException))
@@ -68,7 +70,7 @@ public static class RowQuantizer
     }
 
     private static void QuantizeOne(IRowCodec codec, ReadOnlySpan<float> row, Span<byte> dst, ReadOnlySpan<float> importance, int rowIndex,
-        bool optimal)
+        bool optimal, RowRole role)
     {
         var finite = codec is IFiniteCheckingRowCodec checking
             ? checking.TryQuantizeFinite(row, dst, importance)
@@ -80,7 +82,7 @@ public static class RowQuantizer
             throw new NonFiniteInputException(rowIndex, column, row[column]);
         }
         if (codec is IFiniteCheckingRowCodec) return;
-        if (optimal && codec is IOptimalRowCodec optimalCodec) optimalCodec.QuantizeOptimal(row, dst, importance);
+        if (optimal && codec is IOptimalRowCodec optimalCodec) optimalCodec.QuantizeOptimal(row, dst, importance, role);
         else codec.Quantize(row, dst, importance);
     }
 

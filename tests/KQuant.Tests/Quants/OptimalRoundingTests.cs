@@ -8,19 +8,39 @@ using Xunit.Abstractions;
 namespace KQuant.Tests.Quants;
 
 /// <summary>The optimal rounding path: per row never a larger weighted error than the reference path (the weighting it
-/// optimises: the importance vector, or 1 without one), output that ggml decodes to our floats, files llama.cpp loads.</summary>
+/// optimises for the format and row role, KeepBestBlocks.WeightingFor), output that ggml decodes to our floats, files
+/// llama.cpp loads.</summary>
 public sealed class OptimalRoundingTests(ITestOutputHelper output)
 {
     /// <summary>Every block format with an optimal path.</summary>
-    public static TheoryData<GgmlType, bool> TypesAndImportance()
+    public static TheoryData<GgmlType, bool, RowRole> TypesAndImportance()
     {
-        var data = new TheoryData<GgmlType, bool>();
+        var data = new TheoryData<GgmlType, bool, RowRole>();
         foreach (var type in OptimalTypes)
         {
-            data.Add(type, false);
-            data.Add(type, true);
+            data.Add(type, false, RowRole.Product);
+            data.Add(type, true, RowRole.Product);
         }
+        // The formats whose weighting depends on the role: token embeddings weigh errors uniformly.
+        data.Add(GgmlType.Q2_K, false, RowRole.Lookup);
+        data.Add(GgmlType.Q3_K, true, RowRole.Lookup);
         return data;
+    }
+
+    [Fact]
+    public void WeightingFollowsFormatRoleAndImportance()
+    {
+        Assert.Equal(ErrorWeighting.ImportanceTimesSquare, KeepBestBlocks.WeightingFor(GgmlType.Q2_K, false, RowRole.Product));
+        Assert.Equal(ErrorWeighting.ImportanceTimesSquare, KeepBestBlocks.WeightingFor(GgmlType.Q3_K, true, RowRole.Product));
+        Assert.Equal(ErrorWeighting.Importance, KeepBestBlocks.WeightingFor(GgmlType.Q2_K, true, RowRole.Lookup));
+        Assert.Equal(ErrorWeighting.Reference, KeepBestBlocks.WeightingFor(GgmlType.Q4_K, false, RowRole.Product));
+        Assert.Equal(ErrorWeighting.Importance, KeepBestBlocks.WeightingFor(GgmlType.Q4_K, true, RowRole.Product));
+        Assert.Equal(ErrorWeighting.Importance, KeepBestBlocks.WeightingFor(GgmlType.IQ4_XS, false, RowRole.Product));
+        Span<float> w = stackalloc float[3];
+        KeepBestBlocks.ErrorWeights(ErrorWeighting.ImportanceTimesSquare, [1f, -2f, 0.5f], [2f, 1f, 4f], w);
+        Assert.Equal([2f, 4f, 1f], w.ToArray());
+        KeepBestBlocks.ErrorWeights(ErrorWeighting.Importance, [1f, -2f, 0.5f], default, w);
+        Assert.Equal([1f, 1f, 1f], w.ToArray());
     }
 
     private static IEnumerable<GgmlType> OptimalTypes => RowCodecs.Supported.Where(t => RowCodecs.Get(t) is IOptimalRowCodec);
@@ -34,10 +54,11 @@ public sealed class OptimalRoundingTests(ITestOutputHelper output)
 
     [SkippableTheory]
     [MemberData(nameof(TypesAndImportance))]
-    public void NeverWorseThanReferenceOnAnyRow(GgmlType type, bool withImportance)
+    public void NeverWorseThanReferenceOnAnyRow(GgmlType type, bool withImportance, RowRole role)
     {
         GgmlReference.Require();
         var traits = GgmlTypeTraits.Of(type);
+        var weighting = KeepBestBlocks.WeightingFor(type, withImportance, role);
         int[] lengths = traits.BlockSize == 256 ? [256, 512, 4096] : [32, 64, 96, 256, 4096];
         double referenceTotal = 0, optimalTotal = 0;
         foreach (var kind in TestRows.Cases)
@@ -52,7 +73,12 @@ public sealed class OptimalRoundingTests(ITestOutputHelper output)
                 var reference = new byte[rowBytes * rows];
                 var optimal = new byte[rowBytes * rows];
                 RowQuantizer.Quantize(type, x, reference, length, importance);
-                RowQuantizer.Quantize(type, x, optimal, length, importance, rounding: RoundingMode.Optimal);
+                RowQuantizer.Quantize(type, x, optimal, length, importance, rounding: RoundingMode.Optimal, role: role);
+                if (weighting == ErrorWeighting.Reference)
+                {
+                    Assert.Equal(reference, optimal); // no search for this format and setting: the reference bytes
+                    continue;
+                }
                 CodecComparison.AssertDequantizeMatches(type, $"{kind} {length} optimal", optimal, length, x.Length);
                 var referenceFloats = new float[x.Length];
                 var optimalFloats = new float[x.Length];
@@ -61,8 +87,8 @@ public sealed class OptimalRoundingTests(ITestOutputHelper output)
                 for (var r = 0; r < rows; r++)
                 {
                     var row = new Range(r * length, (r + 1) * length);
-                    var referenceError = WeightedError(x.AsSpan(row), referenceFloats.AsSpan(row), importance);
-                    var optimalError = WeightedError(x.AsSpan(row), optimalFloats.AsSpan(row), importance);
+                    var referenceError = WeightedError(weighting, x.AsSpan(row), referenceFloats.AsSpan(row), importance);
+                    var optimalError = WeightedError(weighting, x.AsSpan(row), optimalFloats.AsSpan(row), importance);
                     Assert.True(optimalError <= referenceError,
                         $"{traits.Name} {kind} length {length} row {r}: optimal error {optimalError:R} > reference {referenceError:R}");
                     if (kind is "gaussian" or "student-t3" or "outliers" or "cosine")
@@ -73,7 +99,8 @@ public sealed class OptimalRoundingTests(ITestOutputHelper output)
                 }
             }
         }
-        output.WriteLine($"{traits.Name}{(withImportance ? " with importance" : "")}: weighted RMSE optimal/reference = {Math.Sqrt(optimalTotal / referenceTotal):0.0000}");
+        if (weighting == ErrorWeighting.Reference) return;
+        output.WriteLine($"{traits.Name}{(withImportance ? " with importance" : "")} {role}: weighted RMSE optimal/reference = {Math.Sqrt(optimalTotal / referenceTotal):0.0000}");
         Assert.True(optimalTotal < referenceTotal, $"{traits.Name}: the search improved nothing on the ordinary cases");
     }
 
@@ -96,13 +123,16 @@ public sealed class OptimalRoundingTests(ITestOutputHelper output)
         }
     }
 
-    private static double WeightedError(ReadOnlySpan<float> x, ReadOnlySpan<float> y, float[]? importance)
+    /// <summary>Σ w·(y − x)² with the optimal path's own weights (<see cref="KeepBestBlocks.ErrorWeights"/>).</summary>
+    private static double WeightedError(ErrorWeighting weighting, ReadOnlySpan<float> x, ReadOnlySpan<float> y, float[]? importance)
     {
+        var w = new float[x.Length];
+        KeepBestBlocks.ErrorWeights(weighting, x, importance, w);
         double sum = 0;
         for (var j = 0; j < x.Length; j++)
         {
             double e = y[j] - (double)x[j];
-            sum += (importance?[j] ?? 1.0) * e * e;
+            sum += w[j] * e * e;
         }
         return double.IsNaN(sum) ? double.PositiveInfinity : sum; // huge rows overflow fp16 scales: NaN counts as worst
     }

@@ -38,8 +38,8 @@ internal sealed class IQ4NLCodec : BlockRowCodec<BlockIQ4NL>, IOptimalRowCodec
         }
     }
 
-    public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance) =>
-        KeepBestBlocks.Quantize<BlockIQ4NL>(this, BlockIQ4NL.Weights, source, destination, importance, ImproveBlock);
+    public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role) =>
+        KeepBestBlocks.Quantize<BlockIQ4NL>(this, BlockIQ4NL.Weights, source, destination, importance, role, ImproveBlock);
 
     /// <summary>Step search over grid indices from the reference ones, then the scale to fp16 and every index re-chosen
     /// as the nearest grid value.</summary>

@@ -43,8 +43,8 @@ internal sealed class Q5KCodec : IOptimalRowCodec
         }
     }
 
-    public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance) =>
-        KeepBestBlocks.Quantize<BlockQ5K>(this, KQuantLayout.SuperBlock, source, destination, importance, ImproveBlock);
+    public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role) =>
+        KeepBestBlocks.Quantize<BlockQ5K>(this, KQuantLayout.SuperBlock, source, destination, importance, role, ImproveBlock);
 
     private static void ImproveBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref BlockQ5K block)
     {

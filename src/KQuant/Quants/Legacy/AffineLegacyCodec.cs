@@ -90,8 +90,8 @@ internal abstract class AffineLegacyCodec<TBlock> : LegacyCodec<TBlock>, IOptima
         }
     }
 
-    public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance) =>
-        KeepBestBlocks.Quantize<TBlock>(this, BlockWeights, source, destination, importance, ImproveBlock);
+    public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role) =>
+        KeepBestBlocks.Quantize<TBlock>(this, BlockWeights, source, destination, importance, role, ImproveBlock);
 
     /// <summary>Step search of scale and offset together from the reference codes, then both to fp16 and every code
     /// re-rounded against the stored pair.</summary>

@@ -25,8 +25,8 @@ internal sealed class Q80Codec : LegacyCodec<BlockQ80>, IOptimalRowCodec
 
     public override bool UsesImportance => false;
 
-    public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance) =>
-        KeepBestBlocks.Quantize<BlockQ80>(this, BlockWeights, source, destination, importance, ImproveBlock);
+    public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role) =>
+        KeepBestBlocks.Quantize<BlockQ80>(this, BlockWeights, source, destination, importance, role, ImproveBlock);
 
     /// <summary>Step search from the reference codes, then the scale to fp16 and every code re-rounded against it.</summary>
     private static void ImproveBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref BlockQ80 block)

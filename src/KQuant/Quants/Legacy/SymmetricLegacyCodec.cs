@@ -84,8 +84,8 @@ internal abstract class SymmetricLegacyCodec<TBlock> : LegacyCodec<TBlock>, IOpt
         }
     }
 
-    public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance) =>
-        KeepBestBlocks.Quantize<TBlock>(this, BlockWeights, source, destination, importance, ImproveBlock);
+    public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role) =>
+        KeepBestBlocks.Quantize<TBlock>(this, BlockWeights, source, destination, importance, role, ImproveBlock);
 
     /// <summary>Step search from the reference codes, then the scale to fp16 and every code re-rounded against it.</summary>
     private static void ImproveBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref TBlock block)

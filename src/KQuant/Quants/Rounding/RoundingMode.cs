@@ -11,13 +11,23 @@ public enum RoundingMode
     Optimal,
 }
 
+/// <summary>How a matrix's rows are used by the model, which decides what error the optimal path minimises.</summary>
+public enum RowRole
+{
+    /// <summary>Rows multiplied by activations (every projection, the output matrix).</summary>
+    Product,
+
+    /// <summary>Rows read directly (token embeddings): each value's error reaches the model unscaled, so errors weigh uniformly.</summary>
+    Lookup,
+}
+
 /// <summary>A codec with an <see cref="RoundingMode.Optimal"/> path.</summary>
-/// <remarks>The error it minimises is Σ w·(dequantized − x)² per block, with w the importance vector when there is one and
-/// 1 otherwise: the same weighting <see cref="Evaluation.WeightError"/> reports, so a lower optimised error is a lower
-/// reported RMSE. The importance vector is passed even to formats whose reference path ignores it (Q8_0).</remarks>
+/// <remarks>The error it minimises is Σ w·(dequantized − x)² per block, with w chosen per format and row role by
+/// <see cref="KeepBestBlocks.WeightingFor"/> (the importance c, or c·x²; c = 1 without an importance vector). The importance
+/// vector is passed even to formats whose reference path ignores it (Q8_0).</remarks>
 public interface IOptimalRowCodec : IRowCodec
 {
     /// <summary>Quantizes one row (same contract as <see cref="IRowCodec.Quantize"/>); per block, the result's weighted squared
-    /// error is never above that of <see cref="IRowCodec.Quantize"/>'s.</summary>
-    void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance);
+    /// error (the weighting of <see cref="KeepBestBlocks.WeightingFor"/>) is never above that of <see cref="IRowCodec.Quantize"/>'s.</summary>
+    void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role);
 }

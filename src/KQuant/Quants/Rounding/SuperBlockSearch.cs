@@ -3,7 +3,21 @@ namespace KQuant.Quants;
 /// <summary>What the optimal path needs to know of a K-quant style super-block: sub-blocks of <see cref="SubBlock"/> weights,
 /// each x ≈ (D·sc)·Levels[q] (− Dmin·m when <see cref="Affine"/>), with integer sub-block scales sc in
 /// [<see cref="ScaleLow"/>, <see cref="ScaleHigh"/>] and mins m in [0, <see cref="MinHigh"/>] under fp16 D and Dmin.</summary>
-internal sealed record SuperBlockSpec(int SubBlock, float[] Levels, bool Affine, int ScaleLow, int ScaleHigh, int MinHigh = 0);
+internal sealed record SuperBlockSpec(int SubBlock, float[] Levels, bool Affine, int ScaleLow, int ScaleHigh, int MinHigh = 0)
+{
+    /// <summary>The lowest level when the levels are the consecutive integers lowest, lowest + 1, … (every K-quant; not
+    /// IQ4's grid): nearest levels are then computed, not searched.</summary>
+    public int? LinearLowest { get; } = IsLinear(Levels) ? (int)Levels[0] : null;
+
+    private static bool IsLinear(float[] levels)
+    {
+        for (var i = 0; i < levels.Length; i++)
+        {
+            if (levels[i] != levels[0] + i || levels[i] != MathF.Round(levels[i])) return false;
+        }
+        return true;
+    }
+}
 
 /// <summary>One super-block's encoding, unpacked: a level index per weight, integer scale (and min) per sub-block, and the
 /// super-scales as the decoder reads them (fp16 values).</summary>
@@ -122,6 +136,20 @@ internal static class SuperBlockSearch
             if (scale == 0) continue;
             var inverse = 1 / scale;
             var offset = state.DMin * state.Mins[j];
+            if (spec.LinearLowest is { } lowest)
+            {
+                // Integer levels lowest..: the pair around v is found by floor instead of a binary search, then the same
+                // float comparison as Nearest (ties to the lower level), so the indices are Nearest's.
+                var below = spec.Levels.Length - 2;
+                for (var i = j * spec.SubBlock; i < (j + 1) * spec.SubBlock; i++)
+                {
+                    var v = (x[i] + offset) * inverse;
+                    var lo = float.IsNaN(v) ? 0 : Math.Clamp((int)Math.Clamp(MathF.Floor(v), -1e6f, 1e6f) - lowest, 0, below);
+                    float low = lowest + lo;
+                    state.Indices[i] = v - low <= low + 1 - v ? lo : lo + 1;
+                }
+                continue;
+            }
             for (var i = j * spec.SubBlock; i < (j + 1) * spec.SubBlock; i++)
             {
                 state.Indices[i] = QuantStepSearch.Nearest(spec.Levels, (x[i] + offset) * inverse);
