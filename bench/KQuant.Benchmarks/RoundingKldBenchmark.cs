@@ -33,7 +33,7 @@ public static class RoundingKldBenchmark
             ("/work/shared/models/stories260K-F16.gguf", "/work/shared/text/tinystories-valid-excerpt.txt"),
         };
         var recipes = DefaultRecipes.ToList();
-        var imatrixTool = Path.Combine(".cache", "reference", "build-quantize", "bin", "llama-imatrix");
+        var imatrixTool = Path.Combine(".cache", "reference", "build-native", "bin", "llama-imatrix");
         var calibration = "/work/shared/text/calibration-groups-merged.txt";
         var evalThreads = 1;
         var output = Path.Combine("bench", "results", "rounding-kld.json");
