@@ -12,8 +12,9 @@ internal static unsafe class MatMul
     /// <summary>Bytes of decoded weights one panel aims at.</summary>
     private const int PanelBytes = 16 * 1024;
 
-    /// <summary>Weight rows of one float panel (converted to floats once, then met by every token).</summary>
-    private const int MaxFloatPanelRows = 64;
+    /// <summary>Bytes of converted weights one float panel aims at: half of a 1 MB L2, so the panel converted once
+    /// stays there while every token meets it.</summary>
+    private const int FloatPanelBytes = 512 * 1024;
 
     /// <summary>Writes y[t·<paramref name="yStride"/> + r] = Σ_k W[r, k]·x[t, k] for every token t and weight row r.</summary>
     public static void Multiply(WeightMatrix w, ActivationBatch x, float* y, nint yStride, Parallelism parallel)
@@ -60,9 +61,9 @@ internal static unsafe class MatMul
     {
         if (kernel.IsFloat)
         {
-            // Many rows per panel, as every panel streams the whole activation batch through the cache once; a
-            // multiple of four (tinyBLAS tiles); fewer when that would leave threads without panels.
-            var floatRows = MaxFloatPanelRows;
+            // Many rows per panel, as every panel streams the whole activation batch through the cache once, but few
+            // enough to stay in L2; a multiple of four (tinyBLAS tiles); fewer when threads would lack panels.
+            var floatRows = Math.Clamp(FloatPanelBytes / (w.Columns * sizeof(float)), 4, 64) & ~3;
             while (threads > 1 && floatRows > 4 && (w.Rows + floatRows - 1) / floatRows < 4 * threads) floatRows -= 4;
             return floatRows;
         }
