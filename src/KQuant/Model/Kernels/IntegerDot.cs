@@ -417,31 +417,43 @@ internal static unsafe class IntegerDot4
             var da = Vector128.Create(a0->D, a1->D, a2->D, a3->D);
             var dw = Vector128.Create(w->D) * da;
             var dmin = Vector128.Create(w->DMin) * da;
-            // Mins of each 64 weights, per token: lanes (2p, 2p+1) of MinLanes, gathered as [t0 t1 t2 t3] per p.
+            // Mins of each 64 weights, per token: lanes (2p, 2p+1) of MinLanes. After the horizontal adds the lower
+            // halves hold [t0p0 t0p1 t1p0 t1p1] and [t2p0 t2p1 t3p0 t3p1], the upper ones the same for p = 2, 3;
+            // the shuffles gather [t0 t1 t2 t3] of one p.
             var m01 = Avx2.HorizontalAdd(IntegerDot.MinLanes(w, a0), IntegerDot.MinLanes(w, a1));
             var m23 = Avx2.HorizontalAdd(IntegerDot.MinLanes(w, a2), IntegerDot.MinLanes(w, a3));
-            for (var p = 0; p < 4; p++)
-            {
-                Vector256<int> l0 = default, l1 = default, l2 = default, l3 = default;
-                for (var k = 2 * p; k < 2 * p + 2; k++)
-                {
-                    var values = Avx.LoadVector256(w->Values + 32 * k);
-                    var scales = Avx.LoadVector256(w->Scales + 16 * k);
-                    l0 += Lanes(values, scales, (sbyte*)&a0->Qs + 32 * k);
-                    l1 += Lanes(values, scales, (sbyte*)&a1->Qs + 32 * k);
-                    l2 += Lanes(values, scales, (sbyte*)&a2->Qs + 32 * k);
-                    l3 += Lanes(values, scales, (sbyte*)&a3->Qs + 32 * k);
-                }
-                acc = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(Totals(l0, l1, l2, l3)), dw, acc);
-                var half01 = p < 2 ? m01.GetLower() : m01.GetUpper();
-                var half23 = p < 2 ? m23.GetLower() : m23.GetUpper();
-                var mins = (p & 1) == 0
-                    ? Sse.Shuffle(half01.AsSingle(), half23.AsSingle(), 0b10_00_10_00).AsInt32()
-                    : Sse.Shuffle(half01.AsSingle(), half23.AsSingle(), 0b11_01_11_01).AsInt32();
-                accMins = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(mins), dmin, accMins);
-            }
+            Vector128<float> low01 = m01.GetLower().AsSingle(), low23 = m23.GetLower().AsSingle();
+            Vector128<float> high01 = m01.GetUpper().AsSingle(), high23 = m23.GetUpper().AsSingle();
+            // The four 64-weight pairs unrolled by hand: the JIT keeps the loop over them, and its spills, otherwise.
+            acc = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(PairTotals(w, a0, a1, a2, a3, 0)), dw, acc);
+            accMins = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(Sse.Shuffle(low01, low23, 0b10_00_10_00).AsInt32()), dmin, accMins);
+            acc = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(PairTotals(w, a0, a1, a2, a3, 2)), dw, acc);
+            accMins = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(Sse.Shuffle(low01, low23, 0b11_01_11_01).AsInt32()), dmin, accMins);
+            acc = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(PairTotals(w, a0, a1, a2, a3, 4)), dw, acc);
+            accMins = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(Sse.Shuffle(high01, high23, 0b10_00_10_00).AsInt32()), dmin, accMins);
+            acc = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(PairTotals(w, a0, a1, a2, a3, 6)), dw, acc);
+            accMins = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(Sse.Shuffle(high01, high23, 0b11_01_11_01).AsInt32()), dmin, accMins);
         }
         (acc - accMins).Store(results);
+    }
+
+    /// <summary>The integer sums of 32-weight slices <paramref name="k"/> and k + 1 for four tokens, [t0 t1 t2 t3].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<int> PairTotals(DecodedSuperBlock* w, BlockQ8K* a0, BlockQ8K* a1, BlockQ8K* a2, BlockQ8K* a3, int k)
+    {
+        var values = Avx.LoadVector256(w->Values + 32 * k);
+        var scales = Avx.LoadVector256(w->Scales + 16 * k);
+        var l0 = Lanes(values, scales, (sbyte*)&a0->Qs + 32 * k);
+        var l1 = Lanes(values, scales, (sbyte*)&a1->Qs + 32 * k);
+        var l2 = Lanes(values, scales, (sbyte*)&a2->Qs + 32 * k);
+        var l3 = Lanes(values, scales, (sbyte*)&a3->Qs + 32 * k);
+        values = Avx.LoadVector256(w->Values + 32 * k + 32);
+        scales = Avx.LoadVector256(w->Scales + 16 * k + 16);
+        l0 += Lanes(values, scales, (sbyte*)&a0->Qs + 32 * k + 32);
+        l1 += Lanes(values, scales, (sbyte*)&a1->Qs + 32 * k + 32);
+        l2 += Lanes(values, scales, (sbyte*)&a2->Qs + 32 * k + 32);
+        l3 += Lanes(values, scales, (sbyte*)&a3->Qs + 32 * k + 32);
+        return Totals(l0, l1, l2, l3);
     }
 
     /// <summary><see cref="IntegerDot.SignedPanel"/> (IQ4_XS batched) for four tokens.</summary>

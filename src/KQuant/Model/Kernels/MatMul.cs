@@ -9,8 +9,8 @@ namespace KQuant.Model.Kernels;
 /// to stay in L1/L2) and then multiplied with every token, so unpacking a row is paid once per batch.</summary>
 internal static unsafe class MatMul
 {
-    /// <summary>Bytes of decoded weights one panel aims at.</summary>
-    private const int PanelBytes = 16 * 1024;
+    /// <summary>Bytes of decoded quantized weights one panel aims at (a quarter of a 1 MB L2).</summary>
+    private const int PanelBytes = 256 * 1024;
 
     /// <summary>Bytes of converted weights one float panel aims at: half of a 1 MB L2, so the panel converted once
     /// stays there while every token meets it.</summary>
@@ -57,18 +57,18 @@ internal static unsafe class MatMul
         return new KernelPlan(kernel, kernel, tokens);
     }
 
+    /// <summary>Many rows per panel, as every panel streams the whole activation batch through the cache once, but
+    /// few enough for the decoded panel to stay in L2; float panels a multiple of four rows (tinyBLAS tiles); fewer
+    /// rows when that would leave threads without panels.</summary>
     private static int PanelRows(WeightMatrix w, Kernel kernel, int threads)
     {
-        if (kernel.IsFloat)
-        {
-            // Many rows per panel, as every panel streams the whole activation batch through the cache once, but few
-            // enough to stay in L2; a multiple of four (tinyBLAS tiles); fewer when threads would lack panels.
-            var floatRows = Math.Clamp(FloatPanelBytes / (w.Columns * sizeof(float)), 4, 64) & ~3;
-            while (threads > 1 && floatRows > 4 && (w.Rows + floatRows - 1) / floatRows < 4 * threads) floatRows -= 4;
-            return floatRows;
-        }
-        var decodedRowBytes = (int)(w.Columns / (long)kernel.BlockWeights * kernel.DecodedBlockBytes);
-        return Math.Clamp(PanelBytes / Math.Max(1, decodedRowBytes), 1, 64);
+        var step = kernel.IsFloat ? 4 : 1;
+        var decodedRowBytes = kernel.IsFloat
+            ? w.Columns * sizeof(float)
+            : (int)(w.Columns / (long)kernel.BlockWeights * kernel.DecodedBlockBytes);
+        var rows = Math.Clamp((kernel.IsFloat ? FloatPanelBytes : PanelBytes) / Math.Max(1, decodedRowBytes), step, 64) / step * step;
+        while (threads > 1 && rows > step && (w.Rows + rows - 1) / rows < 4 * threads) rows -= step;
+        return rows;
     }
 
     /// <summary>The entry points of one weight kernel; <see cref="Float"/> stands for the float types.</summary>
