@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace KQuant.Model.Kernels;
@@ -9,7 +10,9 @@ namespace KQuant.Model.Kernels;
 /// at least two tokens: one 8-lane FMA accumulator per output and hsum;</item>
 /// <item>otherwise ggml_vec_dot_f32/_f16/_bf16 (vec.cpp): four accumulators over 32 values at a time, reduced pairwise,
 /// then the leftover values one by one.</item>
-/// </list></summary>
+/// </list>
+/// The kernels are compiled fully optimized at once (AggressiveOptimization): unoptimized tier-0 code, with every
+/// Vector256 call left out of line, took a tenth of a short perplexity run.</summary>
 internal static unsafe class FloatDot
 {
     /// <summary>Whether llama.cpp hands a product of this shape to tinyBLAS.</summary>
@@ -24,6 +27,7 @@ internal static unsafe class FloatDot
     /// output's accumulator kept in <paramref name="accumulators"/> between them, so every output still sees one
     /// 8-lane FMA chain over k in order and then <see cref="Lanes.Sum8"/> (llama.cpp's order). The accumulator buffer
     /// holds <see cref="AccumulatorVectors"/>(rows) vectors.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void TinyBlasPanel(float* w, int rows, float* x, int tokens, int n, float* y, nint yStride,
         Vector256<float>* accumulators)
     {
@@ -61,6 +65,7 @@ internal static unsafe class FloatDot
 
     /// <summary>Four weight rows by three tokens over one k-block: twelve accumulators, the most AVX2's sixteen
     /// registers hold beside three activation vectors and a weight vector (tinyBLAS's own 4×3 tile on AVX2).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Tile4x3(float* w, nint wStride, float* x, nint xStride, int n, Vector256<float>* acc, bool first,
         bool last, float* y, nint yStride)
     {
@@ -114,6 +119,7 @@ internal static unsafe class FloatDot
     }
 
     /// <summary>Four weight rows by one token (the last one or two tokens of a batch).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Tile4x1(float* w, nint wStride, float* x, int n, Vector256<float>* acc, bool first, bool last, float* y)
     {
         float* w0 = w, w1 = w + wStride, w2 = w + 2 * wStride, w3 = w + 3 * wStride;
@@ -141,6 +147,7 @@ internal static unsafe class FloatDot
     }
 
     /// <summary>tinyBLAS for one output (the edges of the tiling).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float TinyBlas(float* w, float* x, int n)
     {
         var acc = Vector256<float>.Zero;
@@ -150,6 +157,7 @@ internal static unsafe class FloatDot
 
     /// <summary>ggml_vec_dot_f32: a float sum; of the leftovers the C compiler vectorized the multiples of four (products
     /// rounded, then added in order) and fused the rest into FMAs.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float VecDotF32(float* w, float* x, int n)
     {
         var main = n & ~31;
@@ -162,6 +170,7 @@ internal static unsafe class FloatDot
     }
 
     /// <summary>ggml_vec_dot_f16: the reduced vectors, then the leftover products added in double.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float VecDotF16(float* w, float* x, int n)
     {
         var main = n & ~31;
@@ -172,6 +181,7 @@ internal static unsafe class FloatDot
 
     /// <summary>ggml_vec_dot_bf16 (AVX2): four accumulators of separate products and sums, combined (c1 + c3) + (c2 + c4),
     /// hsum, then the leftover products added in double.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float VecDotBF16(float* w, float* x, int n)
     {
         var main = n & ~31;
@@ -189,6 +199,7 @@ internal static unsafe class FloatDot
     }
 
     // GGML_F32_STEP = 32: sum_j += w[i+8j]·x[i+8j], then GGML_F32x8_REDUCE: (s0 + s2) + (s1 + s3), lower + upper, two hadds.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float FourAccumulators(float* w, float* x, int n)
     {
         if (n == 0) return 0;

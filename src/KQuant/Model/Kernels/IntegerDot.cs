@@ -19,7 +19,8 @@ namespace KQuant.Model.Kernels;
 /// block per output for the weights llama.cpp repacks (arch/x86/repack.cpp).</item>
 /// </list>
 /// Without AVX2 the lanes are computed in plain code; the float tails are the same Vector256 operations, so both
-/// paths give identical results.</summary>
+/// paths give identical results. Kernels are compiled fully optimized at once (AggressiveOptimization), as tier-0 code
+/// is many times slower.</summary>
 internal static unsafe class IntegerDot
 {
     public static bool Vectorized => Lanes.Avx2Fma;
@@ -129,6 +130,7 @@ internal static unsafe class IntegerDot
 
     /// <summary>ggml_vec_dot_q6_K_q8_K (and any format whose offset is a multiple of its scale): the offset is taken
     /// from the integer lanes, then acc += d·lanes; result hsum.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float OffsetInLanes(DecodedSuperBlock* w, BlockQ8K* a, int count)
     {
         var acc = Vector256<float>.Zero;
@@ -141,6 +143,7 @@ internal static unsafe class IntegerDot
     }
 
     /// <summary>ggml_vec_dot_q2_K_q8_K: acc += dmin·(−dA)·mins lanes, then acc += d·lanes; result hsum.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float MinsFirst(DecodedSuperBlock* w, BlockQ8K* a, int count)
     {
         var acc = Vector256<float>.Zero;
@@ -154,6 +157,7 @@ internal static unsafe class IntegerDot
 
     /// <summary>ggml_vec_dot_q4_K_q8_K: the mins in a separate four-lane accumulator (one lane per 64 weights),
     /// result hsum(acc) + hsum(acc_m).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float MinsInQuads(DecodedSuperBlock* w, BlockQ8K* a, int count)
     {
         var acc = Vector256<float>.Zero;
@@ -170,6 +174,7 @@ internal static unsafe class IntegerDot
 
     /// <summary>ggml_vec_dot_q5_K_q8_K: the mins of each super-block summed to one integer, dmin·(−dA)·it added to a
     /// float; result hsum(acc) + that sum.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float MinsScalar(DecodedSuperBlock* w, BlockQ8K* a, int count)
     {
         var acc = Vector256<float>.Zero;
@@ -184,6 +189,7 @@ internal static unsafe class IntegerDot
     }
 
     /// <summary>ggml_vec_dot_q3_K_q8_K and ggml_vec_dot_iq4_xs_q8_K: signed codes, acc += d·lanes; result hsum.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Signed(DecodedSignedSuperBlock* w, BlockQ8K* a, int count)
     {
         var acc = Vector256<float>.Zero;
@@ -197,6 +203,7 @@ internal static unsafe class IntegerDot
     /// <summary>ggml_gemv_q4_K_8x8_q8_K (llama.cpp repacks Q4_K matrices whose row count is a multiple of 8; it takes
     /// the tokens past the last group of four one at a time): per super-block the whole integer sum and the whole min
     /// sum, each in one FMA; result acc − acc_min.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float RepackedSuperBlocksOneToken(DecodedSuperBlock* w, BlockQ8K* a, int count)
     {
         float acc = 0, accMins = 0;
@@ -210,6 +217,7 @@ internal static unsafe class IntegerDot
 
     /// <summary>ggml_gemm_q4_K_8x8_q8_K (repacked Q4_K, tokens in groups of four): one FMA per 64 weights (two
     /// sub-blocks) for the sums and one for the mins; result acc − acc_min.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float RepackedSuperBlocks(DecodedSuperBlock* w, BlockQ8K* a, int count)
     {
         float acc = 0, accMins = 0;
@@ -263,6 +271,7 @@ internal static unsafe class IntegerDot
 
     /// <summary>ggml's panel kernel for IQ4_XS (iqp.cpp; matrices whose row count is a multiple of 8, batches of eight
     /// tokens or more): one FMA of each super-block's whole integer sum with d_w·d_a.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float SignedPanel(DecodedSignedSuperBlock* w, BlockQ8K* a, int count)
     {
         var acc = 0f;
@@ -276,6 +285,7 @@ internal static unsafe class IntegerDot
     // ---- float tails: 32-weight blocks against Q8_0 / Q8_1 --------------------------------------------------------
 
     /// <summary>tinyBLAS_Q0_AVX (Q8_0, Q5_0; Q4_0 and IQ4_NL when not repacked): acc += (d_w·d_a)·lanes; result hsum.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float SignedBlocks(DecodedBlock32* w, BlockQ80* a, int count)
     {
         var acc = Vector256<float>.Zero;
@@ -289,6 +299,7 @@ internal static unsafe class IntegerDot
 
     /// <summary>ggml_vec_dot_iq4_nl_q8_0 (an IQ4_NL matrix llama.cpp neither repacks nor hands to tinyBLAS, i.e. one
     /// token): even and odd blocks in two accumulators, hsum of their sum; an odd last block added by FMA.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float SignedBlockPairs(DecodedBlock32* w, BlockQ80* a, int count)
     {
         var even = Vector256<float>.Zero;
@@ -306,6 +317,7 @@ internal static unsafe class IntegerDot
 
     /// <summary>ggml_gemm/gemv_q4_0_8x8_q8_0 and the IQ4_NL twin (repacked matrices): per block one FMA of the whole
     /// integer sum with d_w·d_a.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float RepackedBlocks(DecodedBlock32* w, BlockQ80* a, int count)
     {
         var acc = 0f;
@@ -318,6 +330,7 @@ internal static unsafe class IntegerDot
 
     /// <summary>ggml_vec_dot_q4_1_q8_1 / q5_1_q8_1: acc += (d_w·d_a)·lanes and, beside it, m·s of each block; result
     /// hsum(acc) + Σ m·s.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float OffsetBlocks(DecodedBlock32* w, BlockQ81* a, int count)
     {
         var acc = Vector256<float>.Zero;
@@ -362,6 +375,7 @@ internal static unsafe class IntegerDot4
     }
 
     /// <summary><see cref="IntegerDot.OffsetInLanes"/> (Q6_K) for four tokens.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void OffsetInLanes(DecodedSuperBlock* w, byte* activations, nint stride, int count, float* results)
     {
         if (!IntegerDot.Vectorized)
@@ -399,6 +413,7 @@ internal static unsafe class IntegerDot4
 
     /// <summary><see cref="IntegerDot.RepackedSuperBlocks"/> (Q4_K gemm) for four tokens: the per-64-weight FMAs of the
     /// four tokens run side by side in the lanes of one 128-bit vector.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void RepackedSuperBlocks(DecodedSuperBlock* w, byte* activations, nint stride, int count, float* results)
     {
         if (!IntegerDot.Vectorized)
@@ -457,6 +472,7 @@ internal static unsafe class IntegerDot4
     }
 
     /// <summary><see cref="IntegerDot.SignedPanel"/> (IQ4_XS batched) for four tokens.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void SignedPanel(DecodedSignedSuperBlock* w, byte* activations, nint stride, int count, float* results)
     {
         if (!IntegerDot.Vectorized)
@@ -493,6 +509,7 @@ internal static unsafe class IntegerDot4
         Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(magnitudes, Avx2.Sign(Avx.LoadVector256(qs), signs)), scales);
 
     /// <summary><see cref="IntegerDot.SignedBlocks"/> (tinyBLAS_Q0) for four tokens.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void SignedBlocks(DecodedBlock32* w, byte* activations, nint stride, int count, float* results)
     {
         if (!IntegerDot.Vectorized)
@@ -526,6 +543,7 @@ internal static unsafe class IntegerDot4
         Vector256.ConvertToSingle(Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(magnitudes, Avx2.Sign(Avx.LoadVector256((sbyte*)&a->Qs), signs)), ones));
 
     /// <summary><see cref="IntegerDot.RepackedBlocks"/> (Q4_0 / IQ4_NL repacked) for four tokens.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void RepackedBlocks(DecodedBlock32* w, byte* activations, nint stride, int count, float* results)
     {
         if (!IntegerDot.Vectorized)
