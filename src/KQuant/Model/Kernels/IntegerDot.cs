@@ -411,6 +411,48 @@ internal static unsafe class IntegerDot4
         results[3] = Kernels.Lanes.Sum8(acc3);
     }
 
+    /// <summary><see cref="IntegerDot.MinsScalar"/> (Q5_K) for four tokens.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void MinsScalar(DecodedSuperBlock* w, byte* activations, nint stride, int count, float* results)
+    {
+        if (!IntegerDot.Vectorized)
+        {
+            for (var t = 0; t < 4; t++) results[t] = IntegerDot.MinsScalar(w, (BlockQ8K*)(activations + t * stride), count);
+            return;
+        }
+        var tokens = new Tokens(activations, stride);
+        Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
+        float mins0 = 0, mins1 = 0, mins2 = 0, mins3 = 0;
+        for (var i = 0; i < count; i++, w++)
+        {
+            var offset = i * (nint)BlockQ8K.Size;
+            BlockQ8K* a0 = (BlockQ8K*)((byte*)tokens[0] + offset), a1 = (BlockQ8K*)((byte*)tokens[1] + offset),
+                a2 = (BlockQ8K*)((byte*)tokens[2] + offset), a3 = (BlockQ8K*)((byte*)tokens[3] + offset);
+            Vector256<int> l0 = default, l1 = default, l2 = default, l3 = default;
+            for (var k = 0; k < 8; k++)
+            {
+                var values = Avx.LoadVector256(w->Values + 32 * k);
+                var scales = Avx.LoadVector256(w->Scales + 16 * k);
+                l0 += Lanes(values, scales, (sbyte*)&a0->Qs + 32 * k);
+                l1 += Lanes(values, scales, (sbyte*)&a1->Qs + 32 * k);
+                l2 += Lanes(values, scales, (sbyte*)&a2->Qs + 32 * k);
+                l3 += Lanes(values, scales, (sbyte*)&a3->Qs + 32 * k);
+            }
+            mins0 = MathF.FusedMultiplyAdd(-a0->D * w->DMin, Vector256.Sum(IntegerDot.MinLanes(w, a0)), mins0);
+            mins1 = MathF.FusedMultiplyAdd(-a1->D * w->DMin, Vector256.Sum(IntegerDot.MinLanes(w, a1)), mins1);
+            mins2 = MathF.FusedMultiplyAdd(-a2->D * w->DMin, Vector256.Sum(IntegerDot.MinLanes(w, a2)), mins2);
+            mins3 = MathF.FusedMultiplyAdd(-a3->D * w->DMin, Vector256.Sum(IntegerDot.MinLanes(w, a3)), mins3);
+            acc0 = Vector256.FusedMultiplyAdd(Vector256.Create(a0->D * w->D), Vector256.ConvertToSingle(l0), acc0);
+            acc1 = Vector256.FusedMultiplyAdd(Vector256.Create(a1->D * w->D), Vector256.ConvertToSingle(l1), acc1);
+            acc2 = Vector256.FusedMultiplyAdd(Vector256.Create(a2->D * w->D), Vector256.ConvertToSingle(l2), acc2);
+            acc3 = Vector256.FusedMultiplyAdd(Vector256.Create(a3->D * w->D), Vector256.ConvertToSingle(l3), acc3);
+        }
+        results[0] = Kernels.Lanes.Sum8(acc0) + mins0;
+        results[1] = Kernels.Lanes.Sum8(acc1) + mins1;
+        results[2] = Kernels.Lanes.Sum8(acc2) + mins2;
+        results[3] = Kernels.Lanes.Sum8(acc3) + mins3;
+    }
+
     /// <summary><see cref="IntegerDot.RepackedSuperBlocks"/> (Q4_K gemm) for four tokens: the per-64-weight FMAs of the
     /// four tokens run side by side in the lanes of one 128-bit vector.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
