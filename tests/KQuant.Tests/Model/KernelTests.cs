@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using KQuant.Gguf;
 using KQuant.Model;
 using KQuant.Model.Kernels;
@@ -146,6 +147,36 @@ public sealed unsafe class KernelTests
                 MatMul.DecodeRow(type, w, columns, d);
                 kernel.Dot4(d, a, rowBytes, blocks, r);
                 for (var t = 0; t < tokens; t++) Assert.Equal(kernel.Dot(d, a + t * rowBytes, blocks), results[t]);
+            }
+        }
+    }
+
+    /// <summary>The cache-blocked float panel (4×3 tiles, k cut into blocks with the accumulators stored between them)
+    /// gives every output the single-output tinyBLAS result to the bit, at token counts that leave one or two tokens
+    /// over and row lengths that are one, several or an uneven number of k-blocks.</summary>
+    [Theory]
+    [InlineData(4, 1, 8)]
+    [InlineData(8, 2, 1000)]
+    [InlineData(12, 5, 1024)]
+    [InlineData(64, 7, 2056)]
+    [InlineData(16, 9, 5632)]
+    public void BlockedFloatPanelMatchesSingleOutputTinyBlas(int rows, int tokens, int columns)
+    {
+        var weights = TestRows.Make("gaussian", rows, columns, 7);
+        var activations = TestRows.Make("student-t3", tokens, columns, 8);
+        const int yStride = 70;
+        var output = new float[tokens * yStride];
+        var accumulators = new Vector256<float>[FloatDot.AccumulatorVectors(rows)];
+        fixed (float* w = weights)
+        fixed (float* x = activations)
+        fixed (float* y = output)
+        fixed (Vector256<float>* acc = accumulators)
+        {
+            FloatDot.TinyBlasPanel(w, rows, x, tokens, columns, y, yStride, acc);
+            for (var t = 0; t < tokens; t++)
+            {
+                for (var r = 0; r < rows; r++)
+                    Assert.Equal(FloatDot.TinyBlas(w + r * columns, x + t * columns, columns), output[t * yStride + r]);
             }
         }
     }

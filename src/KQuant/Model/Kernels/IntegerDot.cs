@@ -19,7 +19,8 @@ namespace KQuant.Model.Kernels;
 /// block per output for the weights llama.cpp repacks (arch/x86/repack.cpp).</item>
 /// </list>
 /// Without AVX2 the lanes are computed in plain code; the float tails are the same Vector256 operations, so both
-/// paths give identical results.</summary>
+/// paths give identical results. Kernels are compiled fully optimized at once (AggressiveOptimization), as tier-0 code
+/// is many times slower.</summary>
 internal static unsafe class IntegerDot
 {
     public static bool Vectorized => Lanes.Avx2Fma;
@@ -129,6 +130,7 @@ internal static unsafe class IntegerDot
 
     /// <summary>ggml_vec_dot_q6_K_q8_K (and any format whose offset is a multiple of its scale): the offset is taken
     /// from the integer lanes, then acc += d·lanes; result hsum.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float OffsetInLanes(DecodedSuperBlock* w, BlockQ8K* a, int count)
     {
         var acc = Vector256<float>.Zero;
@@ -141,6 +143,7 @@ internal static unsafe class IntegerDot
     }
 
     /// <summary>ggml_vec_dot_q2_K_q8_K: acc += dmin·(−dA)·mins lanes, then acc += d·lanes; result hsum.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float MinsFirst(DecodedSuperBlock* w, BlockQ8K* a, int count)
     {
         var acc = Vector256<float>.Zero;
@@ -154,6 +157,7 @@ internal static unsafe class IntegerDot
 
     /// <summary>ggml_vec_dot_q4_K_q8_K: the mins in a separate four-lane accumulator (one lane per 64 weights),
     /// result hsum(acc) + hsum(acc_m).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float MinsInQuads(DecodedSuperBlock* w, BlockQ8K* a, int count)
     {
         var acc = Vector256<float>.Zero;
@@ -170,6 +174,7 @@ internal static unsafe class IntegerDot
 
     /// <summary>ggml_vec_dot_q5_K_q8_K: the mins of each super-block summed to one integer, dmin·(−dA)·it added to a
     /// float; result hsum(acc) + that sum.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float MinsScalar(DecodedSuperBlock* w, BlockQ8K* a, int count)
     {
         var acc = Vector256<float>.Zero;
@@ -184,6 +189,7 @@ internal static unsafe class IntegerDot
     }
 
     /// <summary>ggml_vec_dot_q3_K_q8_K and ggml_vec_dot_iq4_xs_q8_K: signed codes, acc += d·lanes; result hsum.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Signed(DecodedSignedSuperBlock* w, BlockQ8K* a, int count)
     {
         var acc = Vector256<float>.Zero;
@@ -197,6 +203,7 @@ internal static unsafe class IntegerDot
     /// <summary>ggml_gemv_q4_K_8x8_q8_K (llama.cpp repacks Q4_K matrices whose row count is a multiple of 8; it takes
     /// the tokens past the last group of four one at a time): per super-block the whole integer sum and the whole min
     /// sum, each in one FMA; result acc − acc_min.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float RepackedSuperBlocksOneToken(DecodedSuperBlock* w, BlockQ8K* a, int count)
     {
         float acc = 0, accMins = 0;
@@ -210,6 +217,7 @@ internal static unsafe class IntegerDot
 
     /// <summary>ggml_gemm_q4_K_8x8_q8_K (repacked Q4_K, tokens in groups of four): one FMA per 64 weights (two
     /// sub-blocks) for the sums and one for the mins; result acc − acc_min.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float RepackedSuperBlocks(DecodedSuperBlock* w, BlockQ8K* a, int count)
     {
         float acc = 0, accMins = 0;
@@ -263,6 +271,7 @@ internal static unsafe class IntegerDot
 
     /// <summary>ggml's panel kernel for IQ4_XS (iqp.cpp; matrices whose row count is a multiple of 8, batches of eight
     /// tokens or more): one FMA of each super-block's whole integer sum with d_w·d_a.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float SignedPanel(DecodedSignedSuperBlock* w, BlockQ8K* a, int count)
     {
         var acc = 0f;
@@ -276,6 +285,7 @@ internal static unsafe class IntegerDot
     // ---- float tails: 32-weight blocks against Q8_0 / Q8_1 --------------------------------------------------------
 
     /// <summary>tinyBLAS_Q0_AVX (Q8_0, Q5_0; Q4_0 and IQ4_NL when not repacked): acc += (d_w·d_a)·lanes; result hsum.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float SignedBlocks(DecodedBlock32* w, BlockQ80* a, int count)
     {
         var acc = Vector256<float>.Zero;
@@ -289,6 +299,7 @@ internal static unsafe class IntegerDot
 
     /// <summary>ggml_vec_dot_iq4_nl_q8_0 (an IQ4_NL matrix llama.cpp neither repacks nor hands to tinyBLAS, i.e. one
     /// token): even and odd blocks in two accumulators, hsum of their sum; an odd last block added by FMA.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float SignedBlockPairs(DecodedBlock32* w, BlockQ80* a, int count)
     {
         var even = Vector256<float>.Zero;
@@ -306,6 +317,7 @@ internal static unsafe class IntegerDot
 
     /// <summary>ggml_gemm/gemv_q4_0_8x8_q8_0 and the IQ4_NL twin (repacked matrices): per block one FMA of the whole
     /// integer sum with d_w·d_a.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float RepackedBlocks(DecodedBlock32* w, BlockQ80* a, int count)
     {
         var acc = 0f;
@@ -318,6 +330,7 @@ internal static unsafe class IntegerDot
 
     /// <summary>ggml_vec_dot_q4_1_q8_1 / q5_1_q8_1: acc += (d_w·d_a)·lanes and, beside it, m·s of each block; result
     /// hsum(acc) + Σ m·s.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float OffsetBlocks(DecodedBlock32* w, BlockQ81* a, int count)
     {
         var acc = Vector256<float>.Zero;
@@ -362,6 +375,7 @@ internal static unsafe class IntegerDot4
     }
 
     /// <summary><see cref="IntegerDot.OffsetInLanes"/> (Q6_K) for four tokens.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void OffsetInLanes(DecodedSuperBlock* w, byte* activations, nint stride, int count, float* results)
     {
         if (!IntegerDot.Vectorized)
@@ -397,8 +411,51 @@ internal static unsafe class IntegerDot4
         results[3] = Kernels.Lanes.Sum8(acc3);
     }
 
+    /// <summary><see cref="IntegerDot.MinsScalar"/> (Q5_K) for four tokens.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void MinsScalar(DecodedSuperBlock* w, byte* activations, nint stride, int count, float* results)
+    {
+        if (!IntegerDot.Vectorized)
+        {
+            for (var t = 0; t < 4; t++) results[t] = IntegerDot.MinsScalar(w, (BlockQ8K*)(activations + t * stride), count);
+            return;
+        }
+        var tokens = new Tokens(activations, stride);
+        Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
+        float mins0 = 0, mins1 = 0, mins2 = 0, mins3 = 0;
+        for (var i = 0; i < count; i++, w++)
+        {
+            var offset = i * (nint)BlockQ8K.Size;
+            BlockQ8K* a0 = (BlockQ8K*)((byte*)tokens[0] + offset), a1 = (BlockQ8K*)((byte*)tokens[1] + offset),
+                a2 = (BlockQ8K*)((byte*)tokens[2] + offset), a3 = (BlockQ8K*)((byte*)tokens[3] + offset);
+            Vector256<int> l0 = default, l1 = default, l2 = default, l3 = default;
+            for (var k = 0; k < 8; k++)
+            {
+                var values = Avx.LoadVector256(w->Values + 32 * k);
+                var scales = Avx.LoadVector256(w->Scales + 16 * k);
+                l0 += Lanes(values, scales, (sbyte*)&a0->Qs + 32 * k);
+                l1 += Lanes(values, scales, (sbyte*)&a1->Qs + 32 * k);
+                l2 += Lanes(values, scales, (sbyte*)&a2->Qs + 32 * k);
+                l3 += Lanes(values, scales, (sbyte*)&a3->Qs + 32 * k);
+            }
+            mins0 = MathF.FusedMultiplyAdd(-a0->D * w->DMin, Vector256.Sum(IntegerDot.MinLanes(w, a0)), mins0);
+            mins1 = MathF.FusedMultiplyAdd(-a1->D * w->DMin, Vector256.Sum(IntegerDot.MinLanes(w, a1)), mins1);
+            mins2 = MathF.FusedMultiplyAdd(-a2->D * w->DMin, Vector256.Sum(IntegerDot.MinLanes(w, a2)), mins2);
+            mins3 = MathF.FusedMultiplyAdd(-a3->D * w->DMin, Vector256.Sum(IntegerDot.MinLanes(w, a3)), mins3);
+            acc0 = Vector256.FusedMultiplyAdd(Vector256.Create(a0->D * w->D), Vector256.ConvertToSingle(l0), acc0);
+            acc1 = Vector256.FusedMultiplyAdd(Vector256.Create(a1->D * w->D), Vector256.ConvertToSingle(l1), acc1);
+            acc2 = Vector256.FusedMultiplyAdd(Vector256.Create(a2->D * w->D), Vector256.ConvertToSingle(l2), acc2);
+            acc3 = Vector256.FusedMultiplyAdd(Vector256.Create(a3->D * w->D), Vector256.ConvertToSingle(l3), acc3);
+        }
+        results[0] = Kernels.Lanes.Sum8(acc0) + mins0;
+        results[1] = Kernels.Lanes.Sum8(acc1) + mins1;
+        results[2] = Kernels.Lanes.Sum8(acc2) + mins2;
+        results[3] = Kernels.Lanes.Sum8(acc3) + mins3;
+    }
+
     /// <summary><see cref="IntegerDot.RepackedSuperBlocks"/> (Q4_K gemm) for four tokens: the per-64-weight FMAs of the
     /// four tokens run side by side in the lanes of one 128-bit vector.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void RepackedSuperBlocks(DecodedSuperBlock* w, byte* activations, nint stride, int count, float* results)
     {
         if (!IntegerDot.Vectorized)
@@ -417,34 +474,47 @@ internal static unsafe class IntegerDot4
             var da = Vector128.Create(a0->D, a1->D, a2->D, a3->D);
             var dw = Vector128.Create(w->D) * da;
             var dmin = Vector128.Create(w->DMin) * da;
-            // Mins of each 64 weights, per token: lanes (2p, 2p+1) of MinLanes, gathered as [t0 t1 t2 t3] per p.
+            // Mins of each 64 weights, per token: lanes (2p, 2p+1) of MinLanes. After the horizontal adds the lower
+            // halves hold [t0p0 t0p1 t1p0 t1p1] and [t2p0 t2p1 t3p0 t3p1], the upper ones the same for p = 2, 3;
+            // the shuffles gather [t0 t1 t2 t3] of one p.
             var m01 = Avx2.HorizontalAdd(IntegerDot.MinLanes(w, a0), IntegerDot.MinLanes(w, a1));
             var m23 = Avx2.HorizontalAdd(IntegerDot.MinLanes(w, a2), IntegerDot.MinLanes(w, a3));
-            for (var p = 0; p < 4; p++)
-            {
-                Vector256<int> l0 = default, l1 = default, l2 = default, l3 = default;
-                for (var k = 2 * p; k < 2 * p + 2; k++)
-                {
-                    var values = Avx.LoadVector256(w->Values + 32 * k);
-                    var scales = Avx.LoadVector256(w->Scales + 16 * k);
-                    l0 += Lanes(values, scales, (sbyte*)&a0->Qs + 32 * k);
-                    l1 += Lanes(values, scales, (sbyte*)&a1->Qs + 32 * k);
-                    l2 += Lanes(values, scales, (sbyte*)&a2->Qs + 32 * k);
-                    l3 += Lanes(values, scales, (sbyte*)&a3->Qs + 32 * k);
-                }
-                acc = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(Totals(l0, l1, l2, l3)), dw, acc);
-                var half01 = p < 2 ? m01.GetLower() : m01.GetUpper();
-                var half23 = p < 2 ? m23.GetLower() : m23.GetUpper();
-                var mins = (p & 1) == 0
-                    ? Sse.Shuffle(half01.AsSingle(), half23.AsSingle(), 0b10_00_10_00).AsInt32()
-                    : Sse.Shuffle(half01.AsSingle(), half23.AsSingle(), 0b11_01_11_01).AsInt32();
-                accMins = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(mins), dmin, accMins);
-            }
+            Vector128<float> low01 = m01.GetLower().AsSingle(), low23 = m23.GetLower().AsSingle();
+            Vector128<float> high01 = m01.GetUpper().AsSingle(), high23 = m23.GetUpper().AsSingle();
+            // The four 64-weight pairs unrolled by hand: the JIT keeps the loop over them, and its spills, otherwise.
+            acc = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(PairTotals(w, a0, a1, a2, a3, 0)), dw, acc);
+            accMins = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(Sse.Shuffle(low01, low23, 0b10_00_10_00).AsInt32()), dmin, accMins);
+            acc = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(PairTotals(w, a0, a1, a2, a3, 2)), dw, acc);
+            accMins = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(Sse.Shuffle(low01, low23, 0b11_01_11_01).AsInt32()), dmin, accMins);
+            acc = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(PairTotals(w, a0, a1, a2, a3, 4)), dw, acc);
+            accMins = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(Sse.Shuffle(high01, high23, 0b10_00_10_00).AsInt32()), dmin, accMins);
+            acc = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(PairTotals(w, a0, a1, a2, a3, 6)), dw, acc);
+            accMins = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(Sse.Shuffle(high01, high23, 0b11_01_11_01).AsInt32()), dmin, accMins);
         }
         (acc - accMins).Store(results);
     }
 
+    /// <summary>The integer sums of 32-weight slices <paramref name="k"/> and k + 1 for four tokens, [t0 t1 t2 t3].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<int> PairTotals(DecodedSuperBlock* w, BlockQ8K* a0, BlockQ8K* a1, BlockQ8K* a2, BlockQ8K* a3, int k)
+    {
+        var values = Avx.LoadVector256(w->Values + 32 * k);
+        var scales = Avx.LoadVector256(w->Scales + 16 * k);
+        var l0 = Lanes(values, scales, (sbyte*)&a0->Qs + 32 * k);
+        var l1 = Lanes(values, scales, (sbyte*)&a1->Qs + 32 * k);
+        var l2 = Lanes(values, scales, (sbyte*)&a2->Qs + 32 * k);
+        var l3 = Lanes(values, scales, (sbyte*)&a3->Qs + 32 * k);
+        values = Avx.LoadVector256(w->Values + 32 * k + 32);
+        scales = Avx.LoadVector256(w->Scales + 16 * k + 16);
+        l0 += Lanes(values, scales, (sbyte*)&a0->Qs + 32 * k + 32);
+        l1 += Lanes(values, scales, (sbyte*)&a1->Qs + 32 * k + 32);
+        l2 += Lanes(values, scales, (sbyte*)&a2->Qs + 32 * k + 32);
+        l3 += Lanes(values, scales, (sbyte*)&a3->Qs + 32 * k + 32);
+        return Totals(l0, l1, l2, l3);
+    }
+
     /// <summary><see cref="IntegerDot.SignedPanel"/> (IQ4_XS batched) for four tokens.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void SignedPanel(DecodedSignedSuperBlock* w, byte* activations, nint stride, int count, float* results)
     {
         if (!IntegerDot.Vectorized)
@@ -481,6 +551,7 @@ internal static unsafe class IntegerDot4
         Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(magnitudes, Avx2.Sign(Avx.LoadVector256(qs), signs)), scales);
 
     /// <summary><see cref="IntegerDot.SignedBlocks"/> (tinyBLAS_Q0) for four tokens.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void SignedBlocks(DecodedBlock32* w, byte* activations, nint stride, int count, float* results)
     {
         if (!IntegerDot.Vectorized)
@@ -514,6 +585,7 @@ internal static unsafe class IntegerDot4
         Vector256.ConvertToSingle(Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(magnitudes, Avx2.Sign(Avx.LoadVector256((sbyte*)&a->Qs), signs)), ones));
 
     /// <summary><see cref="IntegerDot.RepackedBlocks"/> (Q4_0 / IQ4_NL repacked) for four tokens.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void RepackedBlocks(DecodedBlock32* w, byte* activations, nint stride, int count, float* results)
     {
         if (!IntegerDot.Vectorized)

@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics;
 using KQuant.Gguf;
 using KQuant.Quants.Float;
 
@@ -8,8 +9,12 @@ namespace KQuant.Model.Kernels;
 /// to stay in L1/L2) and then multiplied with every token, so unpacking a row is paid once per batch.</summary>
 internal static unsafe class MatMul
 {
-    /// <summary>Bytes of decoded weights one panel aims at.</summary>
-    private const int PanelBytes = 16 * 1024;
+    /// <summary>Bytes of decoded quantized weights one panel aims at (a quarter of a 1 MB L2).</summary>
+    private const int PanelBytes = 256 * 1024;
+
+    /// <summary>Bytes of converted weights one float panel aims at: half of a 1 MB L2, so the panel converted once
+    /// stays there while every token meets it.</summary>
+    private const int FloatPanelBytes = 512 * 1024;
 
     /// <summary>Writes y[t·<paramref name="yStride"/> + r] = Σ_k W[r, k]·x[t, k] for every token t and weight row r.</summary>
     public static void Multiply(WeightMatrix w, ActivationBatch x, float* y, nint yStride, Parallelism parallel)
@@ -21,7 +26,7 @@ internal static unsafe class MatMul
         var activationStride = ActivationFormats.RowBytes(w.ActivationFormat, w.Columns);
         var tokens = x.Rows;
         var plan = Plan(w, tokens);
-        var panelRows = PanelRows(w, plan.Main);
+        var panelRows = PanelRows(w, plan.Main, parallel.Threads);
         parallel.For((w.Rows + panelRows - 1) / panelRows, panel =>
         {
             var r0 = panel * panelRows;
@@ -52,13 +57,18 @@ internal static unsafe class MatMul
         return new KernelPlan(kernel, kernel, tokens);
     }
 
-    private static int PanelRows(WeightMatrix w, Kernel kernel)
+    /// <summary>Many rows per panel, as every panel streams the whole activation batch through the cache once, but
+    /// few enough for the decoded panel to stay in L2; float panels a multiple of four rows (tinyBLAS tiles); fewer
+    /// rows when that would leave threads without panels.</summary>
+    private static int PanelRows(WeightMatrix w, Kernel kernel, int threads)
     {
+        var step = kernel.IsFloat ? 4 : 1;
         var decodedRowBytes = kernel.IsFloat
             ? w.Columns * sizeof(float)
             : (int)(w.Columns / (long)kernel.BlockWeights * kernel.DecodedBlockBytes);
-        var rows = Math.Clamp(PanelBytes / Math.Max(1, decodedRowBytes), 1, 64);
-        return rows > 1 ? rows & ~1 : 1; // an even count keeps the float tiles (two rows) whole
+        var rows = Math.Clamp((kernel.IsFloat ? FloatPanelBytes : PanelBytes) / Math.Max(1, decodedRowBytes), step, 64) / step * step;
+        while (threads > 1 && rows > step && (w.Rows + rows - 1) / rows < 4 * threads) rows -= step;
+        return rows;
     }
 
     /// <summary>The entry points of one weight kernel; <see cref="Float"/> stands for the float types.</summary>
@@ -204,20 +214,8 @@ internal static unsafe class MatMul
         // llama.cpp's mul_mat_id (experts) always takes vec_dot.
         if (w.Expert < 0 && FloatDot.UsesTinyBlas(n, w.Rows, tokens))
         {
-            var t = 0;
-            for (; t + 4 <= tokens; t += 4)
-            {
-                var r = 0;
-                for (; r + 2 <= rows; r += 2) FloatDot.Tile2x4(panel + r * n, n, x + t * n, n, n, y + t * yStride + r0 + r, yStride);
-                for (; r < rows; r++)
-                {
-                    for (var k = 0; k < 4; k++) y[(t + k) * yStride + r0 + r] = FloatDot.TinyBlas(panel + r * n, x + (t + k) * n, n);
-                }
-            }
-            for (; t < tokens; t++)
-            {
-                for (var r = 0; r < rows; r++) y[t * yStride + r0 + r] = FloatDot.TinyBlas(panel + r * n, x + t * n, n);
-            }
+            var accumulators = stackalloc Vector256<float>[FloatDot.AccumulatorVectors(rows)];
+            FloatDot.TinyBlasPanel(panel, rows, x, tokens, n, y + r0, yStride, accumulators);
             return;
         }
         for (var t = 0; t < tokens; t++)

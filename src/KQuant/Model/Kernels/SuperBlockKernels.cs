@@ -138,7 +138,7 @@ internal readonly unsafe struct Q5KKernel : IWeightKernel
         IntegerDot.MinsScalar((DecodedSuperBlock*)decoded, (BlockQ8K*)activations, blocks);
 
     public static void Dot4(byte* decoded, byte* activations, nint stride, int blocks, float* results) =>
-        IntegerDot4.Each(&Dot, decoded, activations, stride, blocks, results);
+        IntegerDot4.MinsScalar((DecodedSuperBlock*)decoded, activations, stride, blocks, results);
 }
 
 /// <summary>Q2_K: weight = d·sc·q − dmin·m with 2-bit q and 4-bit sc, m per 16 weights.</summary>
