@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.RegularExpressions;
@@ -58,12 +57,12 @@ internal static partial class PerplexityVsLlamaBenchmark
                         tools[which].Runs.Add(Measure(builds[which].Path, ["-m", model, "-f", text, "-c", context, "--chunks", chunks, "-t", threads], LlamaRate));
                 }
             }
-            var ot = Median(ours.Select(r => r.EvalTokensPerSecond));
-            var os = Median(ours.Select(r => r.ProcessSeconds));
+            var ot = TimedProcess.Median(ours.Select(r => r.EvalTokensPerSecond));
+            var os = TimedProcess.Median(ours.Select(r => r.ProcessSeconds));
             foreach (var (name, llama) in tools)
             {
-                var lt = Median(llama.Select(r => r.EvalTokensPerSecond));
-                var ls = Median(llama.Select(r => r.ProcessSeconds));
+                var lt = TimedProcess.Median(llama.Select(r => r.EvalTokensPerSecond));
+                var ls = TimedProcess.Median(llama.Select(r => r.ProcessSeconds));
                 Console.WriteLine($"{Path.GetFileName(model),-36} {name,-11} {lt,12:F0} {ot,13:F0} {ot / lt,6:F2} {ls,8:F2} {os,9:F2} {ls / os,6:F2}  {llama[0].Perplexity} / {ours[0].Perplexity}");
                 results.Add(new
                 {
@@ -148,30 +147,11 @@ internal static partial class PerplexityVsLlamaBenchmark
     [GeneratedRegex(@"Final estimate: PPL = ([0-9.]+)")]
     private static partial Regex FinalEstimate();
 
-    /// <summary>Runs a command under GNU time: its wall time, peak RSS, evaluation rate and final perplexity.</summary>
+    /// <summary>Runs a perplexity tool: its wall time, peak RSS, evaluation rate and final perplexity.</summary>
     private static ToolRun Measure(string program, string[] arguments, Func<string, double> rate)
     {
-        var start = new ProcessStartInfo("/usr/bin/time") { RedirectStandardError = true, RedirectStandardOutput = true };
-        start.ArgumentList.Add("-f");
-        start.ArgumentList.Add("KQBENCH %e %M");
-        start.ArgumentList.Add(program);
-        foreach (var a in arguments) start.ArgumentList.Add(a);
-        start.Environment["NO_COLOR"] = "1";
-        using var process = Process.Start(start)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEnd();
-        process.WaitForExit();
-        var all = stdout.Result + "\n" + stderr;
-        if (process.ExitCode != 0) throw new InvalidOperationException($"{program} {string.Join(' ', arguments)} failed ({process.ExitCode}):\n{all[^Math.Min(all.Length, 2000)..]}");
-        var line = stderr.Split('\n').Last(l => l.StartsWith("KQBENCH ", StringComparison.Ordinal)).Split(' ');
-        var ppl = FinalEstimate().Match(all);
-        return new ToolRun(double.Parse(line[1], CultureInfo.InvariantCulture), rate(all), ppl.Success ? ppl.Groups[1].Value : "?",
-            long.Parse(line[2], CultureInfo.InvariantCulture) * 1024);
-    }
-
-    private static double Median(IEnumerable<double> values)
-    {
-        var v = values.Order().ToArray();
-        return v.Length % 2 == 1 ? v[v.Length / 2] : (v[v.Length / 2 - 1] + v[v.Length / 2]) / 2;
+        var run = TimedProcess.Run(program, arguments);
+        var ppl = FinalEstimate().Match(run.Output);
+        return new ToolRun(run.Seconds, rate(run.Output), ppl.Success ? ppl.Groups[1].Value : "?", run.PeakRssBytes);
     }
 }

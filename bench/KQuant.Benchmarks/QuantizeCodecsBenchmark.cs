@@ -147,13 +147,7 @@ internal static class QuantizeCodecsBenchmark
     }
 
     private static Timing Median(List<Timing> timings) =>
-        new(Median(timings.Select(t => t.WallMs).ToList()), Median(timings.Select(t => t.CpuMs).ToList()));
-
-    private static double Median(List<double> values)
-    {
-        values.Sort();
-        return values.Count % 2 == 1 ? values[values.Count / 2] : (values[values.Count / 2 - 1] + values[values.Count / 2]) / 2;
-    }
+        new(TimedProcess.Median(timings.Select(t => t.WallMs)), TimedProcess.Median(timings.Select(t => t.CpuMs)));
 
     private static GgmlType[] ParseTypes(string spec)
     {

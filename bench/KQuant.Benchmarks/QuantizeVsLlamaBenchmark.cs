@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using KQuant.Testing;
@@ -48,8 +47,8 @@ public static class QuantizeVsLlamaBenchmark
         {
             foreach (var withImatrix in new[] { false, true })
             {
-                var llama = new List<Measurement>();
-                var ours = new List<Measurement>();
+                var llama = new List<TimedRun>();
+                var ours = new List<TimedRun>();
                 var llamaOut = Path.Combine(options.WorkDir, $"llama-{type}.gguf");
                 var ourOut = Path.Combine(options.WorkDir, $"kquant-{type}.gguf");
                 for (var run = 0; run < options.Runs; run++)
@@ -61,14 +60,14 @@ public static class QuantizeVsLlamaBenchmark
                         var output = isLlama ? llamaOut : ourOut;
                         File.Delete(output);
                         var m = isLlama
-                            ? Measure(options.LlamaQuantize, [.. withImatrix ? new[] { "--imatrix", imatrix } : [], model, output, type, options.Threads.ToString(CultureInfo.InvariantCulture)])
-                            : Measure("dotnet", [options.KQuantDll, "quantize", .. withImatrix ? new[] { "--imatrix", imatrix } : [], model, output, type, "--threads", options.Threads.ToString(CultureInfo.InvariantCulture)]);
+                            ? TimedProcess.Run(options.LlamaQuantize, [.. withImatrix ? new[] { "--imatrix", imatrix } : [], model, output, type, options.Threads.ToString(CultureInfo.InvariantCulture)])
+                            : TimedProcess.Run("dotnet", [options.KQuantDll, "quantize", .. withImatrix ? new[] { "--imatrix", imatrix } : [], model, output, type, "--threads", options.Threads.ToString(CultureInfo.InvariantCulture)]);
                         (isLlama ? llama : ours).Add(m);
                     }
                 }
                 var identical = KQuant.Testing.FileComparison.SameBytes(llamaOut, ourOut);
-                var lm = Median(llama.Select(m => m.Seconds));
-                var om = Median(ours.Select(m => m.Seconds));
+                var lm = TimedProcess.Median(llama.Select(m => m.Seconds));
+                var om = TimedProcess.Median(ours.Select(m => m.Seconds));
                 var lrss = llama.Max(m => m.PeakRssBytes);
                 var orss = ours.Max(m => m.PeakRssBytes);
                 Console.WriteLine($"{type,-8} {(withImatrix ? "yes" : "no"),-8} {lm,9:0.00} {om,9:0.00} {om / lm,7:0.000} {lrss / 1e6,9:0} {orss / 1e6,10:0}  {identical}");
@@ -92,36 +91,6 @@ public static class QuantizeVsLlamaBenchmark
         }
         Console.Error.WriteLine($"wrote {options.Output}");
         return 0;
-    }
-
-    private sealed record Measurement(double Seconds, long PeakRssBytes);
-
-    /// <summary>Runs a command under GNU time for its wall time and peak resident set size.</summary>
-    private static Measurement Measure(string program, string[] arguments)
-    {
-        var start = new ProcessStartInfo("/usr/bin/time") { RedirectStandardError = true, RedirectStandardOutput = true };
-        start.ArgumentList.Add("-f");
-        start.ArgumentList.Add("KQBENCH %e %M");
-        start.ArgumentList.Add(program);
-        foreach (var a in arguments) start.ArgumentList.Add(a);
-        using var process = Process.Start(start)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEnd();
-        process.WaitForExit();
-        _ = stdout.Result;
-        var line = stderr.Split('\n').LastOrDefault(l => l.StartsWith("KQBENCH ", StringComparison.Ordinal))
-            ?? throw new InvalidOperationException($"{program} printed no timing:\n{stderr}");
-        if (process.ExitCode != 0) throw new InvalidOperationException($"{program} {string.Join(' ', arguments)} failed ({process.ExitCode}):\n{Tail(stderr)}");
-        var parts = line.Split(' ');
-        return new Measurement(double.Parse(parts[1], CultureInfo.InvariantCulture), long.Parse(parts[2], CultureInfo.InvariantCulture) * 1024);
-    }
-
-    private static string Tail(string text) => string.Join('\n', text.Split('\n').TakeLast(15));
-
-    private static double Median(IEnumerable<double> values)
-    {
-        var v = values.Order().ToArray();
-        return v.Length % 2 == 1 ? v[v.Length / 2] : (v[v.Length / 2 - 1] + v[v.Length / 2]) / 2;
     }
 
     private sealed record Options(string LlamaQuantize, string KQuantDll, string VocabSource, string WorkDir, string Output,

@@ -49,8 +49,8 @@ internal static class RowParallelBenchmark
                 one.Add(Time(() => RowQuantizer.Quantize(type, data, dst, rowLength, threads: 1)));
                 many.Add(Time(() => RowQuantizer.Quantize(type, data, dst, rowLength, threads: threads)));
             }
-            var m1 = Median(one);
-            var mn = Median(many);
+            var m1 = TimedProcess.Median(one);
+            var mn = TimedProcess.Median(many);
             Console.WriteLine($"{GgmlTypeTraits.Of(type).Name,-8} {m1,12:0.0} {mn,13:0.0} {m1 / mn,9:0.00}");
             results.Add(new { type = GgmlTypeTraits.Of(type).Name, one_thread_ms = m1, many_threads_ms = mn, speedup = Math.Round(m1 / mn, 3) });
         }
@@ -66,11 +66,5 @@ internal static class RowParallelBenchmark
         var clock = Stopwatch.StartNew();
         action();
         return clock.Elapsed.TotalMilliseconds;
-    }
-
-    private static double Median(List<double> values)
-    {
-        var v = values.Order().ToArray();
-        return v.Length % 2 == 1 ? v[v.Length / 2] : (v[v.Length / 2 - 1] + v[v.Length / 2]) / 2;
     }
 }
