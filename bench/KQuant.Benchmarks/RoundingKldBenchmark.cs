@@ -18,7 +18,7 @@ namespace KQuant.Benchmarks;
 /// weight RMSE and the whole-model quantization wall time (ModelQuantizer, 1 thread, the two modes alternating first).
 /// The imatrix is llama.cpp's own (llama-imatrix on the calibration text), made when the native tool is present.
 /// Usage: rounding-kld [--models a.gguf=text.txt,...] [--types Q2_K,...] [--imatrix-tool PATH] [--calibration TEXT]
-/// [--eval-threads N] [--out bench/results/rounding-kld.json]
+/// [--eval-threads N] [--imatrix-modes with|without|both] [--out bench/results/rounding-kld.json]
 /// </summary>
 public static class RoundingKldBenchmark
 {
@@ -36,6 +36,7 @@ public static class RoundingKldBenchmark
         var imatrixTool = Path.Combine(".cache", "reference", "build-native", "bin", "llama-imatrix");
         var calibration = "/work/shared/text/calibration-groups-merged.txt";
         var evalThreads = 1;
+        bool[] modes = [false, true];
         var output = Path.Combine("bench", "results", "rounding-kld.json");
         for (var i = 0; i < args.Length; i++)
         {
@@ -49,6 +50,14 @@ public static class RoundingKldBenchmark
                 case "--calibration": calibration = args[++i]; break;
                 case "--eval-threads": evalThreads = int.Parse(args[++i]); break;
                 case "--out": output = args[++i]; break;
+                case "--imatrix-modes":
+                    modes = args[++i] switch
+                    {
+                        "with" => [true],
+                        "without" => [false],
+                        _ => [false, true],
+                    };
+                    break;
                 default:
                     Console.Error.WriteLine($"unknown option {args[i]}");
                     return 2;
@@ -76,7 +85,7 @@ public static class RoundingKldBenchmark
                 foreach (var recipeName in recipes)
                 {
                     if (!QuantRecipe.TryParse(recipeName, out var recipe)) throw new ArgumentException($"unknown recipe {recipeName}");
-                    foreach (var withImportance in imatrix is null ? [false] : new[] { false, true })
+                    foreach (var withImportance in imatrix is null ? [false] : modes)
                     {
                         var referenceFirst = results.Count % 2 == 0;
                         Side? reference = null, optimal = null;

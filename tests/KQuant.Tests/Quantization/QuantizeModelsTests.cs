@@ -65,12 +65,12 @@ public class QuantizeModelsTests
         Assert.All(result.Plan.Tensors.Where(t => t.Tensor.Name.EndsWith("ffn_down.weight")),
             t => Assert.Contains(t.TargetType, new[] { GgmlType.Q5_0, GgmlType.Q8_0 }));
         var dir = TestPaths.NewTempDir();
-        LlamaReference.Quantize(path, Path.Combine(dir, "llama.gguf"), new LlamaReference.QuantizeOptions(LlamaFileType.MostlyQ4_K_M));
-        var summary = System.Text.RegularExpressions.Regex.Match(LlamaReference.LastLog, @"WARNING: (\d+) of (\d+) tensor\(s\) required fallback quantization");
+        var log = LlamaReference.Quantize(path, Path.Combine(dir, "llama.gguf"), new LlamaReference.QuantizeOptions(LlamaFileType.MostlyQ4_K_M));
+        var summary = System.Text.RegularExpressions.Regex.Match(log, @"WARNING: (\d+) of (\d+) tensor\(s\) required fallback quantization");
         Assert.True(summary.Success, "llama.cpp printed no fallback summary");
         Assert.Equal(int.Parse(summary.Groups[1].Value), result.Plan.FallbackCount);
         Assert.Contains($"{summary.Groups[1].Value} of {summary.Groups[2].Value} tensor(s) required fallback quantization", result.Warnings);
-        var perTensor = System.Text.RegularExpressions.Regex.Matches(LlamaReference.LastLog, @"warning: (\S+)\s+- ncols").Select(m => m.Groups[1].Value).ToList();
+        var perTensor = System.Text.RegularExpressions.Regex.Matches(log, @"warning: (\S+)\s+- ncols").Select(m => m.Groups[1].Value).ToList();
         Assert.Equal(perTensor, result.Warnings.Where(w => w.Contains("falling back")).Select(w => w[..w.IndexOf(':')]).ToList());
     }
 

@@ -24,8 +24,9 @@ public static unsafe partial class LlamaReference
         public IReadOnlyList<(string Key, object Value)> KvOverrides { get; init; } = [];
     }
 
-    /// <summary>Runs llama_model_quantize of the reference. Throws with llama.cpp's log when it fails.</summary>
-    public static void Quantize(string input, string output, QuantizeOptions o)
+    /// <summary>Runs llama_model_quantize of the reference and returns llama.cpp's log of the call (read under the lock
+    /// that serialises calls, so a parallel test's call cannot replace it). Throws with that log when it fails.</summary>
+    public static string Quantize(string input, string output, QuantizeOptions o)
     {
         lock (LoadLock)
         {
@@ -83,6 +84,7 @@ public static unsafe partial class LlamaReference
                 }
                 var rc = ModelQuantize(input, output, &p);
                 if (rc != 0) throw new InvalidOperationException($"llama_model_quantize failed ({rc}):\n{Log}");
+                lock (Log) return Log.ToString();
             }
             finally
             {
@@ -90,12 +92,6 @@ public static unsafe partial class LlamaReference
                 foreach (var s in strings) Marshal.FreeCoTaskMem(s);
             }
         }
-    }
-
-    /// <summary>llama.cpp's log of the last call (its warnings, e.g. fallbacks).</summary>
-    public static string LastLog
-    {
-        get { lock (Log) return Log.ToString(); }
     }
 
     private const int GgmlTypeCount = 43;

@@ -6,8 +6,10 @@ public enum RoundingMode
     /// <summary>llama.cpp v0.5.0's quantizers: the bytes llama-quantize writes.</summary>
     Reference,
 
-    /// <summary>Start from the reference solution and improve it by a greedy quant-step search (ik_llama.cpp PR 295), keeping
-    /// whichever of the two has the smaller final (dequantized) error. The output is the same llama.cpp format.</summary>
+    /// <summary>Start from the reference solution and improve it (super-block formats: alternating minimisation of scales,
+    /// integer sub-block scales and levels, <see cref="SuperBlockSearch"/>; the others: the greedy quant-step search of
+    /// ik_llama.cpp PR 295, <see cref="QuantStepSearch"/>), keeping whichever of the two has the smaller final (dequantized)
+    /// error. The output is the same llama.cpp format.</summary>
     Optimal,
 }
 
