@@ -78,9 +78,22 @@ internal static class KeepBestBlocks
         var j = 0;
         if (weighting == ErrorWeighting.ImportanceTimesMagnitude)
         {
-            float sumSquares = 0;
-            foreach (var v in x) sumSquares += v * v;
+            var squareSums = Vector<float>.Zero;
+            for (; j <= x.Length - Vector<float>.Count; j += Vector<float>.Count)
+            {
+                var xv = new Vector<float>(x[j..]);
+                squareSums += xv * xv;
+            }
+            var sumSquares = Vector.Sum(squareSums);
+            for (; j < x.Length; j++) sumSquares += x[j] * x[j];
             var sigma2 = 2 * sumSquares / x.Length;
+            var sigma2Vector = new Vector<float>(sigma2);
+            for (j = 0; j <= x.Length - Vector<float>.Count; j += Vector<float>.Count)
+            {
+                var c = importance.IsEmpty ? Vector<float>.One : new Vector<float>(importance[j..]);
+                var xv = new Vector<float>(x[j..]);
+                (c * Vector.SquareRoot(sigma2Vector + xv * xv)).CopyTo(w[j..]);
+            }
             for (; j < x.Length; j++) w[j] = (importance.IsEmpty ? 1f : importance[j]) * MathF.Sqrt(sigma2 + x[j] * x[j]);
             return;
         }

@@ -95,7 +95,6 @@ internal static class SuperBlockSearch
         var n = x.Length;
         var subBlocks = n / spec.SubBlock;
         Span<float> t = stackalloc float[n];
-        Span<int> bestIndices = stackalloc int[n];
         Span<int> bestScales = stackalloc int[subBlocks];
         Span<int> bestMins = stackalloc int[subBlocks];
         Span<SubBlockSums> sums = stackalloc SubBlockSums[subBlocks];
@@ -104,8 +103,13 @@ internal static class SuperBlockSearch
         // The reference encoding is the first candidate.
         for (var i = 0; i < n; i++) t[i] = spec.Levels[state.Indices[i]];
         AccumulateLevels(spec, x, w, t, sums);
-        var best = state.CopyInto(new SuperBlockState(bestIndices, bestScales, bestMins));
+        // The best encoding is kept as its scales: its levels are the nearest for them (every candidate is scored right
+        // after rounding), so they are recomputed once at the end, unless the reference (whose levels may not be) wins.
         var bestError = StoredError(spec, sums, state);
+        var bestIsReference = true;
+        state.Scales.CopyTo(bestScales);
+        state.Mins.CopyTo(bestMins);
+        var (bestD, bestDMin) = (state.D, state.DMin);
 
         // 1. Free scales (s) and offsets (o, x ≈ s·T + o), by Lloyd iterations from the reference levels.
         Span<float> scales = stackalloc float[subBlocks];
@@ -113,7 +117,6 @@ internal static class SuperBlockSearch
         Span<double> freeErrors = stackalloc double[subBlocks];
         Span<float> bestScalesFree = stackalloc float[subBlocks];
         Span<float> bestOffsetsFree = stackalloc float[subBlocks];
-        Span<int> levelIndices = stackalloc int[n]; // the free phase's levels; the state keeps the reference's
         for (var j = 0; j < subBlocks; j++) freeErrors[j] = double.PositiveInfinity;
         // A second chain from another start: signed scales with asymmetric levels (Q3_K's −4..3, IQ4's grid) fit a
         // sub-block differently with either sign, so the reference scale negated; the affine formats, the sub-block's
@@ -131,7 +134,7 @@ internal static class SuperBlockSearch
                     (scales[j], offsets[j]) = ((sums[j].Max - low) / (spec.Levels.Length - 1), low);
                 }
                 else scales[j] = -scales[j];
-                if (scales[j] != 0) RoundSubBlock(spec, x, t, levelIndices, j, scales[j], offsets[j]);
+                if (scales[j] != 0) RoundSubBlock(spec, x, t, default, j, scales[j], offsets[j]);
             }
             if (start > 0) AccumulateLevels(spec, x, w, t, sums);
             for (var round = 0; round < FreeRounds; round++)
@@ -147,7 +150,7 @@ internal static class SuperBlockSearch
                 if (round + 1 == FreeRounds) break;
                 for (var j = 0; j < subBlocks; j++)
                 {
-                    if (scales[j] != 0) RoundSubBlock(spec, x, t, levelIndices, j, scales[j], offsets[j]);
+                    if (scales[j] != 0) RoundSubBlock(spec, x, t, default, j, scales[j], offsets[j]);
                 }
                 AccumulateLevels(spec, x, w, t, sums);
             }
@@ -165,40 +168,76 @@ internal static class SuperBlockSearch
             if (MathF.Abs(scales[j]) > maxAbs) (maxAbs, signedMax) = (MathF.Abs(scales[j]), scales[j]);
             maxMin = Math.Max(maxMin, -offsets[j]);
         }
-        var minScale = spec.Affine && maxMin > 0 ? maxMin / spec.MinHigh : best.DMin;
+        var minScale = spec.Affine && maxMin > 0 ? maxMin / spec.MinHigh : state.DMin;
         Span<float> superScales = stackalloc float[3];
-        superScales[0] = best.D;
+        superScales[0] = state.D;
         superScales[1] = spec.ScaleLow < 0 ? signedMax / spec.ScaleHigh : maxAbs / spec.ScaleHigh;
         superScales[2] = spec.ScaleLow < 0 ? signedMax / spec.ScaleLow : 0;
-        foreach (var superScale in superScales)
+        var minValue = spec.Affine ? Fp16Value(minScale) : 0;
+        var bestCandidate = -1;
+        var bestCandidateError = double.PositiveInfinity;
+        for (var candidate = 0; candidate < superScales.Length; candidate++)
         {
-            var dValue = Fp16Value(superScale);
+            var dValue = Fp16Value(superScales[candidate]);
             if (dValue == 0 || !float.IsFinite(dValue)) continue;
-            state.D = dValue;
-            state.DMin = spec.Affine ? Fp16Value(minScale) : 0;
-            for (var j = 0; j < subBlocks; j++)
-            {
-                state.Scales[j] = Math.Clamp((int)MathF.Round(scales[j] / state.D), spec.ScaleLow, spec.ScaleHigh);
-                state.Mins[j] = spec.Affine && state.DMin != 0 ? Math.Clamp((int)MathF.Round(-offsets[j] / state.DMin), 0, spec.MinHigh) : 0;
-            }
+            var error = ScoreCandidate(spec, x, w, t, sums, scales, offsets, dValue, minValue, ref state);
+            if (error < bestCandidateError) (bestCandidate, bestCandidateError) = (candidate, error);
+            Keep(error, state, ref bestError, ref bestIsReference, bestScales, bestMins, ref bestD, ref bestDMin);
+        }
 
-            // 3. Alternate at the stored scales.
-            for (var round = 0; round < StoredRounds; round++)
+        // 3. Alternate at the stored scales, from the best candidate.
+        if (bestCandidate >= 0)
+        {
+            ScoreCandidate(spec, x, w, t, sums, scales, offsets, Fp16Value(superScales[bestCandidate]), minValue, ref state);
+            for (var round = 1; round < StoredRounds; round++)
             {
-                RoundToStoredScales(spec, x, t, ref state);
-                AccumulateLevels(spec, x, w, t, sums);
-                var error = StoredError(spec, sums, state);
-                if (error < bestError)
-                {
-                    bestError = error;
-                    best = state.CopyInto(best);
-                }
-                if (round + 1 == StoredRounds || !RefitSuperScales(spec, sums, ref state)) break;
+                if (!RefitSuperScales(spec, sums, ref state)) break;
                 ChooseIntegerScales(spec, sums, ref state);
+                RoundToStoredScales(spec, x, t, default, state);
+                AccumulateLevels(spec, x, w, t, sums);
+                Keep(StoredError(spec, sums, state), state, ref bestError, ref bestIsReference, bestScales, bestMins, ref bestD, ref bestDMin);
             }
         }
-        var result = best.CopyInto(state);
-        (state.D, state.DMin) = (result.D, result.DMin);
+        if (bestIsReference)
+        {
+            state.D = bestD;
+            state.DMin = bestDMin;
+            bestScales.CopyTo(state.Scales);
+            bestMins.CopyTo(state.Mins);
+            return;
+        }
+        bestScales.CopyTo(state.Scales);
+        bestMins.CopyTo(state.Mins);
+        (state.D, state.DMin) = (bestD, bestDMin);
+        RoundToStoredScales(spec, x, t, state.Indices, state);
+    }
+
+    /// <summary>Stores the free scales under super-scales (<paramref name="d"/>, <paramref name="dmin"/>), rounds the levels
+    /// for them and returns the weighted error; the sums are left for those levels.</summary>
+    private static double ScoreCandidate(SuperBlockSpec spec, ReadOnlySpan<float> x, ReadOnlySpan<float> w, scoped Span<float> t,
+        scoped Span<SubBlockSums> sums, scoped ReadOnlySpan<float> scales, scoped ReadOnlySpan<float> offsets, float d, float dmin, ref SuperBlockState state)
+    {
+        state.D = d;
+        state.DMin = dmin;
+        for (var j = 0; j < scales.Length; j++)
+        {
+            state.Scales[j] = Math.Clamp((int)Math.Clamp(MathF.Round(scales[j] / d), -1e6f, 1e6f), spec.ScaleLow, spec.ScaleHigh);
+            state.Mins[j] = spec.Affine && dmin != 0 ? Math.Clamp((int)Math.Clamp(MathF.Round(-offsets[j] / dmin), -1e6f, 1e6f), 0, spec.MinHigh) : 0;
+        }
+        RoundToStoredScales(spec, x, t, default, state);
+        AccumulateLevels(spec, x, w, t, sums);
+        return StoredError(spec, sums, state);
+    }
+
+    private static void Keep(double error, in SuperBlockState state, ref double bestError, ref bool bestIsReference, Span<int> bestScales,
+        Span<int> bestMins, ref float bestD, ref float bestDMin)
+    {
+        if (!(error < bestError)) return;
+        bestError = error;
+        bestIsReference = false;
+        state.Scales.CopyTo(bestScales);
+        state.Mins.CopyTo(bestMins);
+        (bestD, bestDMin) = (state.D, state.DMin);
     }
 
     /// <summary>Per sub-block weighted sums: the data's (fixed) and the current levels'.</summary>
@@ -282,12 +321,13 @@ internal static class SuperBlockSearch
         return double.IsNaN(total) ? double.PositiveInfinity : total;
     }
 
-    private static void RoundToStoredScales(SuperBlockSpec spec, ReadOnlySpan<float> x, scoped Span<float> t, ref SuperBlockState state)
+    /// <summary>The nearest levels for the stored scales (their indices too when <paramref name="indices"/> is not empty).</summary>
+    private static void RoundToStoredScales(SuperBlockSpec spec, ReadOnlySpan<float> x, Span<float> t, Span<int> indices, in SuperBlockState state)
     {
         for (var j = 0; j < state.Scales.Length; j++)
         {
             var scale = state.D * state.Scales[j];
-            if (scale != 0) RoundSubBlock(spec, x, t, state.Indices, j, scale, -state.DMin * state.Mins[j]);
+            if (scale != 0) RoundSubBlock(spec, x, t, indices, j, scale, -state.DMin * state.Mins[j]);
         }
     }
 
@@ -295,6 +335,8 @@ internal static class SuperBlockSearch
     private static void RoundSubBlock(SuperBlockSpec spec, ReadOnlySpan<float> x, Span<float> t, Span<int> indices, int j, float scale,
         float offset)
     {
+        // A subnormal scale's inverse overflows: those weights keep their levels.
+        if (!float.IsFinite(1 / scale)) return;
         var inverse = new Vector<float>(1 / scale);
         var offsetVector = new Vector<float>(offset);
         var end = (j + 1) * spec.SubBlock;
@@ -305,11 +347,9 @@ internal static class SuperBlockSearch
             for (var i = j * spec.SubBlock; i < end; i += Vector<float>.Count)
             {
                 var v = (new Vector<float>(x[i..]) - offsetVector) * inverse;
-                // NaN (a subnormal scale's infinite inverse times 0) becomes the lowest level.
                 var level = Vector.Min(Vector.Max(Vector.Round(v), low), high);
-                level = Vector.ConditionalSelect(Vector.Equals(level, level), level, low);
                 level.CopyTo(t[i..]);
-                (Vector.ConvertToInt32(level) - new Vector<int>(lowest)).CopyTo(indices[i..]);
+                if (!indices.IsEmpty) (Vector.ConvertToInt32(level) - new Vector<int>(lowest)).CopyTo(indices[i..]);
             }
             return;
         }
@@ -326,7 +366,7 @@ internal static class SuperBlockSearch
                 value += Vector.ConditionalSelect(above, new Vector<float>(spec.Levels[k + 1] - spec.Levels[k]), Vector<float>.Zero);
             }
             value.CopyTo(t[i..]);
-            index.CopyTo(indices[i..]);
+            if (!indices.IsEmpty) index.CopyTo(indices[i..]);
         }
     }
 
