@@ -11,6 +11,9 @@ internal delegate void BlockImprover<TBlock>(ReadOnlySpan<float> x, ReadOnlySpan
 /// <summary>What the optimal path minimises (<see cref="KeepBestBlocks.WeightingFor"/>).</summary>
 internal enum ErrorWeighting
 {
+    /// <summary>No search: the reference bytes.</summary>
+    Reference,
+
     /// <summary>w = c, the column importance (1 without an imatrix).</summary>
     Importance,
 
@@ -33,6 +36,7 @@ internal static class KeepBestBlocks
     {
         codec.Quantize(source, destination, importance);
         var weighting = WeightingFor(codec.Type, !importance.IsEmpty, role);
+        if (weighting == ErrorWeighting.Reference) return;
         var blocks = MemoryMarshal.Cast<byte, TBlock>(destination);
         Span<float> weights = stackalloc float[blockWeights];
         Span<float> dequantized = stackalloc float[blockWeights];
@@ -56,8 +60,10 @@ internal static class KeepBestBlocks
     /// <list type="bullet">
     /// <item>2- and 3-bit K-quants (Q2_K, Q3_K) in products: c·x². Searching on c alone lowers the weight RMSE but raised
     /// the KLD (Q2_K: +35% without an imatrix, +12% with one); c·x² lowered it.</item>
-    /// <item>Q4_K and Q5_K products: c with an imatrix; without one sqrt(σ² + x²) (Q4_K_M: ×0.986 of the reference's KLD;
-    /// with 1, the reference bytes ×0.994 and x² ×1.033).</item>
+    /// <item>Q4_K and Q5_K products without an imatrix: sqrt(σ² + x²) (Q4_K_M: ×0.986 of the reference's KLD; with 1, the
+    /// reference bytes ×0.994 and x² ×1.033). With one: c for Q4_K (Q4_K_M ×0.964); no search for Q5_K, whose search
+    /// raised Q5_K_M's KLD with every weighting tried (c ×1.005, sqrt(σ² + x²) ×1.007 on debdocs-llama-10m; c ×1.014 on
+    /// debdocs-tiny).</item>
     /// <item>IQ4_XS products: c·sqrt(σ² + x²) with an imatrix (IQ4_XS: ×0.991; c alone ×1.005, worse than the reference),
     /// 1 without one (×0.976; sqrt(σ² + x²) ×1.000).</item>
     /// <item>Token embeddings (lookups) and the other formats: c.</item>
@@ -68,6 +74,7 @@ internal static class KeepBestBlocks
         _ when role == RowRole.Lookup => ErrorWeighting.Importance,
         GgmlType.Q2_K or GgmlType.Q3_K => ErrorWeighting.ImportanceTimesSquare,
         GgmlType.Q4_K or GgmlType.Q5_K when !hasImportance => ErrorWeighting.ImportanceTimesMagnitude,
+        GgmlType.Q5_K => ErrorWeighting.Reference,
         GgmlType.IQ4_XS when hasImportance => ErrorWeighting.ImportanceTimesMagnitude,
         _ => ErrorWeighting.Importance,
     };
