@@ -8,6 +8,7 @@ var benchmarks = new Dictionary<string, Func<string[], int>>(StringComparer.Ordi
     ["row-parallel"] = RowParallelBenchmark.Run,
     ["rounding"] = RoundingBenchmark.Run,
     ["rounding-kld"] = RoundingKldBenchmark.Run,
+    ["rounding-ceiling"] = RoundingCeilingBenchmark.Run,
     ["perplexity"] = PerplexityBenchmark.Run,
     ["perplexity-vs-llama"] = PerplexityVsLlamaBenchmark.Run,
     ["kernels"] = KernelBenchmark.Run,
