@@ -9,6 +9,7 @@ var benchmarks = new Dictionary<string, Func<string[], int>>(StringComparer.Ordi
     ["rounding"] = RoundingBenchmark.Run,
     ["rounding-kld"] = RoundingKldBenchmark.Run,
     ["rounding-time"] = RoundingTimeBenchmark.Run,
+    ["rounding-ceiling"] = RoundingCeilingBenchmark.Run,
     ["perplexity"] = PerplexityBenchmark.Run,
     ["perplexity-vs-llama"] = PerplexityVsLlamaBenchmark.Run,
     ["kernels"] = KernelBenchmark.Run,
