@@ -64,8 +64,8 @@ internal static class KeepBestBlocks
     /// reference bytes ×0.994 and x² ×1.033). With one: c for Q4_K (Q4_K_M ×0.964); no search for Q5_K, whose search
     /// raised Q5_K_M's KLD with every weighting tried (c ×1.005, sqrt(σ² + x²) ×1.007 on debdocs-llama-10m; c ×1.014 on
     /// debdocs-tiny).</item>
-    /// <item>IQ4_XS products: c·sqrt(σ² + x²) with an imatrix (IQ4_XS: ×0.991; c alone ×1.005, worse than the reference),
-    /// 1 without one (×0.976; sqrt(σ² + x²) ×1.000).</item>
+    /// <item>IQ4_XS products: c·sqrt(σ² + x²) with an imatrix (IQ4_XS: ×0.984; c alone ×1.005, worse than the reference),
+    /// 1 without one (×1.000; sqrt(σ² + x²) ×1.000).</item>
     /// <item>Token embeddings (lookups) and the other formats: c.</item>
     /// </list>
     /// </summary>

@@ -34,17 +34,6 @@ internal ref struct SuperBlockState(Span<int> indices, Span<int> scales, Span<in
     public readonly Span<int> Mins = mins;
     public float D;
     public float DMin;
-
-    /// <summary>Copies this encoding into <paramref name="other"/>'s storage and returns it with this one's super-scales.</summary>
-    public readonly SuperBlockState CopyInto(SuperBlockState other)
-    {
-        Indices.CopyTo(other.Indices);
-        Scales.CopyTo(other.Scales);
-        Mins.CopyTo(other.Mins);
-        other.D = D;
-        other.DMin = DMin;
-        return other;
-    }
 }
 
 /// <summary>
@@ -199,18 +188,11 @@ internal static class SuperBlockSearch
                 Keep(StoredError(spec, sums, state), state, ref bestError, ref bestIsReference, bestScales, bestMins, ref bestD, ref bestDMin);
             }
         }
-        if (bestIsReference)
-        {
-            state.D = bestD;
-            state.DMin = bestDMin;
-            bestScales.CopyTo(state.Scales);
-            bestMins.CopyTo(state.Mins);
-            return;
-        }
         bestScales.CopyTo(state.Scales);
         bestMins.CopyTo(state.Mins);
         (state.D, state.DMin) = (bestD, bestDMin);
-        RoundToStoredScales(spec, x, t, state.Indices, state);
+        // The reference's levels were never overwritten; any other winner's are the nearest for its stored scales.
+        if (!bestIsReference) RoundToStoredScales(spec, x, t, state.Indices, state);
     }
 
     /// <summary>Stores the free scales under super-scales (<paramref name="d"/>, <paramref name="dmin"/>), rounds the levels
@@ -430,23 +412,6 @@ internal static class SuperBlockSearch
                 }
             }
         }
-    }
-
-    /// <summary>Σ w·(y − x)² with y as the dequantizers compute it: (D·sc)·T[q] − Dmin·m. NaN counts as +∞.</summary>
-    public static double Error(SuperBlockSpec spec, ReadOnlySpan<float> x, ReadOnlySpan<float> w, in SuperBlockState state)
-    {
-        double sum = 0;
-        for (var j = 0; j < state.Scales.Length; j++)
-        {
-            var scale = state.D * state.Scales[j];
-            var offset = state.DMin * state.Mins[j];
-            for (var i = j * spec.SubBlock; i < (j + 1) * spec.SubBlock; i++)
-            {
-                double e = scale * spec.Levels[state.Indices[i]] - offset - (double)x[i];
-                sum += w[i] * e * e;
-            }
-        }
-        return double.IsNaN(sum) ? double.PositiveInfinity : sum;
     }
 
     private static float Fp16Value(float value) => (float)GgmlFp16.FromSingle(value);
