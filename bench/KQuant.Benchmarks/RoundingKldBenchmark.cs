@@ -51,12 +51,19 @@ public static class RoundingKldBenchmark
                 case "--eval-threads": evalThreads = int.Parse(args[++i]); break;
                 case "--out": output = args[++i]; break;
                 case "--imatrix-modes":
-                    modes = args[++i] switch
+                    bool[]? chosen = args[++i] switch
                     {
                         "with" => [true],
                         "without" => [false],
-                        _ => [false, true],
+                        "both" => [false, true],
+                        _ => null,
                     };
+                    if (chosen is null)
+                    {
+                        Console.Error.WriteLine($"--imatrix-modes: '{args[i]}' is not with, without or both");
+                        return 2;
+                    }
+                    modes = chosen;
                     break;
                 default:
                     Console.Error.WriteLine($"unknown option {args[i]}");
