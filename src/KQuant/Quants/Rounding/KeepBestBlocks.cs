@@ -26,9 +26,10 @@ internal enum ErrorWeighting
 }
 
 /// <summary>The optimal path's frame for every block format: quantize the row the reference way, let the format propose a
-/// better encoding per block, and keep the proposal only when its dequantized weighted error (through the codec's own
-/// dequantizer, i.e. what a reader of the file sees) is smaller. This makes "never worse than the reference" structural
-/// (in the weighted error of <see cref="WeightingFor"/>; the KL divergence it is chosen for is measured, not guaranteed).</summary>
+/// better encoding per block, bring both to unit gain (<see cref="UnitGain"/>), and keep the proposal only when its
+/// dequantized weighted error (through the codec's own dequantizer, i.e. what a reader of the file sees) is smaller. This
+/// makes "never worse than the reference at unit gain" structural (in the weighted error of <see cref="WeightingFor"/>;
+/// the KL divergence it is chosen for is measured, not guaranteed).</summary>
 internal static class KeepBestBlocks
 {
     public static void Quantize<TBlock>(IRowCodec codec, int blockWeights, ReadOnlySpan<float> source, Span<byte> destination,
@@ -44,10 +45,14 @@ internal static class KeepBestBlocks
         for (var i = 0; i < blocks.Length; i++)
         {
             var x = source.Slice(i * blockWeights, blockWeights);
-            ErrorWeights(weighting, x, importance.IsEmpty ? default : importance.Slice(i * blockWeights, blockWeights), weights);
+            var c = importance.IsEmpty ? default : importance.Slice(i * blockWeights, blockWeights);
+            ErrorWeights(weighting, x, c, weights);
             ReadOnlySpan<float> w = weights;
             candidate[0] = blocks[i];
             improve(x, w, ref candidate[0]);
+            // Both at unit gain (UnitGain), then the better.
+            UnitGain.Correct(codec, MemoryMarshal.AsBytes(blocks.Slice(i, 1)), x, c, dequantized);
+            UnitGain.Correct(codec, MemoryMarshal.AsBytes(candidate), x, c, dequantized);
             var referenceError = BlockError(codec, blocks.Slice(i, 1), x, w, dequantized);
             var candidateError = BlockError(codec, candidate, x, w, dequantized);
             if (candidateError < referenceError) blocks[i] = candidate[0];

@@ -29,7 +29,8 @@ public enum RowRole
 /// vector is passed even to formats whose reference path ignores it (Q8_0).</remarks>
 public interface IOptimalRowCodec : IRowCodec
 {
-    /// <summary>Quantizes one row (same contract as <see cref="IRowCodec.Quantize"/>); per block, the result's weighted squared
-    /// error (the weighting of <see cref="KeepBestBlocks.WeightingFor"/>) is never above that of <see cref="IRowCodec.Quantize"/>'s.</summary>
+    /// <summary>Quantizes one row (same contract as <see cref="IRowCodec.Quantize"/>); per block, the result has unit gain
+    /// against the input (<see cref="UnitGain"/>) and its weighted squared error (the weighting of
+    /// <see cref="KeepBestBlocks.WeightingFor"/>) is never above that of <see cref="IRowCodec.Quantize"/>'s brought to unit gain.</summary>
     void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role);
 }

@@ -1,0 +1,73 @@
+using KQuant.Gguf;
+using KQuant.Quants;
+
+namespace KQuant.Tests.Quants;
+
+/// <summary>The optimal path's unit-gain step: the fp16 scale fields it rescales are the right bytes of every format, and
+/// the optimal path's blocks come out at unit gain.</summary>
+public sealed class UnitGainTests
+{
+    public static TheoryData<GgmlType> OptimalTypes()
+    {
+        var data = new TheoryData<GgmlType>();
+        foreach (var type in RowCodecs.Supported.Where(t => RowCodecs.Get(t) is IOptimalRowCodec)) data.Add(type);
+        return data;
+    }
+
+    /// <summary>Doubling every scale field doubles every dequantized weight exactly (a power of two is exact in fp16 and
+    /// in float): a wrong offset would change the codes or leave a scale alone.</summary>
+    [Theory]
+    [MemberData(nameof(OptimalTypes))]
+    public void RescalingTheScaleFieldsScalesEveryWeight(GgmlType type)
+    {
+        var codec = RowCodecs.Get(type);
+        var traits = GgmlTypeTraits.Of(type);
+        const int length = 512;
+        var x = TestRows.Make("gaussian", 1, length, seed: 11);
+        var bytes = new byte[traits.RowBytes(length)];
+        codec.Quantize(x, bytes, default);
+        var before = new float[length];
+        codec.Dequantize(bytes, before);
+        var blockBytes = (int)traits.RowBytes(traits.BlockSize);
+        for (var b = 0; b < length / traits.BlockSize; b++) UnitGain.Rescale(type, bytes.AsSpan(b * blockBytes, blockBytes), 2f);
+        var after = new float[length];
+        codec.Dequantize(bytes, after);
+        Assert.Equal(before.Select(v => 2 * v), after);
+    }
+
+    /// <summary>Per block Σc·x·y / Σc·x² = 1 up to the fp16 rounding of the rescaled scales: each is off by at most 2⁻¹¹
+    /// relative, and the formats with a min round two fields, hence 1.5·10⁻³.</summary>
+    [Theory]
+    [MemberData(nameof(OptimalTypes))]
+    public void OptimalBlocksHaveUnitGain(GgmlType type)
+    {
+        var codec = (IOptimalRowCodec)RowCodecs.Get(type);
+        var traits = GgmlTypeTraits.Of(type);
+        const int length = 4096;
+        foreach (var withImportance in new[] { false, true })
+        {
+            if (KeepBestBlocks.WeightingFor(type, withImportance, RowRole.Product) == ErrorWeighting.Reference) continue;
+            foreach (var kind in new[] { "gaussian", "student-t3" })
+            {
+                var x = TestRows.Make(kind, 1, length, seed: 5);
+                var importance = withImportance ? TestRows.Importance(length, seed: 5) : null;
+                var bytes = new byte[traits.RowBytes(length)];
+                codec.QuantizeOptimal(x, bytes, importance, RowRole.Product);
+                var y = new float[length];
+                codec.Dequantize(bytes, y);
+                for (var b = 0; b < length; b += traits.BlockSize)
+                {
+                    double xy = 0, xx = 0;
+                    for (var j = b; j < b + traits.BlockSize; j++)
+                    {
+                        double c = importance?[j] ?? 1;
+                        xy += c * x[j] * y[j];
+                        xx += c * x[j] * x[j];
+                    }
+                    Assert.True(Math.Abs(xy / xx - 1) <= 1.5e-3,
+                        $"{traits.Name} {kind}{(withImportance ? " with importance" : "")} block {b / traits.BlockSize}: gain {xy / xx:R}");
+                }
+            }
+        }
+    }
+}
