@@ -16,8 +16,9 @@ namespace KQuant.Benchmarks;
 /// pure), with and without an importance matrix, KQuant's own forward pass measures the whole-model mean KL divergence
 /// against the F16 model and the perplexity on the model's evaluation text (c = 512, every chunk), next to the weighted
 /// weight RMSE and the whole-model quantization wall time (ModelQuantizer, 1 thread, the two modes alternating first).
-/// The imatrix is llama.cpp's own (llama-imatrix on the calibration text), made when the native tool is present.
-/// Usage: rounding-kld [--models a.gguf=text.txt,...] [--types Q2_K,...] [--imatrix-tool PATH] [--calibration TEXT]
+/// The imatrix is llama.cpp's own (llama-imatrix on the calibration text), made when the native tool is present, or the
+/// ready file given by --imatrix (for a run on one model).
+/// Usage: rounding-kld [--models a.gguf=text.txt,...] [--types Q2_K,...] [--imatrix-tool PATH | --imatrix FILE] [--calibration TEXT]
 /// [--eval-threads N] [--imatrix-modes with|without|both] [--out bench/results/rounding-kld.json]
 /// </summary>
 public static class RoundingKldBenchmark
@@ -33,6 +34,7 @@ public static class RoundingKldBenchmark
             ("/work/shared/models/stories260K-F16.gguf", "/work/shared/text/tinystories-valid-excerpt.txt"),
         };
         var recipes = DefaultRecipes.ToList();
+        string? imatrixFile = null;
         var imatrixTool = Path.Combine(".cache", "reference", "build-native", "bin", "llama-imatrix");
         var calibration = "/work/shared/text/calibration-groups-merged.txt";
         var evalThreads = 1;
@@ -47,6 +49,7 @@ public static class RoundingKldBenchmark
                     break;
                 case "--types": recipes = args[++i].Split(',').ToList(); break;
                 case "--imatrix-tool": imatrixTool = args[++i]; break;
+                case "--imatrix": imatrixFile = args[++i]; break;
                 case "--calibration": calibration = args[++i]; break;
                 case "--eval-threads": evalThreads = int.Parse(args[++i]); break;
                 case "--out": output = args[++i]; break;
@@ -86,7 +89,7 @@ public static class RoundingKldBenchmark
                 var basePath = Path.Combine(work.FullName, name + ".logits");
                 var basePerplexity = WriteBaseLogits(model, text, basePath, evalThreads);
                 Console.WriteLine($"{name}: F16 PPL {basePerplexity:F4}");
-                var imatrixPath = MakeImatrix(imatrixTool, model, calibration, Path.Combine(work.FullName, name + ".imatrix.gguf"));
+                var imatrixPath = imatrixFile ?? MakeImatrix(imatrixTool, model, calibration, Path.Combine(work.FullName, name + ".imatrix.gguf"));
                 var imatrix = imatrixPath is null ? null : ImportanceMatrix.Load(imatrixPath);
                 using var original = GgufFile.Open(model);
                 foreach (var recipeName in recipes)
