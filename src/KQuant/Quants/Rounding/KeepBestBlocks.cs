@@ -52,9 +52,9 @@ internal static class KeepBestBlocks
             improve(x, w, ref candidate[0]);
             // Both at unit gain (UnitGain), then the better.
             UnitGain.Correct(codec, MemoryMarshal.AsBytes(blocks.Slice(i, 1)), x, c, dequantized);
+            var referenceError = WeightedSquaredError(x, dequantized, w);
             UnitGain.Correct(codec, MemoryMarshal.AsBytes(candidate), x, c, dequantized);
-            var referenceError = BlockError(codec, blocks.Slice(i, 1), x, w, dequantized);
-            var candidateError = BlockError(codec, candidate, x, w, dequantized);
+            var candidateError = WeightedSquaredError(x, dequantized, w);
             if (candidateError < referenceError) blocks[i] = candidate[0];
         }
     }
@@ -123,15 +123,8 @@ internal static class KeepBestBlocks
         }
     }
 
-    /// <summary>Σ w·(dequantized − x)² of one block, in double; +∞ when the block decodes to NaN (an fp16 scale overflowed
-    /// on huge input), so any finite candidate beats it.</summary>
-    public static double BlockError<TBlock>(IRowCodec codec, ReadOnlySpan<TBlock> block, ReadOnlySpan<float> x, ReadOnlySpan<float> w,
-        Span<float> scratch) where TBlock : unmanaged
-    {
-        codec.Dequantize(MemoryMarshal.AsBytes(block), scratch);
-        return WeightedSquaredError(x, scratch, w);
-    }
-
+    /// <summary>Σ w·(y − x)² of one block, in double; +∞ when y holds NaN (an fp16 scale overflowed on huge input), so any
+    /// finite candidate beats it.</summary>
     public static double WeightedSquaredError(ReadOnlySpan<float> x, ReadOnlySpan<float> y, ReadOnlySpan<float> w)
     {
         // In double, as the comparison it decides must hold in double (a float sum could prefer a block that is worse by

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Numerics;
 using KQuant.Gguf;
 
 namespace KQuant.Quants;
@@ -43,32 +44,61 @@ internal static class UnitGain
     }
 
     /// <summary>Rescales one encoded block to unit gain against <paramref name="x"/> under importance <paramref name="c"/>
-    /// (empty: 1), unless its gain is degenerate or the rescaled block would not decode to finite values.
-    /// <paramref name="scratch"/> holds x.Length floats.</summary>
-    public static void Correct(IRowCodec codec, Span<byte> block, ReadOnlySpan<float> x, ReadOnlySpan<float> c, Span<float> scratch)
+    /// (empty: 1), unless its gain is degenerate or the rescaled block would not decode to finite values. On return
+    /// <paramref name="decoded"/> (x.Length floats) holds the block as it now decodes.</summary>
+    public static void Correct(IRowCodec codec, Span<byte> block, ReadOnlySpan<float> x, ReadOnlySpan<float> c, Span<float> decoded)
     {
-        codec.Dequantize(block, scratch);
-        double xy = 0, xx = 0;
-        for (var j = 0; j < x.Length; j++)
-        {
-            double cj = c.IsEmpty ? 1 : c[j];
-            xy += cj * x[j] * scratch[j];
-            xx += cj * x[j] * x[j];
-        }
-        var gain = xy / xx;
+        codec.Dequantize(block, decoded);
+        var gain = Gain(x, decoded, c);
         if (!(gain >= LowestGain && gain <= HighestGain) || gain == 1) return;
         Span<byte> original = stackalloc byte[block.Length];
         block.CopyTo(original);
         Rescale(codec.Type, block, (float)(1 / gain));
-        codec.Dequantize(block, scratch);
-        foreach (var value in scratch)
+        codec.Dequantize(block, decoded);
+        if (AllFinite(decoded)) return;
+        original.CopyTo(block);
+        codec.Dequantize(block, decoded);
+    }
+
+    /// <summary>Σc·x·y / Σc·x² in double (c empty: 1); NaN when x is all zero where c is not.</summary>
+    public static double Gain(ReadOnlySpan<float> x, ReadOnlySpan<float> y, ReadOnlySpan<float> c)
+    {
+        Vector<double> xy = default, xx = default;
+        var j = 0;
+        for (; j <= x.Length - Vector<float>.Count; j += Vector<float>.Count)
         {
-            if (!float.IsFinite(value))
-            {
-                original.CopyTo(block);
-                return;
-            }
+            var xv = new Vector<float>(x[j..]);
+            var cx = c.IsEmpty ? xv : new Vector<float>(c[j..]) * xv;
+            Vector.Widen(cx, out var cxLow, out var cxHigh);
+            Vector.Widen(xv, out var xLow, out var xHigh);
+            Vector.Widen(new Vector<float>(y[j..]), out var yLow, out var yHigh);
+            xy += cxLow * yLow + cxHigh * yHigh;
+            xx += cxLow * xLow + cxHigh * xHigh;
         }
+        double sumXy = Vector.Sum(xy), sumXx = Vector.Sum(xx);
+        for (; j < x.Length; j++)
+        {
+            var cx = (c.IsEmpty ? 1.0 : c[j]) * x[j];
+            sumXy += cx * y[j];
+            sumXx += cx * x[j];
+        }
+        return sumXy / sumXx;
+    }
+
+    private static bool AllFinite(ReadOnlySpan<float> values)
+    {
+        // v − v is 0 for every finite v and NaN for ±∞ and NaN.
+        var j = 0;
+        for (; j <= values.Length - Vector<float>.Count; j += Vector<float>.Count)
+        {
+            var v = new Vector<float>(values[j..]);
+            if (!Vector.EqualsAll(v - v, Vector<float>.Zero)) return false;
+        }
+        for (; j < values.Length; j++)
+        {
+            if (!float.IsFinite(values[j])) return false;
+        }
+        return true;
     }
 
     /// <summary>Applies <see cref="Correct"/> to every block of an encoded row: the reference encoding at unit gain, which the
