@@ -33,14 +33,16 @@ public sealed class OptimalRoundingTests(ITestOutputHelper output)
         Assert.Equal(ErrorWeighting.ImportanceTimesSquare, KeepBestBlocks.WeightingFor(GgmlType.Q2_K, false, RowRole.Product));
         Assert.Equal(ErrorWeighting.ImportanceTimesSquare, KeepBestBlocks.WeightingFor(GgmlType.Q3_K, true, RowRole.Product));
         Assert.Equal(ErrorWeighting.Importance, KeepBestBlocks.WeightingFor(GgmlType.Q2_K, true, RowRole.Lookup));
-        Assert.Equal(ErrorWeighting.ImportanceTimesMagnitude, KeepBestBlocks.WeightingFor(GgmlType.Q4_K, false, RowRole.Product));
+        Assert.Equal(ErrorWeighting.Importance, KeepBestBlocks.WeightingFor(GgmlType.Q4_K, false, RowRole.Product));
+        Assert.Equal(ErrorWeighting.ImportanceTimesMagnitude, KeepBestBlocks.WeightingFor(GgmlType.Q5_K, false, RowRole.Product));
         Assert.Equal(ErrorWeighting.Importance, KeepBestBlocks.WeightingFor(GgmlType.Q4_K, true, RowRole.Product));
         Assert.Equal(ErrorWeighting.Importance, KeepBestBlocks.WeightingFor(GgmlType.Q4_K, false, RowRole.Lookup));
-        Assert.Equal(ErrorWeighting.Reference, KeepBestBlocks.WeightingFor(GgmlType.Q5_K, true, RowRole.Product));
+        Assert.Equal(ErrorWeighting.ReferenceAtUnitGain, KeepBestBlocks.WeightingFor(GgmlType.Q5_K, true, RowRole.Product));
         Assert.Equal(ErrorWeighting.Importance, KeepBestBlocks.WeightingFor(GgmlType.Q5_K, true, RowRole.Lookup));
         Assert.Equal(ErrorWeighting.Importance, KeepBestBlocks.WeightingFor(GgmlType.IQ4_XS, false, RowRole.Product));
         Assert.Equal(ErrorWeighting.ImportanceTimesMagnitude, KeepBestBlocks.WeightingFor(GgmlType.IQ4_XS, true, RowRole.Product));
-        Assert.Equal(ErrorWeighting.Importance, KeepBestBlocks.WeightingFor(GgmlType.Q6_K, true, RowRole.Product));
+        Assert.Equal(ErrorWeighting.ReferenceAtUnitGain, KeepBestBlocks.WeightingFor(GgmlType.Q6_K, true, RowRole.Product));
+        Assert.Equal(ErrorWeighting.ReferenceAtUnitGain, KeepBestBlocks.WeightingFor(GgmlType.Q6_K, false, RowRole.Lookup));
         Span<float> w = stackalloc float[3];
         KeepBestBlocks.ErrorWeights(ErrorWeighting.ImportanceTimesSquare, [1f, -2f, 0.5f], [2f, 1f, 4f], w);
         Assert.Equal([2f, 4f, 1f], w.ToArray());
@@ -82,16 +84,16 @@ public sealed class OptimalRoundingTests(ITestOutputHelper output)
                 var optimal = new byte[rowBytes * rows];
                 RowQuantizer.Quantize(type, x, reference, length, importance);
                 RowQuantizer.Quantize(type, x, optimal, length, importance, rounding: RoundingMode.Optimal, role: role);
-                if (weighting == ErrorWeighting.Reference)
-                {
-                    Assert.Equal(reference, optimal); // no search for this format and setting: the reference bytes
-                    continue;
-                }
                 // The guarantee is against the reference at unit gain, as the optimal path corrects both before choosing.
                 for (var r = 0; r < rows; r++)
                 {
                     UnitGain.CorrectRow(RowCodecs.Get(type), reference.AsSpan(r * rowBytes, rowBytes), x.AsSpan(r * length, length),
                         importance ?? default);
+                }
+                if (weighting == ErrorWeighting.ReferenceAtUnitGain)
+                {
+                    Assert.Equal(reference, optimal); // no search: exactly the reference at unit gain
+                    continue;
                 }
                 CodecComparison.AssertDequantizeMatches(type, $"{kind} {length} optimal", optimal, length, x.Length);
                 var referenceFloats = new float[x.Length];
@@ -113,7 +115,7 @@ public sealed class OptimalRoundingTests(ITestOutputHelper output)
                 }
             }
         }
-        if (weighting == ErrorWeighting.Reference) return;
+        if (weighting == ErrorWeighting.ReferenceAtUnitGain) return;
         output.WriteLine($"{traits.Name}{(withImportance ? " with importance" : "")} {role}: weighted RMSE optimal/reference = {Math.Sqrt(optimalTotal / referenceTotal):0.0000}");
         Assert.True(optimalTotal < referenceTotal, $"{traits.Name}: the search improved nothing on the ordinary cases");
     }

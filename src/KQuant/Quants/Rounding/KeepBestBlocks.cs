@@ -11,8 +11,8 @@ internal delegate void BlockImprover<TBlock>(ReadOnlySpan<float> x, ReadOnlySpan
 /// <summary>What the optimal path minimises (<see cref="KeepBestBlocks.WeightingFor"/>).</summary>
 internal enum ErrorWeighting
 {
-    /// <summary>No search: the reference bytes.</summary>
-    Reference,
+    /// <summary>No search: the reference encoding brought to unit gain (<see cref="UnitGain"/>).</summary>
+    ReferenceAtUnitGain,
 
     /// <summary>w = c, the column importance (1 without an imatrix).</summary>
     Importance,
@@ -37,7 +37,6 @@ internal static class KeepBestBlocks
     {
         codec.Quantize(source, destination, importance);
         var weighting = WeightingFor(codec.Type, !importance.IsEmpty, role);
-        if (weighting == ErrorWeighting.Reference) return;
         var blocks = MemoryMarshal.Cast<byte, TBlock>(destination);
         Span<float> weights = stackalloc float[blockWeights];
         Span<float> dequantized = stackalloc float[blockWeights];
@@ -46,6 +45,11 @@ internal static class KeepBestBlocks
         {
             var x = source.Slice(i * blockWeights, blockWeights);
             var c = importance.IsEmpty ? default : importance.Slice(i * blockWeights, blockWeights);
+            if (weighting == ErrorWeighting.ReferenceAtUnitGain)
+            {
+                UnitGain.Correct(codec, MemoryMarshal.AsBytes(blocks.Slice(i, 1)), x, c, dequantized);
+                continue;
+            }
             ErrorWeights(weighting, x, c, weights);
             ReadOnlySpan<float> w = weights;
             candidate[0] = blocks[i];
@@ -61,25 +65,28 @@ internal static class KeepBestBlocks
 
     /// <summary>
     /// The error the optimal path minimises, per format and row role; c is the importance (imatrix) of each column, 1
-    /// without one. Chosen by whole-model KL divergence against F16 on debdocs-llama-10m (src/KQuant/Quants/README.md):
+    /// without one. Chosen by whole-model KL divergence against F16 on debdocs-llama-10m, with every block at unit gain
+    /// (ratios are of the reference's KLD, without / with an imatrix; src/KQuant/Quants/README.md has the rest):
     /// <list type="bullet">
+    /// <item>Q6_K: no search, the reference at unit gain. Its search lowered the weight error by 2.5% but raised the KLD of
+    /// every recipe holding Q6_K tensors (Q4_K_M ×0.978 / ×0.931 without it, ×0.985 / ×0.943 with it; IQ4_XS likewise).</item>
     /// <item>2- and 3-bit K-quants (Q2_K, Q3_K) in products: c·x². Searching on c alone lowers the weight RMSE but raised
-    /// the KLD (Q2_K: +35% without an imatrix, +12% with one); c·x² lowered it.</item>
-    /// <item>Q4_K and Q5_K products without an imatrix: sqrt(σ² + x²) (Q4_K_M: ×0.986 of the reference's KLD; with 1, the
-    /// reference bytes ×0.994 and x² ×1.033). With one: c for Q4_K (Q4_K_M ×0.964); no search for Q5_K, whose search
-    /// raised Q5_K_M's KLD with every weighting tried (c ×1.005, sqrt(σ² + x²) ×1.007 on debdocs-llama-10m; c ×1.014 on
-    /// debdocs-tiny).</item>
-    /// <item>IQ4_XS products: c·sqrt(σ² + x²) with an imatrix (IQ4_XS: ×0.984; c alone ×1.005, worse than the reference),
-    /// 1 without one (×1.000; sqrt(σ² + x²) ×1.000).</item>
+    /// the KLD (Q2_K: +35% without an imatrix, +12% with one, before unit gain); c·x² lowered it.</item>
+    /// <item>Q4_K products: c (Q4_K_M ×0.970 without an imatrix; sqrt(σ² + x²) ×0.978, x² ×1.022).</item>
+    /// <item>Q5_K products: sqrt(σ² + x²) without an imatrix; with one, no search, the reference at unit gain (Q5_K_M ×0.996;
+    /// its search raised the KLD with every weighting tried before unit gain).</item>
+    /// <item>IQ4_XS products: c·sqrt(σ² + x²) with an imatrix (×0.944; c alone was worse than the reference before unit
+    /// gain), 1 without one.</item>
     /// <item>Token embeddings (lookups) and the other formats: c.</item>
     /// </list>
     /// </summary>
     public static ErrorWeighting WeightingFor(GgmlType type, bool hasImportance, RowRole role) => type switch
     {
+        GgmlType.Q6_K => ErrorWeighting.ReferenceAtUnitGain,
         _ when role == RowRole.Lookup => ErrorWeighting.Importance,
         GgmlType.Q2_K or GgmlType.Q3_K => ErrorWeighting.ImportanceTimesSquare,
-        GgmlType.Q4_K or GgmlType.Q5_K when !hasImportance => ErrorWeighting.ImportanceTimesMagnitude,
-        GgmlType.Q5_K => ErrorWeighting.Reference,
+        GgmlType.Q5_K when !hasImportance => ErrorWeighting.ImportanceTimesMagnitude,
+        GgmlType.Q5_K => ErrorWeighting.ReferenceAtUnitGain,
         GgmlType.IQ4_XS when hasImportance => ErrorWeighting.ImportanceTimesMagnitude,
         _ => ErrorWeighting.Importance,
     };
