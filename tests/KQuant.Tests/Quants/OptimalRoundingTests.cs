@@ -39,7 +39,7 @@ public sealed class OptimalRoundingTests(ITestOutputHelper output)
         Assert.Equal(ErrorWeighting.Importance, KeepBestBlocks.WeightingFor(GgmlType.Q4_K, false, RowRole.Lookup));
         Assert.Equal(ErrorWeighting.ReferenceAtUnitGain, KeepBestBlocks.WeightingFor(GgmlType.Q5_K, true, RowRole.Product));
         Assert.Equal(ErrorWeighting.Importance, KeepBestBlocks.WeightingFor(GgmlType.Q5_K, true, RowRole.Lookup));
-        Assert.Equal(ErrorWeighting.Importance, KeepBestBlocks.WeightingFor(GgmlType.IQ4_XS, false, RowRole.Product));
+        Assert.Equal(ErrorWeighting.ImportanceTimesMagnitude, KeepBestBlocks.WeightingFor(GgmlType.IQ4_XS, false, RowRole.Product));
         Assert.Equal(ErrorWeighting.ImportanceTimesMagnitude, KeepBestBlocks.WeightingFor(GgmlType.IQ4_XS, true, RowRole.Product));
         Assert.Equal(ErrorWeighting.ReferenceAtUnitGain, KeepBestBlocks.WeightingFor(GgmlType.Q6_K, true, RowRole.Product));
         Assert.Equal(ErrorWeighting.ReferenceAtUnitGain, KeepBestBlocks.WeightingFor(GgmlType.Q6_K, false, RowRole.Lookup));
