@@ -33,7 +33,7 @@ public sealed class OptimalRoundingTests(ITestOutputHelper output)
         Assert.Equal(ErrorWeighting.ImportanceTimesSquare, KeepBestBlocks.WeightingFor(GgmlType.Q2_K, false, RowRole.Product));
         Assert.Equal(ErrorWeighting.ImportanceTimesSquare, KeepBestBlocks.WeightingFor(GgmlType.Q3_K, true, RowRole.Product));
         Assert.Equal(ErrorWeighting.Importance, KeepBestBlocks.WeightingFor(GgmlType.Q2_K, true, RowRole.Lookup));
-        Assert.Equal(ErrorWeighting.Importance, KeepBestBlocks.WeightingFor(GgmlType.Q4_K, false, RowRole.Product));
+        Assert.Equal(ErrorWeighting.ImportanceTimesMagnitude, KeepBestBlocks.WeightingFor(GgmlType.Q4_K, false, RowRole.Product));
         Assert.Equal(ErrorWeighting.ImportanceTimesMagnitude, KeepBestBlocks.WeightingFor(GgmlType.Q5_K, false, RowRole.Product));
         Assert.Equal(ErrorWeighting.Importance, KeepBestBlocks.WeightingFor(GgmlType.Q4_K, true, RowRole.Product));
         Assert.Equal(ErrorWeighting.Importance, KeepBestBlocks.WeightingFor(GgmlType.Q4_K, false, RowRole.Lookup));
@@ -84,11 +84,15 @@ public sealed class OptimalRoundingTests(ITestOutputHelper output)
                 var optimal = new byte[rowBytes * rows];
                 RowQuantizer.Quantize(type, x, reference, length, importance);
                 RowQuantizer.Quantize(type, x, optimal, length, importance, rounding: RoundingMode.Optimal, role: role);
-                // The guarantee is against the reference at unit gain, as the optimal path corrects both before choosing.
-                for (var r = 0; r < rows; r++)
+                // The guarantee is against the reference at unit gain where the format takes it, as the optimal path
+                // corrects both before choosing.
+                if (UnitGain.Applies(type))
                 {
-                    UnitGain.CorrectRow(RowCodecs.Get(type), reference.AsSpan(r * rowBytes, rowBytes), x.AsSpan(r * length, length),
-                        importance ?? default);
+                    for (var r = 0; r < rows; r++)
+                    {
+                        UnitGain.CorrectRow(RowCodecs.Get(type), reference.AsSpan(r * rowBytes, rowBytes), x.AsSpan(r * length, length),
+                            importance ?? default);
+                    }
                 }
                 if (weighting == ErrorWeighting.ReferenceAtUnitGain)
                 {

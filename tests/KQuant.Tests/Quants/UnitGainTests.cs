@@ -3,21 +3,21 @@ using KQuant.Quants;
 
 namespace KQuant.Tests.Quants;
 
-/// <summary>The optimal path's unit-gain step: the fp16 scale fields it rescales are the right bytes of every format, and
-/// the optimal path's blocks come out at unit gain.</summary>
+/// <summary>The optimal path's unit-gain step: the fp16 scale fields it rescales are the right bytes of every format that
+/// takes it, and the optimal path's blocks of those formats come out at unit gain.</summary>
 public sealed class UnitGainTests
 {
-    public static TheoryData<GgmlType> OptimalTypes()
+    public static TheoryData<GgmlType> UnitGainTypes()
     {
         var data = new TheoryData<GgmlType>();
-        foreach (var type in RowCodecs.Supported.Where(t => RowCodecs.Get(t) is IOptimalRowCodec)) data.Add(type);
+        foreach (var type in RowCodecs.Supported.Where(UnitGain.Applies)) data.Add(type);
         return data;
     }
 
     /// <summary>Doubling every scale field doubles every dequantized weight exactly (a power of two is exact in fp16 and
     /// in float): a wrong offset would change the codes or leave a scale alone.</summary>
     [Theory]
-    [MemberData(nameof(OptimalTypes))]
+    [MemberData(nameof(UnitGainTypes))]
     public void RescalingTheScaleFieldsScalesEveryWeight(GgmlType type)
     {
         var codec = RowCodecs.Get(type);
@@ -38,7 +38,7 @@ public sealed class UnitGainTests
     /// <summary>Per block Σc·x·y / Σc·x² = 1 up to the fp16 rounding of the rescaled scales: each is off by at most 2⁻¹¹
     /// relative, and the formats with a min round two fields, hence 1.5·10⁻³.</summary>
     [Theory]
-    [MemberData(nameof(OptimalTypes))]
+    [MemberData(nameof(UnitGainTypes))]
     public void OptimalBlocksHaveUnitGain(GgmlType type)
     {
         var codec = (IOptimalRowCodec)RowCodecs.Get(type);

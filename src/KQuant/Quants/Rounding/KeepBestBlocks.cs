@@ -26,7 +26,7 @@ internal enum ErrorWeighting
 }
 
 /// <summary>The optimal path's frame for every block format: quantize the row the reference way, let the format propose a
-/// better encoding per block, bring both to unit gain (<see cref="UnitGain"/>), and keep the proposal only when its
+/// better encoding per block, bring both to unit gain (<see cref="UnitGain"/>, super-block formats), and keep the proposal only when its
 /// dequantized weighted error (through the codec's own dequantizer, i.e. what a reader of the file sees) is smaller. This
 /// makes "never worse than the reference at unit gain" structural (in the weighted error of <see cref="WeightingFor"/>;
 /// the KL divergence it is chosen for is measured, not guaranteed).</summary>
@@ -37,6 +37,7 @@ internal static class KeepBestBlocks
     {
         codec.Quantize(source, destination, importance);
         var weighting = WeightingFor(codec.Type, !importance.IsEmpty, role);
+        var unitGain = UnitGain.Applies(codec.Type);
         var blocks = MemoryMarshal.Cast<byte, TBlock>(destination);
         Span<float> weights = stackalloc float[blockWeights];
         Span<float> dequantized = stackalloc float[blockWeights];
@@ -54,13 +55,20 @@ internal static class KeepBestBlocks
             ReadOnlySpan<float> w = weights;
             candidate[0] = blocks[i];
             improve(x, w, ref candidate[0]);
-            // Both at unit gain (UnitGain), then the better.
-            UnitGain.Correct(codec, MemoryMarshal.AsBytes(blocks.Slice(i, 1)), x, c, dequantized);
+            // Both at unit gain where the format takes it (UnitGain), then the better.
+            Decode(codec, unitGain, MemoryMarshal.AsBytes(blocks.Slice(i, 1)), x, c, dequantized);
             var referenceError = WeightedSquaredError(x, dequantized, w);
-            UnitGain.Correct(codec, MemoryMarshal.AsBytes(candidate), x, c, dequantized);
+            Decode(codec, unitGain, MemoryMarshal.AsBytes(candidate), x, c, dequantized);
             var candidateError = WeightedSquaredError(x, dequantized, w);
             if (candidateError < referenceError) blocks[i] = candidate[0];
         }
+    }
+
+    private static void Decode(IRowCodec codec, bool unitGain, Span<byte> block, ReadOnlySpan<float> x, ReadOnlySpan<float> c,
+        Span<float> decoded)
+    {
+        if (unitGain) UnitGain.Correct(codec, block, x, c, decoded);
+        else codec.Dequantize(block, decoded);
     }
 
     /// <summary>
@@ -72,9 +80,9 @@ internal static class KeepBestBlocks
     /// every recipe holding Q6_K tensors (Q4_K_M ×0.978 / ×0.931 without it, ×0.985 / ×0.943 with it; IQ4_XS likewise).</item>
     /// <item>2- and 3-bit K-quants (Q2_K, Q3_K) in products: c·x². Searching on c alone lowers the weight RMSE but raised
     /// the KLD (Q2_K: +35% without an imatrix, +12% with one, before unit gain); c·x² lowered it.</item>
-    /// <item>Q4_K products: c (Q4_K_M ×0.970 without an imatrix; sqrt(σ² + x²) ×0.978, x² ×1.022).</item>
-    /// <item>Q5_K products: sqrt(σ² + x²) without an imatrix; with one, no search, the reference at unit gain (Q5_K_M ×0.996;
-    /// its search raised the KLD with every weighting tried before unit gain).</item>
+    /// <item>Q4_K and Q5_K products without an imatrix: sqrt(σ² + x²) (Q4_K_M ×0.978; c = 1 gave ×0.970 here but ×1.007 on
+    /// debdocs-tiny, where sqrt(σ² + x²) gives ×0.999; x² ×1.022). With one: c for Q4_K; no search for Q5_K, the
+    /// reference at unit gain (Q5_K_M ×0.996; its search raised the KLD with every weighting tried before unit gain).</item>
     /// <item>IQ4_XS products: c·sqrt(σ² + x²) (×0.963 / ×0.944; with c alone ×0.966 without an imatrix, and worse than
     /// the reference with one before unit gain).</item>
     /// <item>Token embeddings (lookups) and the other formats: c.</item>
@@ -85,7 +93,7 @@ internal static class KeepBestBlocks
         GgmlType.Q6_K => ErrorWeighting.ReferenceAtUnitGain,
         _ when role == RowRole.Lookup => ErrorWeighting.Importance,
         GgmlType.Q2_K or GgmlType.Q3_K => ErrorWeighting.ImportanceTimesSquare,
-        GgmlType.Q5_K when !hasImportance => ErrorWeighting.ImportanceTimesMagnitude,
+        GgmlType.Q4_K or GgmlType.Q5_K when !hasImportance => ErrorWeighting.ImportanceTimesMagnitude,
         GgmlType.Q5_K => ErrorWeighting.ReferenceAtUnitGain,
         GgmlType.IQ4_XS => ErrorWeighting.ImportanceTimesMagnitude,
         _ => ErrorWeighting.Importance,

@@ -30,7 +30,7 @@ public enum RowRole
 public interface IOptimalRowCodec : IRowCodec
 {
     /// <summary>Quantizes one row (same contract as <see cref="IRowCodec.Quantize"/>); per block, the result has unit gain
-    /// against the input (<see cref="UnitGain"/>) and its weighted squared error (the weighting of
+    /// against the input where the format takes it (<see cref="UnitGain"/>) and its weighted squared error (the weighting of
     /// <see cref="KeepBestBlocks.WeightingFor"/>) is never above that of <see cref="IRowCodec.Quantize"/>'s brought to unit gain.</summary>
     void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role);
 }
