@@ -26,10 +26,10 @@ internal enum ErrorWeighting
 }
 
 /// <summary>The optimal path's frame for every block format: quantize the row the reference way, let the format propose a
-/// better encoding per block, bring both to unit gain (<see cref="UnitGain"/>, super-block formats), and keep the proposal only when its
-/// dequantized weighted error (through the codec's own dequantizer, i.e. what a reader of the file sees) is smaller. This
-/// makes "never worse than the reference at unit gain" structural (in the weighted error of <see cref="WeightingFor"/>;
-/// the KL divergence it is chosen for is measured, not guaranteed).</summary>
+/// better encoding per block, bring both to unit gain (<see cref="UnitGain"/>, super-block formats), and keep the proposal
+/// only when its dequantized weighted error (through the codec's own dequantizer, i.e. what a reader of the file sees) is
+/// smaller. This makes "never worse than the reference at unit gain" structural (in the weighted error of
+/// <see cref="WeightingFor"/>; the KL divergence it is chosen for is measured, not guaranteed).</summary>
 internal static class KeepBestBlocks
 {
     public static void Quantize<TBlock>(IRowCodec codec, int blockWeights, ReadOnlySpan<float> source, Span<byte> destination,

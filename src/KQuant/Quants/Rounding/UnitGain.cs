@@ -22,26 +22,29 @@ internal static class UnitGain
     /// weights zero, or huge values that overflowed fp16), and rescaling would not help it.</summary>
     private const double LowestGain = 0.8, HighestGain = 1.25;
 
-    /// <summary>Whether the optimal path brings blocks of <paramref name="type"/> to unit gain: the super-block formats.</summary>
-    public static bool Applies(GgmlType type) =>
-        type is GgmlType.Q2_K or GgmlType.Q3_K or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K or GgmlType.IQ4_XS;
+    /// <summary>Whether the optimal path brings blocks of <paramref name="type"/> to unit gain: the super-block formats,
+    /// the ones <see cref="ScaleOffsets"/> lists.</summary>
+    public static bool Applies(GgmlType type) => !ScaleOffsets(type).IsEmpty;
 
     /// <summary>Byte offsets of the fp16 fields that scale a whole block of <paramref name="type"/> (d, and dmin for the
-    /// formats with a min): multiplying each by f multiplies every dequantized weight by f.</summary>
-    public static ReadOnlySpan<int> ScaleOffsets(GgmlType type) => type switch
+    /// formats with a min): multiplying each by f multiplies every dequantized weight by f. Empty for the formats that
+    /// take no unit-gain correction.</summary>
+    private static ReadOnlySpan<int> ScaleOffsets(GgmlType type) => type switch
     {
         GgmlType.IQ4_XS => [0],
         GgmlType.Q4_K or GgmlType.Q5_K => [0, 2],
         GgmlType.Q2_K => [80, 82],
         GgmlType.Q3_K => [108],
         GgmlType.Q6_K => [208],
-        _ => throw new ArgumentOutOfRangeException(nameof(type), type, "no unit-gain correction for this format"),
+        _ => [],
     };
 
     /// <summary>Multiplies the block's fp16 scales by <paramref name="factor"/> (each rounded to fp16 as ggml rounds).</summary>
     public static void Rescale(GgmlType type, Span<byte> block, float factor)
     {
-        foreach (var offset in ScaleOffsets(type))
+        var offsets = ScaleOffsets(type);
+        if (offsets.IsEmpty) throw new ArgumentOutOfRangeException(nameof(type), type, "no unit-gain correction for this format");
+        foreach (var offset in offsets)
         {
             var field = block.Slice(offset, 2);
             var value = (float)BitConverter.UInt16BitsToHalf(BinaryPrimitives.ReadUInt16LittleEndian(field));
