@@ -55,20 +55,24 @@ internal static class KeepBestBlocks
             ReadOnlySpan<float> w = weights;
             candidate[0] = blocks[i];
             improve(x, w, ref candidate[0]);
-            // Both at unit gain where the format takes it (UnitGain), then the better.
-            Decode(codec, unitGain, MemoryMarshal.AsBytes(blocks.Slice(i, 1)), x, c, dequantized);
+            // Both at unit gain where the format takes it (UnitGain), then the better. A candidate whose gain is too far
+            // from 1 to correct is not taken over a reference that could be corrected: its lower weighted error comes
+            // with the shrink unit gain removes.
+            var referenceAtUnitGain = Decode(codec, unitGain, MemoryMarshal.AsBytes(blocks.Slice(i, 1)), x, c, dequantized);
             var referenceError = WeightedSquaredError(x, dequantized, w);
-            Decode(codec, unitGain, MemoryMarshal.AsBytes(candidate), x, c, dequantized);
+            var candidateAtUnitGain = Decode(codec, unitGain, MemoryMarshal.AsBytes(candidate), x, c, dequantized);
             var candidateError = WeightedSquaredError(x, dequantized, w);
-            if (candidateError < referenceError) blocks[i] = candidate[0];
+            if (candidateError < referenceError && (candidateAtUnitGain || !referenceAtUnitGain)) blocks[i] = candidate[0];
         }
     }
 
-    private static void Decode(IRowCodec codec, bool unitGain, Span<byte> block, ReadOnlySpan<float> x, ReadOnlySpan<float> c,
+    /// <summary>Decodes the block, at unit gain first where the format takes it; false when it could not be brought there.</summary>
+    private static bool Decode(IRowCodec codec, bool unitGain, Span<byte> block, ReadOnlySpan<float> x, ReadOnlySpan<float> c,
         Span<float> decoded)
     {
-        if (unitGain) UnitGain.Correct(codec, block, x, c, decoded);
-        else codec.Dequantize(block, decoded);
+        if (unitGain) return UnitGain.Correct(codec, block, x, c, decoded);
+        codec.Dequantize(block, decoded);
+        return true;
     }
 
     /// <summary>

@@ -1,5 +1,8 @@
-using System.Numerics;
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace KQuant.Quants;
 
@@ -20,6 +23,9 @@ internal sealed record SuperBlockSpec(int SubBlock, float[] Levels, bool Affine,
     /// <summary>Midpoints between consecutive levels: a value above Midpoints[k] is nearer to level k + 1 than to level k.</summary>
     public float[] Midpoints { get; } = Levels.Zip(Levels.Skip(1), (a, b) => (a + b) / 2).ToArray();
 
+    /// <summary>Steps between consecutive levels: Levels[k + 1] − Levels[k].</summary>
+    public float[] Steps { get; } = Levels.Zip(Levels.Skip(1), (a, b) => b - a).ToArray();
+
     private static bool IsLinear(float[] levels)
     {
         for (var i = 0; i < levels.Length; i++)
@@ -28,17 +34,6 @@ internal sealed record SuperBlockSpec(int SubBlock, float[] Levels, bool Affine,
         }
         return true;
     }
-}
-
-/// <summary>One super-block's encoding, unpacked: a level index per weight, integer scale (and min) per sub-block, and the
-/// super-scales as the decoder reads them (fp16 values).</summary>
-internal ref struct SuperBlockState(Span<int> indices, Span<int> scales, Span<int> mins)
-{
-    public readonly Span<int> Indices = indices;
-    public readonly Span<int> Scales = scales;
-    public readonly Span<int> Mins = mins;
-    public float D;
-    public float DMin;
 }
 
 /// <summary>
@@ -53,10 +48,12 @@ internal ref struct SuperBlockState(Span<int> indices, Span<int> scales, Span<in
 /// (and min) of each sub-block among the neighbours of its least-squares value, and the nearest levels for the stored
 /// scales, repeated, keeping the lowest-error encoding seen (the reference's included).</item>
 /// </list>
-/// The sums of every step come from one vectorised pass per sub-block (x, w and the level values), and errors from the
-/// quadratic form of those sums, so no step re-reads the block more than once. This replaced a quant-step search per
-/// sub-block (ik_llama.cpp PR 295): a similar weighted error at 3–5× this one's cost, and a higher KLD on most recipes
-/// (src/KQuant/Quants/README.md).
+/// Every step works on all sub-blocks at once, one sub-block per SIMD lane: the block is transposed once (weight i of
+/// sub-block j at i·S + j), so a rounding pass is 256/8 vector steps that leave each lane's sums (Σw·t, Σw·t², Σw·x·t)
+/// in place, with no horizontal sums, and the fits and errors of step 1–3 are lane arithmetic on those sums. The first
+/// version, one sub-block at a time, took 2–4× as long for the same encodings. This replaced a quant-step search per
+/// sub-block (ik_llama.cpp PR 295): a similar weighted error at 3–5× the first version's cost, and a higher KLD on most
+/// recipes (src/KQuant/Quants/README.md).
 /// </summary>
 [SkipLocalsInit]
 internal static class SuperBlockSearch
@@ -64,354 +61,581 @@ internal static class SuperBlockSearch
     /// <summary>Rounds at the stored scales: the candidates' first, then refinements (super-scales, integer scales, levels) of the best.</summary>
     private const int StoredRounds = 3;
 
-    private const int MaxSubBlocks = 16;
+    private const int Lanes = 8;
 
-    /// <summary>The codecs' form of <see cref="Improve(SuperBlockSpec, ReadOnlySpan{float}, ReadOnlySpan{float}, ref SuperBlockState)"/>:
-    /// level indices as bytes, the integer scales and mins (empty for type-0 formats), the fp16 super-scales; all rewritten with the best encoding.</summary>
+    /// <summary>Improves one super-block in place: level indices, integer scales and mins (empty for type-0 formats) and
+    /// fp16 super-scales arrive as the reference encoding and leave as the lowest-error encoding found (unchanged when
+    /// the reference's is lowest).</summary>
     public static void Improve(SuperBlockSpec spec, ReadOnlySpan<float> x, ReadOnlySpan<float> w, Span<byte> levels, Span<int> scales,
         Span<int> mins, ref Half d, ref Half dmin)
     {
-        Span<int> indices = stackalloc int[x.Length];
-        for (var i = 0; i < indices.Length; i++) indices[i] = levels[i];
-        Span<int> noMins = stackalloc int[scales.Length]; // type-0 formats pass none: all zero
-        if (mins.IsEmpty) noMins.Clear();
-        var state = new SuperBlockState(indices, scales, mins.IsEmpty ? noMins : mins) { D = (float)d, DMin = (float)dmin };
-        Improve(spec, x, w, ref state);
-        for (var i = 0; i < indices.Length; i++) levels[i] = (byte)indices[i];
-        d = GgmlFp16.FromSingle(state.D);
-        dmin = GgmlFp16.FromSingle(state.DMin);
-    }
+        var length = spec.SubBlock;
+        var subBlocks = x.Length / length;
+        if (subBlocks % Lanes != 0 || subBlocks * length != x.Length)
+        {
+            throw new ArgumentException($"a super-block of {x.Length} weights in sub-blocks of {length} does not fill {Lanes}-lane vectors", nameof(x));
+        }
+        Span<float> blockData = stackalloc float[3 * x.Length];
+        var block = new LaneBlock(blockData, subBlocks, length);
+        LevelValues(spec, levels, block.X); // the reference's level values, untransposed, in the space x takes next
+        Transpose(block.X, block.T, subBlocks, length);
+        Transpose(x, block.X, subBlocks, length);
+        Transpose(w, block.W, subBlocks, length);
+        Span<float> laneData = stackalloc float[LaneSums.Count * subBlocks];
+        var sums = new LaneSums(laneData, subBlocks);
+        SumData(block, sums);
+        SumLevels(block, sums);
 
-    public static void Improve(SuperBlockSpec spec, ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref SuperBlockState state)
-    {
-        var n = x.Length;
-        var subBlocks = n / spec.SubBlock;
-        Span<float> t = stackalloc float[n];
-        Span<int> bestScales = stackalloc int[subBlocks];
-        Span<int> bestMins = stackalloc int[subBlocks];
-        Span<SubBlockSums> sums = stackalloc SubBlockSums[subBlocks];
-        for (var j = 0; j < subBlocks; j++) sums[j] = SubBlockSums.OfData(x, w, j * spec.SubBlock, spec.SubBlock);
-
-        // The reference encoding is the first candidate.
-        for (var i = 0; i < n; i++) t[i] = spec.Levels[state.Indices[i]];
-        AccumulateLevels(spec, x, w, t, sums);
-        // The best encoding is kept as its scales: its levels are the nearest for them (every candidate is scored right
-        // after rounding), so they are recomputed once at the end, unless the reference (whose levels may not be) wins.
-        var bestError = StoredError(spec, sums, state);
-        var bestIsReference = true;
-        state.Scales.CopyTo(bestScales);
-        state.Mins.CopyTo(bestMins);
-        var (bestD, bestDMin) = (state.D, state.DMin);
+        // The stored encoding being scored (integer scales and mins as floats) and the best one seen.
+        Span<float> encodings = stackalloc float[6 * subBlocks];
+        var storedScales = encodings[..subBlocks];
+        var storedMins = encodings.Slice(subBlocks, subBlocks);
+        var bestScales = encodings.Slice(2 * subBlocks, subBlocks);
+        var bestMins = encodings.Slice(3 * subBlocks, subBlocks);
+        var laneScales = encodings.Slice(4 * subBlocks, subBlocks); // per-lane scale and offset of a rounding pass
+        var laneOffsets = encodings.Slice(5 * subBlocks, subBlocks);
+        for (var j = 0; j < subBlocks; j++) (storedScales[j], storedMins[j]) = (scales[j], mins.IsEmpty ? 0 : mins[j]);
+        var (referenceD, referenceDMin) = ((float)d, spec.Affine ? (float)dmin : 0f);
+        var best = new Best(StoredError(spec, sums, storedScales, storedMins, referenceD, referenceDMin), referenceD, referenceDMin);
+        storedScales.CopyTo(bestScales);
+        storedMins.CopyTo(bestMins);
 
         // 1. Free scales (s) and offsets (o, x ≈ s·T + o), by Lloyd iterations from the reference levels.
-        Span<float> scales = stackalloc float[subBlocks];
-        Span<float> offsets = stackalloc float[subBlocks];
-        Span<double> freeErrors = stackalloc double[subBlocks];
-        Span<float> bestScalesFree = stackalloc float[subBlocks];
-        Span<float> bestOffsetsFree = stackalloc float[subBlocks];
-        for (var j = 0; j < subBlocks; j++) freeErrors[j] = double.PositiveInfinity;
+        Span<float> free = stackalloc float[3 * subBlocks];
+        var freeScales = free[..subBlocks];
+        var freeOffsets = free.Slice(subBlocks, subBlocks);
+        var freeErrors = free.Slice(2 * subBlocks, subBlocks);
+        freeErrors.Fill(float.PositiveInfinity);
         // A second chain from another start: signed scales with asymmetric levels (Q3_K's −4..3, IQ4's grid) fit a
         // sub-block differently with either sign, so the reference scale negated; the affine formats, the sub-block's
         // range [min(x, 0), max(x)] spread over the levels.
-        var starts = spec.Affine || (spec.ScaleLow < 0 && spec.Levels[0] != -spec.Levels[^1]) ? 2 : 1;
+        var signed = spec.ScaleLow < 0;
+        var starts = spec.Affine || (signed && spec.Levels[0] != -spec.Levels[^1]) ? 2 : 1;
         for (var start = 0; start < starts; start++)
         {
-            for (var j = 0; j < subBlocks; j++)
+            for (var g = 0; g < subBlocks; g += Lanes)
             {
-                (scales[j], offsets[j]) = (state.D * state.Scales[j], -state.DMin * state.Mins[j]);
-                if (start == 0) continue;
-                if (spec.Affine)
+                var s = Vector256.Create(referenceD) * Load(storedScales, g);
+                var o = Vector256.Create(-referenceDMin) * Load(storedMins, g);
+                if (start > 0 && spec.Affine)
                 {
-                    var low = Math.Min(sums[j].Min, 0f);
-                    (scales[j], offsets[j]) = ((sums[j].Max - low) / (spec.Levels.Length - 1), low);
+                    var low = Vector256.Min(Load(sums.Min, g), Vector256<float>.Zero);
+                    (s, o) = ((Load(sums.Max, g) - low) / Vector256.Create((float)(spec.Levels.Length - 1)), low);
                 }
-                else scales[j] = -scales[j];
-                if (scales[j] != 0) RoundSubBlock(spec, x, t, default, j, scales[j], offsets[j]);
+                else if (start > 0) s = -s;
+                Store(laneScales, g, s);
+                Store(laneOffsets, g, o);
             }
-            if (start > 0) AccumulateLevels(spec, x, w, t, sums);
+            if (start > 0) RoundAndSum(spec, block, laneScales, laneOffsets, sums);
             for (var round = 0; round < spec.FreeRounds; round++)
             {
-                for (var j = 0; j < subBlocks; j++)
+                for (var g = 0; g < subBlocks; g += Lanes)
                 {
-                    var (s, o) = sums[j].Fit(spec.Affine);
-                    if (!(s > 0 || (spec.ScaleLow < 0 && s < 0))) continue;
-                    var error = sums[j].Error(s, o);
-                    if (error < freeErrors[j]) (freeErrors[j], bestScalesFree[j], bestOffsetsFree[j]) = (error, (float)s, (float)o);
-                    (scales[j], offsets[j]) = ((float)s, (float)o);
+                    var (s, o) = sums.Fit(g, spec.Affine);
+                    var valid = Vector256.GreaterThan(s, Vector256<float>.Zero);
+                    if (signed) valid |= Vector256.LessThan(s, Vector256<float>.Zero);
+                    var error = sums.Error(g, s, o);
+                    var better = valid & Vector256.LessThan(error, Load(freeErrors, g));
+                    Store(freeErrors, g, Vector256.ConditionalSelect(better, error, Load(freeErrors, g)));
+                    Store(freeScales, g, Vector256.ConditionalSelect(better, s, Load(freeScales, g)));
+                    Store(freeOffsets, g, Vector256.ConditionalSelect(better, o, Load(freeOffsets, g)));
+                    Store(laneScales, g, Vector256.ConditionalSelect(valid, s, Load(laneScales, g)));
+                    Store(laneOffsets, g, Vector256.ConditionalSelect(valid, o, Load(laneOffsets, g)));
                 }
                 if (round + 1 == spec.FreeRounds) break;
-                for (var j = 0; j < subBlocks; j++)
-                {
-                    if (scales[j] != 0) RoundSubBlock(spec, x, t, default, j, scales[j], offsets[j]);
-                }
-                AccumulateLevels(spec, x, w, t, sums);
+                RoundAndSum(spec, block, laneScales, laneOffsets, sums);
             }
         }
-        for (var j = 0; j < subBlocks; j++)
+        // Sub-blocks no fit improved keep the reference scale.
+        for (var g = 0; g < subBlocks; g += Lanes)
         {
-            if (double.IsFinite(freeErrors[j])) (scales[j], offsets[j]) = (bestScalesFree[j], bestOffsetsFree[j]);
-            else (scales[j], offsets[j]) = (state.D * state.Scales[j], -state.DMin * state.Mins[j]);
+            var found = Vector256.LessThan(Load(freeErrors, g), Vector256.Create(float.PositiveInfinity));
+            Store(freeScales, g, Vector256.ConditionalSelect(found, Load(freeScales, g), Vector256.Create(referenceD) * Load(storedScales, g)));
+            Store(freeOffsets, g, Vector256.ConditionalSelect(found, Load(freeOffsets, g), Vector256.Create(-referenceDMin) * Load(storedMins, g)));
         }
 
-        // 2. Super-scale candidates for the integer scales.
+        // 2. Super-scale candidates for the integer scales; the best one's levels and sums are kept for step 3.
         float maxAbs = 0, signedMax = 0, maxMin = 0;
         for (var j = 0; j < subBlocks; j++)
         {
-            if (MathF.Abs(scales[j]) > maxAbs) (maxAbs, signedMax) = (MathF.Abs(scales[j]), scales[j]);
-            maxMin = Math.Max(maxMin, -offsets[j]);
+            if (MathF.Abs(freeScales[j]) > maxAbs) (maxAbs, signedMax) = (MathF.Abs(freeScales[j]), freeScales[j]);
+            maxMin = Math.Max(maxMin, -freeOffsets[j]);
         }
-        var minScale = spec.Affine && maxMin > 0 ? maxMin / spec.MinHigh : state.DMin;
-        Span<float> superScales = stackalloc float[3];
-        superScales[0] = state.D;
-        superScales[1] = spec.ScaleLow < 0 ? signedMax / spec.ScaleHigh : maxAbs / spec.ScaleHigh;
-        superScales[2] = spec.ScaleLow < 0 ? signedMax / spec.ScaleLow : 0;
-        var minValue = spec.Affine ? Fp16Value(minScale) : 0;
-        var bestCandidate = -1;
+        var minScale = spec.Affine && maxMin > 0 ? maxMin / spec.MinHigh : referenceDMin;
+        Span<float> superScales = [referenceD, signed ? signedMax / spec.ScaleHigh : maxAbs / spec.ScaleHigh, signed ? signedMax / spec.ScaleLow : 0];
+        var dminValue = spec.Affine ? Fp16Value(minScale) : 0;
+        Span<float> saved = stackalloc float[x.Length + (2 + LaneSums.LevelCount) * subBlocks];
+        var savedD = float.NaN;
         var bestCandidateError = double.PositiveInfinity;
-        for (var candidate = 0; candidate < superScales.Length; candidate++)
+        foreach (var superScale in superScales)
         {
-            var dValue = Fp16Value(superScales[candidate]);
+            var dValue = Fp16Value(superScale);
             if (dValue == 0 || !float.IsFinite(dValue)) continue;
-            var error = ScoreCandidate(spec, x, w, t, sums, scales, offsets, dValue, minValue, ref state);
-            if (error < bestCandidateError) (bestCandidate, bestCandidateError) = (candidate, error);
-            Keep(error, state, ref bestError, ref bestIsReference, bestScales, bestMins, ref bestD, ref bestDMin);
+            QuantizeScales(spec, freeScales, freeOffsets, dValue, dminValue, storedScales, storedMins);
+            var error = RoundAtStoredScales(spec, block, sums, storedScales, storedMins, dValue, dminValue, laneScales, laneOffsets);
+            best.Keep(error, storedScales, storedMins, dValue, dminValue, bestScales, bestMins);
+            if (!(error < bestCandidateError)) continue;
+            bestCandidateError = error;
+            savedD = dValue;
+            SaveOrRestore(block.T, sums, storedScales, storedMins, saved, save: true);
         }
 
         // 3. Alternate at the stored scales, from the best candidate.
-        if (bestCandidate >= 0)
+        if (!float.IsNaN(savedD))
         {
-            ScoreCandidate(spec, x, w, t, sums, scales, offsets, Fp16Value(superScales[bestCandidate]), minValue, ref state);
+            SaveOrRestore(block.T, sums, storedScales, storedMins, saved, save: false);
+            var (storedD, storedDMin) = (savedD, dminValue);
             for (var round = 1; round < StoredRounds; round++)
             {
-                if (!RefitSuperScales(spec, sums, ref state)) break;
-                ChooseIntegerScales(spec, sums, ref state);
-                RoundToStoredScales(spec, x, t, default, state);
-                AccumulateLevels(spec, x, w, t, sums);
-                Keep(StoredError(spec, sums, state), state, ref bestError, ref bestIsReference, bestScales, bestMins, ref bestD, ref bestDMin);
+                if (!RefitSuperScales(spec, sums, storedScales, storedMins, ref storedD, ref storedDMin)) break;
+                ChooseIntegerScales(spec, sums, storedScales, storedMins, storedD, storedDMin);
+                var error = RoundAtStoredScales(spec, block, sums, storedScales, storedMins, storedD, storedDMin, laneScales, laneOffsets);
+                best.Keep(error, storedScales, storedMins, storedD, storedDMin, bestScales, bestMins);
             }
         }
-        bestScales.CopyTo(state.Scales);
-        bestMins.CopyTo(state.Mins);
-        (state.D, state.DMin) = (bestD, bestDMin);
-        // The reference's levels were never overwritten; any other winner's are the nearest for its stored scales.
-        if (!bestIsReference) RoundToStoredScales(spec, x, t, state.Indices, state);
-    }
-
-    /// <summary>Stores the free scales under super-scales (<paramref name="d"/>, <paramref name="dmin"/>), rounds the levels
-    /// for them and returns the weighted error; the sums are left for those levels.</summary>
-    private static double ScoreCandidate(SuperBlockSpec spec, ReadOnlySpan<float> x, ReadOnlySpan<float> w, scoped Span<float> t,
-        scoped Span<SubBlockSums> sums, scoped ReadOnlySpan<float> scales, scoped ReadOnlySpan<float> offsets, float d, float dmin, ref SuperBlockState state)
-    {
-        state.D = d;
-        state.DMin = dmin;
-        for (var j = 0; j < scales.Length; j++)
+        if (best.IsReference) return;
+        for (var j = 0; j < subBlocks; j++)
         {
-            state.Scales[j] = Math.Clamp((int)Math.Clamp(MathF.Round(scales[j] / d), -1e6f, 1e6f), spec.ScaleLow, spec.ScaleHigh);
-            state.Mins[j] = spec.Affine && dmin != 0 ? Math.Clamp((int)Math.Clamp(MathF.Round(-offsets[j] / dmin), -1e6f, 1e6f), 0, spec.MinHigh) : 0;
+            scales[j] = (int)bestScales[j];
+            if (!mins.IsEmpty) mins[j] = (int)bestMins[j];
         }
-        RoundToStoredScales(spec, x, t, default, state);
-        AccumulateLevels(spec, x, w, t, sums);
-        return StoredError(spec, sums, state);
-    }
-
-    private static void Keep(double error, in SuperBlockState state, ref double bestError, ref bool bestIsReference, Span<int> bestScales,
-        Span<int> bestMins, ref float bestD, ref float bestDMin)
-    {
-        if (!(error < bestError)) return;
-        bestError = error;
-        bestIsReference = false;
-        state.Scales.CopyTo(bestScales);
-        state.Mins.CopyTo(bestMins);
-        (bestD, bestDMin) = (state.D, state.DMin);
-    }
-
-    /// <summary>Per sub-block weighted sums: the data's (fixed) and the current levels'.</summary>
-    private struct SubBlockSums
-    {
-        public double W, X, XX; // Σw, Σw·x, Σw·x²
-        public double T, TT, XT; // Σw·t, Σw·t², Σw·x·t
-        public float Min, Max; // of x
-
-        public static SubBlockSums OfData(ReadOnlySpan<float> x, ReadOnlySpan<float> w, int start, int length)
+        d = GgmlFp16.FromSingle(best.D);
+        dmin = GgmlFp16.FromSingle(best.DMin);
+        // The winner's levels are the nearest for its stored scales (every candidate is scored right after rounding).
+        for (var j = 0; j < subBlocks; j++)
         {
-            Vector<float> sw = default, sx = default, sxx = default;
-            Vector<float> min = new(float.MaxValue), max = new(float.MinValue);
-            for (var i = start; i < start + length; i += Vector<float>.Count)
+            var scale = best.D * bestScales[j];
+            if (scale != 0) RoundSubBlock(spec, x, levels, j, scale, -best.DMin * bestMins[j]);
+        }
+    }
+
+    /// <summary>The lowest error seen and its super-scales (the integer scales are copied by <see cref="Keep"/>).</summary>
+    private struct Best(double error, float d, float dmin)
+    {
+        public double Error = error;
+        public float D = d, DMin = dmin;
+        public bool IsReference = true;
+
+        public void Keep(double error, ReadOnlySpan<float> scales, ReadOnlySpan<float> mins, float d, float dmin, Span<float> bestScales,
+            Span<float> bestMins)
+        {
+            if (!(error < Error)) return;
+            (Error, D, DMin, IsReference) = (error, d, dmin, false);
+            scales.CopyTo(bestScales);
+            mins.CopyTo(bestMins);
+        }
+    }
+
+    /// <summary>The block transposed for the lanes (weight i of sub-block j at i·S + j): the data, its error weights and
+    /// the current level values.</summary>
+    private readonly ref struct LaneBlock(Span<float> data, int subBlocks, int length)
+    {
+        public readonly Span<float> X = data[..(subBlocks * length)];
+        public readonly Span<float> W = data.Slice(subBlocks * length, subBlocks * length);
+        public readonly Span<float> T = data.Slice(2 * subBlocks * length, subBlocks * length);
+        public readonly int SubBlocks = subBlocks, Length = length;
+    }
+
+    /// <summary>Per sub-block (lane) weighted sums: the data's (fixed) and the current levels'.</summary>
+    private readonly ref struct LaneSums(Span<float> data, int subBlocks)
+    {
+        public const int Count = 8, LevelCount = 3;
+        public readonly Span<float> T = data[..subBlocks], TT = data.Slice(subBlocks, subBlocks), XT = data.Slice(2 * subBlocks, subBlocks); // Σw·t, Σw·t², Σw·x·t
+        public readonly Span<float> W = data.Slice(3 * subBlocks, subBlocks), X = data.Slice(4 * subBlocks, subBlocks); // Σw, Σw·x
+        public readonly Span<float> XX = data.Slice(5 * subBlocks, subBlocks); // Σw·x²
+        public readonly Span<float> Min = data.Slice(6 * subBlocks, subBlocks), Max = data.Slice(7 * subBlocks, subBlocks); // of x
+        public readonly Span<float> Levels = data[..(LevelCount * subBlocks)];
+
+        /// <summary>Least-squares scale and offset of lanes g..g+7 (type-0: offset 0). The affine formats store −Dmin·m with
+        /// m ≥ 0 under a positive Dmin, so a positive offset is replaced by the best fit with offset 0; so is a
+        /// near-singular system (all levels of the sub-block equal: det at the rounding noise of the float sums).</summary>
+        public (Vector256<float> Scale, Vector256<float> Offset) Fit(int g, bool affine)
+        {
+            var (t, tt, xt) = (Load(T, g), Load(TT, g), Load(XT, g));
+            var positive = Vector256.GreaterThan(tt, Vector256<float>.Zero);
+            var scale = Vector256.ConditionalSelect(positive, xt / tt, Vector256<float>.Zero);
+            if (!affine) return (scale, Vector256<float>.Zero);
+            var (w, x) = (Load(W, g), Load(X, g));
+            var det = w * tt - t * t;
+            var affineScale = (w * xt - t * x) / det;
+            var affineOffset = (tt * x - t * xt) / det;
+            var usable = Vector256.GreaterThan(det, Vector256.Create(1e-6f) * w * tt) & Vector256.LessThanOrEqual(affineOffset, Vector256<float>.Zero);
+            return (Vector256.ConditionalSelect(usable, affineScale, scale), Vector256.ConditionalSelect(usable, affineOffset, Vector256<float>.Zero));
+        }
+
+        /// <summary>Σ w·(s·t + o − x)² of lanes g..g+7, from the sums.</summary>
+        public Vector256<float> Error(int g, Vector256<float> s, Vector256<float> o)
+        {
+            var two = Vector256.Create(2f);
+            return Load(XX, g) + s * (s * Load(TT, g) - two * Load(XT, g)) + o * (o * Load(W, g) - two * Load(X, g)) + two * s * o * Load(T, g);
+        }
+    }
+
+    private static Vector256<float> Load(ReadOnlySpan<float> values, int at)
+    {
+        Debug.Assert(at + Lanes <= values.Length);
+        return Vector256.LoadUnsafe(ref MemoryMarshal.GetReference(values), (nuint)at);
+    }
+
+    private static void Store(Span<float> values, int at, Vector256<float> value)
+    {
+        Debug.Assert(at + Lanes <= values.Length);
+        value.StoreUnsafe(ref MemoryMarshal.GetReference(values), (nuint)at);
+    }
+
+    /// <summary>Σw, Σw·x, Σw·x², min(x) and max(x) of every lane.</summary>
+    private static void SumData(in LaneBlock block, in LaneSums sums)
+    {
+        for (var g = 0; g < block.SubBlocks; g += Lanes)
+        {
+            Vector256<float> sw = default, sx = default, sxx = default;
+            Vector256<float> min = Vector256.Create(float.MaxValue), max = Vector256.Create(float.MinValue);
+            for (var at = g; at < block.X.Length; at += block.SubBlocks)
             {
-                var xv = new Vector<float>(x[i..]);
-                var wv = new Vector<float>(w[i..]);
-                var wx = wv * xv;
-                sw += wv;
+                var (x, w) = (Load(block.X, at), Load(block.W, at));
+                var wx = w * x;
+                sw += w;
                 sx += wx;
-                sxx += wx * xv;
-                min = Vector.Min(min, xv);
-                max = Vector.Max(max, xv);
+                sxx += wx * x;
+                min = Vector256.Min(min, x);
+                max = Vector256.Max(max, x);
             }
-            float lowest = float.MaxValue, highest = float.MinValue;
-            for (var k = 0; k < Vector<float>.Count; k++) (lowest, highest) = (Math.Min(lowest, min[k]), Math.Max(highest, max[k]));
-            return new SubBlockSums { W = Vector.Sum(sw), X = Vector.Sum(sx), XX = Vector.Sum(sxx), Min = lowest, Max = highest };
+            Store(sums.W, g, sw);
+            Store(sums.X, g, sx);
+            Store(sums.XX, g, sxx);
+            Store(sums.Min, g, min);
+            Store(sums.Max, g, max);
         }
-
-        /// <summary>Least-squares scale and offset (type-0: offset 0). The affine formats store −Dmin·m with m ≥ 0 under a
-        /// positive Dmin, so a positive offset is replaced by the best fit with offset 0.</summary>
-        public readonly (double Scale, double Offset) Fit(bool affine)
-        {
-            if (affine)
-            {
-                var det = W * TT - T * T;
-                if (det > 1e-12 * W * TT)
-                {
-                    var s = (W * XT - T * X) / det;
-                    var o = (TT * X - T * XT) / det;
-                    if (o <= 0) return (s, o);
-                }
-            }
-            return TT > 0 ? (XT / TT, 0) : (0, 0);
-        }
-
-        /// <summary>Σ w·(s·t + o − x)² from the sums.</summary>
-        public readonly double Error(double s, double o) =>
-            XX - 2 * s * XT - 2 * o * X + s * s * TT + 2 * s * o * T + o * o * W;
     }
 
-    /// <summary>Σw·t, Σw·t², Σw·x·t of every sub-block for the current level values <paramref name="t"/>.</summary>
-    private static void AccumulateLevels(SuperBlockSpec spec, ReadOnlySpan<float> x, ReadOnlySpan<float> w, ReadOnlySpan<float> t,
-        Span<SubBlockSums> sums)
+    /// <summary>Σw·t, Σw·t², Σw·x·t of every lane for the current level values.</summary>
+    private static void SumLevels(in LaneBlock block, in LaneSums sums)
     {
-        for (var j = 0; j < sums.Length; j++)
+        ReadOnlySpan<float> xs = block.X, ws = block.W, ts = block.T;
+        var stride = block.SubBlocks;
+        for (var g = 0; g < block.SubBlocks; g += Lanes)
         {
-            Vector<float> st = default, stt = default, sxt = default;
-            for (var i = j * spec.SubBlock; i < (j + 1) * spec.SubBlock; i += Vector<float>.Count)
+            Vector256<float> st = default, stt = default, sxt = default;
+            for (var at = g; at < xs.Length; at += stride)
             {
-                var tv = new Vector<float>(t[i..]);
-                var wt = new Vector<float>(w[i..]) * tv;
+                var t = Load(ts, at);
+                var wt = Load(ws, at) * t;
                 st += wt;
-                stt += wt * tv;
-                sxt += wt * new Vector<float>(x[i..]);
+                stt += wt * t;
+                sxt += wt * Load(xs, at);
             }
-            sums[j].T = Vector.Sum(st);
-            sums[j].TT = Vector.Sum(stt);
-            sums[j].XT = Vector.Sum(sxt);
+            Store(sums.T, g, st);
+            Store(sums.TT, g, stt);
+            Store(sums.XT, g, sxt);
         }
     }
 
-    /// <summary>The weighted error of the stored encoding, from the sums of its current levels.</summary>
-    private static double StoredError(SuperBlockSpec spec, ReadOnlySpan<SubBlockSums> sums, in SuperBlockState state)
+    /// <summary>The nearest level to (x − offset)/scale for every weight of every lane, and the lanes' level sums. A lane
+    /// whose scale has no finite inverse (0, subnormal) keeps its levels.</summary>
+    private static void RoundAndSum(SuperBlockSpec spec, in LaneBlock block, ReadOnlySpan<float> scales, ReadOnlySpan<float> offsets,
+        in LaneSums sums)
+    {
+        ReadOnlySpan<float> xs = block.X, ws = block.W;
+        var ts = block.T;
+        var stride = block.SubBlocks;
+        var linear = spec.LinearLowest is not null;
+        var lowest = Vector256.Create((float)spec.Levels[0]);
+        var highest = Vector256.Create((float)spec.Levels[^1]);
+        for (var g = 0; g < stride; g += Lanes)
+        {
+            var inverse = Vector256<float>.One / Load(scales, g);
+            var keep = ~Vector256.Equals(inverse - inverse, Vector256<float>.Zero);
+            var anyKept = keep != Vector256<float>.Zero;
+            inverse = Vector256.ConditionalSelect(keep, Vector256<float>.Zero, inverse);
+            var offset = Load(offsets, g);
+            // Two sets of sums, for the even and odd weights, halve the chains of dependent additions.
+            Vector256<float> st = default, stt = default, sxt = default, st2 = default, stt2 = default, sxt2 = default;
+            for (var at = g; at < xs.Length; at += 2 * stride)
+            {
+                var x = Load(xs, at);
+                var x2 = Load(xs, at + stride);
+                var (v, v2) = ((x - offset) * inverse, (x2 - offset) * inverse);
+                Vector256<float> t, t2;
+                if (linear)
+                {
+                    t = Vector256.Min(Vector256.Max(Vector256.Round(v), lowest), highest);
+                    t2 = Vector256.Min(Vector256.Max(Vector256.Round(v2), lowest), highest);
+                }
+                else (t, t2) = (NearestOnGrid(spec, v, out _), NearestOnGrid(spec, v2, out _));
+                if (anyKept)
+                {
+                    t = Vector256.ConditionalSelect(keep, Load(ts, at), t);
+                    t2 = Vector256.ConditionalSelect(keep, Load(ts, at + stride), t2);
+                }
+                Store(ts, at, t);
+                Store(ts, at + stride, t2);
+                var (wt, wt2) = (Load(ws, at) * t, Load(ws, at + stride) * t2);
+                st += wt;
+                stt += wt * t;
+                sxt += wt * x;
+                st2 += wt2;
+                stt2 += wt2 * t2;
+                sxt2 += wt2 * x2;
+            }
+            Store(sums.T, g, st + st2);
+            Store(sums.TT, g, stt + stt2);
+            Store(sums.XT, g, sxt + sxt2);
+        }
+    }
+
+    /// <summary>The level nearest to each of <paramref name="v"/> (in units of the scale), and its index.</summary>
+    private static Vector256<float> Nearest(SuperBlockSpec spec, Vector256<float> v, out Vector256<int> index)
+    {
+        if (spec.LinearLowest is not { } lowest) return NearestOnGrid(spec, v, out index);
+        var level = Vector256.Min(Vector256.Max(Vector256.Round(v), Vector256.Create((float)lowest)),
+            Vector256.Create((float)(lowest + spec.Levels.Length - 1)));
+        index = Vector256.ConvertToInt32(level) - Vector256.Create(lowest);
+        return level;
+    }
+
+    /// <summary><see cref="Nearest"/> for levels that are not consecutive integers (IQ4's grid): one comparison per midpoint.</summary>
+    private static Vector256<float> NearestOnGrid(SuperBlockSpec spec, Vector256<float> v, out Vector256<int> index)
+    {
+        index = Vector256<int>.Zero;
+        var value = Vector256.Create(spec.Levels[0]);
+        var midpoints = spec.Midpoints;
+        var steps = spec.Steps;
+        for (var k = 0; k < midpoints.Length; k++)
+        {
+            var above = Vector256.GreaterThan(v, Vector256.Create(midpoints[k]));
+            index -= above.AsInt32();
+            value += above & Vector256.Create(steps[k]);
+        }
+        return value;
+    }
+
+    /// <summary>The free scales and offsets stored as integers under super-scales <paramref name="d"/> and <paramref name="dmin"/>.</summary>
+    private static void QuantizeScales(SuperBlockSpec spec, ReadOnlySpan<float> freeScales, ReadOnlySpan<float> freeOffsets, float d,
+        float dmin, Span<float> scales, Span<float> mins)
+    {
+        var (low, high, minHigh) = (Vector256.Create((float)spec.ScaleLow), Vector256.Create((float)spec.ScaleHigh), Vector256.Create((float)spec.MinHigh));
+        for (var g = 0; g < scales.Length; g += Lanes)
+        {
+            Store(scales, g, Clamp(Vector256.Round(Load(freeScales, g) / Vector256.Create(d)), low, high));
+            Store(mins, g, spec.Affine && dmin != 0
+                ? Clamp(Vector256.Round(-Load(freeOffsets, g) / Vector256.Create(dmin)), Vector256<float>.Zero, minHigh)
+                : Vector256<float>.Zero);
+        }
+    }
+
+    /// <summary>Clamped to [low, high]; NaN becomes low.</summary>
+    private static Vector256<float> Clamp(Vector256<float> v, Vector256<float> low, Vector256<float> high)
+    {
+        var clamped = Vector256.Min(Vector256.Max(v, low), high);
+        return Vector256.ConditionalSelect(Vector256.Equals(v, v), clamped, low);
+    }
+
+    /// <summary>Rounds every lane to the stored scales (D·sc, −Dmin·m) and returns the weighted error of the encoding.</summary>
+    private static double RoundAtStoredScales(SuperBlockSpec spec, in LaneBlock block, in LaneSums sums, ReadOnlySpan<float> scales,
+        ReadOnlySpan<float> mins, float d, float dmin, Span<float> laneScales, Span<float> laneOffsets)
+    {
+        for (var g = 0; g < scales.Length; g += Lanes)
+        {
+            Store(laneScales, g, Vector256.Create(d) * Load(scales, g));
+            Store(laneOffsets, g, Vector256.Create(-dmin) * Load(mins, g));
+        }
+        RoundAndSum(spec, block, laneScales, laneOffsets, sums);
+        return StoredError(spec, sums, scales, mins, d, dmin);
+    }
+
+    /// <summary>The weighted error of the stored encoding, from the sums of its current levels (+∞ for NaN).</summary>
+    private static double StoredError(SuperBlockSpec spec, in LaneSums sums, ReadOnlySpan<float> scales, ReadOnlySpan<float> mins, float d,
+        float dmin)
     {
         double total = 0;
-        for (var j = 0; j < sums.Length; j++)
+        for (var g = 0; g < scales.Length; g += Lanes)
         {
-            total += sums[j].Error((double)state.D * state.Scales[j], spec.Affine ? -(double)state.DMin * state.Mins[j] : 0);
+            var offsets = spec.Affine ? Vector256.Create(-dmin) * Load(mins, g) : Vector256<float>.Zero;
+            var errors = sums.Error(g, Vector256.Create(d) * Load(scales, g), offsets);
+            var (low, high) = Vector256.Widen(errors);
+            total += Vector256.Sum(low + high);
         }
         return double.IsNaN(total) ? double.PositiveInfinity : total;
     }
 
-    /// <summary>The nearest levels for the stored scales (their indices too when <paramref name="indices"/> is not empty).</summary>
-    private static void RoundToStoredScales(SuperBlockSpec spec, ReadOnlySpan<float> x, Span<float> t, Span<int> indices, in SuperBlockState state)
+    /// <summary>Copies the levels, their sums and the stored integers to <paramref name="saved"/>, or back.</summary>
+    private static void SaveOrRestore(Span<float> levels, in LaneSums sums, Span<float> scales, Span<float> mins, Span<float> saved, bool save)
     {
-        for (var j = 0; j < state.Scales.Length; j++)
+        Span<float> levelSums = sums.Levels;
+        var savedLevels = saved[..levels.Length];
+        var savedSums = saved.Slice(levels.Length, levelSums.Length);
+        var savedScales = saved.Slice(levels.Length + levelSums.Length, scales.Length);
+        var savedMins = saved.Slice(levels.Length + levelSums.Length + scales.Length, mins.Length);
+        if (save)
         {
-            var scale = state.D * state.Scales[j];
-            if (scale != 0) RoundSubBlock(spec, x, t, indices, j, scale, -state.DMin * state.Mins[j]);
+            levels.CopyTo(savedLevels);
+            levelSums.CopyTo(savedSums);
+            scales.CopyTo(savedScales);
+            mins.CopyTo(savedMins);
         }
-    }
-
-    /// <summary>The nearest level to (x − offset)/scale for every weight of sub-block <paramref name="j"/>: its index and value.</summary>
-    private static void RoundSubBlock(SuperBlockSpec spec, ReadOnlySpan<float> x, Span<float> t, Span<int> indices, int j, float scale,
-        float offset)
-    {
-        // A subnormal scale's inverse overflows: those weights keep their levels.
-        if (!float.IsFinite(1 / scale)) return;
-        var inverse = new Vector<float>(1 / scale);
-        var offsetVector = new Vector<float>(offset);
-        var end = (j + 1) * spec.SubBlock;
-        if (spec.LinearLowest is { } lowest)
+        else
         {
-            var low = new Vector<float>(lowest);
-            var high = new Vector<float>(lowest + spec.Levels.Length - 1);
-            for (var i = j * spec.SubBlock; i < end; i += Vector<float>.Count)
-            {
-                var v = (new Vector<float>(x[i..]) - offsetVector) * inverse;
-                var level = Vector.Min(Vector.Max(Vector.Round(v), low), high);
-                level.CopyTo(t[i..]);
-                if (!indices.IsEmpty) (Vector.ConvertToInt32(level) - new Vector<int>(lowest)).CopyTo(indices[i..]);
-            }
-            return;
-        }
-        var first = new Vector<float>(spec.Levels[0]);
-        for (var i = j * spec.SubBlock; i < end; i += Vector<float>.Count)
-        {
-            var v = (new Vector<float>(x[i..]) - offsetVector) * inverse;
-            var index = Vector<int>.Zero;
-            var value = first;
-            for (var k = 0; k < spec.Midpoints.Length; k++)
-            {
-                var above = Vector.GreaterThan(v, new Vector<float>(spec.Midpoints[k]));
-                index -= above;
-                value += Vector.ConditionalSelect(above, new Vector<float>(spec.Levels[k + 1] - spec.Levels[k]), Vector<float>.Zero);
-            }
-            value.CopyTo(t[i..]);
-            if (!indices.IsEmpty) index.CopyTo(indices[i..]);
+            savedLevels.CopyTo(levels);
+            savedSums.CopyTo(levelSums);
+            savedScales.CopyTo(scales);
+            savedMins.CopyTo(mins);
         }
     }
 
     /// <summary>Least-squares D (and Dmin) for the fixed integer scales, mins and levels: x ≈ D·(sc·T) − Dmin·m. False when
     /// the system is singular or the fit leaves the fp16 range.</summary>
-    private static bool RefitSuperScales(SuperBlockSpec spec, scoped ReadOnlySpan<SubBlockSums> sums, ref SuperBlockState state)
+    private static bool RefitSuperScales(SuperBlockSpec spec, in LaneSums sums, ReadOnlySpan<float> scales, ReadOnlySpan<float> mins,
+        ref float d, ref float dmin)
     {
-        double aa = 0, ab = 0, bb = 0, xa = 0, xb = 0;
-        for (var j = 0; j < sums.Length; j++)
+        // a = sc·T and b = −m per weight, summed per sub-block.
+        Vector256<float> aa = default, ab = default, bb = default, xa = default, xb = default;
+        for (var g = 0; g < scales.Length; g += Lanes)
         {
-            // a = sc·T and b = −m per weight, summed per sub-block.
-            double sc = state.Scales[j], m = state.Mins[j];
-            aa += sc * sc * sums[j].TT;
-            ab -= sc * m * sums[j].T;
-            bb += m * m * sums[j].W;
-            xa += sc * sums[j].XT;
-            xb -= m * sums[j].X;
+            var (sc, m) = (Load(scales, g), Load(mins, g));
+            aa += sc * sc * Load(sums.TT, g);
+            ab -= sc * m * Load(sums.T, g);
+            bb += m * m * Load(sums.W, g);
+            xa += sc * Load(sums.XT, g);
+            xb -= m * Load(sums.X, g);
         }
-        double d, dmin;
-        var det = aa * bb - ab * ab;
-        if (spec.Affine && bb > 0 && det > 1e-12 * aa * bb)
+        double sumAa = Sum(aa), sumAb = Sum(ab), sumBb = Sum(bb), sumXa = Sum(xa), sumXb = Sum(xb);
+        double fittedD, fittedDMin;
+        var det = sumAa * sumBb - sumAb * sumAb;
+        if (spec.Affine && sumBb > 0 && det > 1e-12 * sumAa * sumBb)
         {
-            d = (bb * xa - ab * xb) / det;
-            dmin = (aa * xb - ab * xa) / det;
+            fittedD = (sumBb * sumXa - sumAb * sumXb) / det;
+            fittedDMin = (sumAa * sumXb - sumAb * sumXa) / det;
         }
-        else if (aa > 0)
+        else if (sumAa > 0)
         {
             // Dmin kept: D alone for x − Dmin·b.
-            dmin = spec.Affine ? state.DMin : 0;
-            d = (xa - dmin * ab) / aa;
+            fittedDMin = spec.Affine ? dmin : 0;
+            fittedD = (sumXa - fittedDMin * sumAb) / sumAa;
         }
         else return false;
-        var dValue = Fp16Value((float)d);
-        var dminValue = spec.Affine ? Fp16Value((float)dmin) : 0;
+        var dValue = Fp16Value((float)fittedD);
+        var dminValue = spec.Affine ? Fp16Value((float)fittedDMin) : 0;
         if (!float.IsFinite(dValue) || !float.IsFinite(dminValue) || dValue == 0) return false;
-        state.D = dValue;
-        state.DMin = dminValue;
+        (d, dmin) = (dValue, dminValue);
         return true;
+    }
+
+    private static double Sum(Vector256<float> v)
+    {
+        var (low, high) = Vector256.Widen(v);
+        return Vector256.Sum(low + high);
     }
 
     /// <summary>For the current levels and super-scales, each sub-block's integer scale (and min) with the lowest error among
     /// the integers around its least-squares value.</summary>
-    private static void ChooseIntegerScales(SuperBlockSpec spec, scoped ReadOnlySpan<SubBlockSums> sums, ref SuperBlockState state)
+    private static void ChooseIntegerScales(SuperBlockSpec spec, in LaneSums sums, Span<float> scales, Span<float> mins, float d, float dmin)
     {
-        double d = state.D, dmin = state.DMin;
-        for (var j = 0; j < sums.Length; j++)
+        var (dv, dminv) = (Vector256.Create(d), Vector256.Create(dmin));
+        var (low, high, minHigh) = (Vector256.Create((float)spec.ScaleLow), Vector256.Create((float)spec.ScaleHigh), Vector256.Create((float)spec.MinHigh));
+        var minSteps = spec.Affine && dmin != 0;
+        for (var g = 0; g < scales.Length; g += Lanes)
         {
-            var (s, o) = sums[j].Fit(spec.Affine);
-            var scaleBase = (int)Math.Floor(s / d);
-            var minBase = spec.Affine && dmin != 0 ? (int)Math.Floor(-o / dmin) : 0;
-            var bestError = sums[j].Error(d * state.Scales[j], -dmin * state.Mins[j]);
+            var (s, o) = sums.Fit(g, spec.Affine);
+            var scaleBase = Vector256.Floor(s / dv);
+            var minBase = minSteps ? Vector256.Floor(-o / dminv) : Vector256<float>.Zero;
+            var (bestScale, bestMin) = (Load(scales, g), Load(mins, g));
+            var bestError = sums.Error(g, dv * bestScale, -dminv * bestMin);
             for (var ds = 0; ds <= 1; ds++)
             {
-                var sc = Math.Clamp(scaleBase + ds, spec.ScaleLow, spec.ScaleHigh);
+                var sc = Clamp(scaleBase + Vector256.Create((float)ds), low, high);
                 for (var dm = 0; dm <= (spec.Affine ? 1 : 0); dm++)
                 {
-                    var m = spec.Affine ? Math.Clamp(minBase + dm, 0, spec.MinHigh) : 0;
-                    var error = sums[j].Error(d * sc, -dmin * m);
-                    if (error < bestError) (bestError, state.Scales[j], state.Mins[j]) = (error, sc, m);
+                    var m = spec.Affine ? Clamp(minBase + Vector256.Create((float)dm), Vector256<float>.Zero, minHigh) : Vector256<float>.Zero;
+                    var error = sums.Error(g, dv * sc, -dminv * m);
+                    var better = Vector256.LessThan(error, bestError);
+                    bestError = Vector256.ConditionalSelect(better, error, bestError);
+                    bestScale = Vector256.ConditionalSelect(better, sc, bestScale);
+                    bestMin = Vector256.ConditionalSelect(better, m, bestMin);
                 }
+            }
+            Store(scales, g, bestScale);
+            Store(mins, g, bestMin);
+        }
+    }
+
+    /// <summary>The level indices nearest to (x − offset)/scale for sub-block <paramref name="j"/> of the untransposed block,
+    /// by the same arithmetic as <see cref="RoundAndSum"/>.</summary>
+    private static void RoundSubBlock(SuperBlockSpec spec, ReadOnlySpan<float> x, Span<byte> indices, int j, float scale, float offset)
+    {
+        var inverseValue = 1 / scale;
+        if (!float.IsFinite(inverseValue)) return;
+        var (inverse, offsetVector) = (Vector256.Create(inverseValue), Vector256.Create(offset));
+        // Four vectors of int indices narrow to one of bytes; sub-blocks are 16 or 32 weights, so two or four.
+        Span<int> lane = stackalloc int[4 * Lanes];
+        var start = j * spec.SubBlock;
+        for (var i = 0; i < spec.SubBlock; i += Lanes)
+        {
+            Nearest(spec, (Load(x, start + i) - offsetVector) * inverse, out var index);
+            index.CopyTo(lane[i..]);
+        }
+        if (spec.SubBlock == 4 * Lanes)
+        {
+            var low = Vector256.Narrow(Vector256.Create(lane), Vector256.Create(lane[Lanes..]));
+            var high = Vector256.Narrow(Vector256.Create(lane[(2 * Lanes)..]), Vector256.Create(lane[(3 * Lanes)..]));
+            Vector256.Narrow(low.AsUInt16(), high.AsUInt16()).CopyTo(indices.Slice(start, 4 * Lanes));
+            return;
+        }
+        for (var i = 0; i < spec.SubBlock; i++) indices[start + i] = (byte)lane[i];
+    }
+
+    /// <summary>The level value of every index.</summary>
+    private static void LevelValues(SuperBlockSpec spec, ReadOnlySpan<byte> indices, Span<float> values)
+    {
+        if (spec.LinearLowest is { } lowest)
+        {
+            var offset = Vector256.Create((float)lowest);
+            for (var i = 0; i < indices.Length; i += 4 * Lanes)
+            {
+                var (low, high) = Vector256.Widen(Vector256.Create(indices.Slice(i, 4 * Lanes)));
+                var (a, b) = Vector256.Widen(low);
+                var (c, d) = Vector256.Widen(high);
+                Store(values, i, Vector256.ConvertToSingle(a.AsInt32()) + offset);
+                Store(values, i + Lanes, Vector256.ConvertToSingle(b.AsInt32()) + offset);
+                Store(values, i + 2 * Lanes, Vector256.ConvertToSingle(c.AsInt32()) + offset);
+                Store(values, i + 3 * Lanes, Vector256.ConvertToSingle(d.AsInt32()) + offset);
+            }
+            return;
+        }
+        for (var i = 0; i < indices.Length; i++) values[i] = spec.Levels[indices[i]];
+    }
+
+    /// <summary>source[j·length + i] → destination[i·subBlocks + j]: 8×8 tiles through AVX shuffles where available.</summary>
+    internal static void Transpose(ReadOnlySpan<float> source, Span<float> destination, int subBlocks, int length)
+    {
+        if (!Avx.IsSupported || length % Lanes != 0)
+        {
+            for (var j = 0; j < subBlocks; j++)
+            {
+                for (var i = 0; i < length; i++) destination[i * subBlocks + j] = source[j * length + i];
+            }
+            return;
+        }
+        for (var j0 = 0; j0 < subBlocks; j0 += Lanes)
+        {
+            for (var i0 = 0; i0 < length; i0 += Lanes)
+            {
+                // Rows r_k = sub-block j0 + k, weights i0..i0+7; out column m = weight i0 + m of the 8 sub-blocks.
+                var at = j0 * length + i0;
+                var (r0, r1, r2, r3) = (Load(source, at), Load(source, at + length), Load(source, at + 2 * length), Load(source, at + 3 * length));
+                var (r4, r5, r6, r7) = (Load(source, at + 4 * length), Load(source, at + 5 * length), Load(source, at + 6 * length), Load(source, at + 7 * length));
+                var (t0, t1, t2, t3) = (Avx.UnpackLow(r0, r1), Avx.UnpackHigh(r0, r1), Avx.UnpackLow(r2, r3), Avx.UnpackHigh(r2, r3));
+                var (t4, t5, t6, t7) = (Avx.UnpackLow(r4, r5), Avx.UnpackHigh(r4, r5), Avx.UnpackLow(r6, r7), Avx.UnpackHigh(r6, r7));
+                var (u0, u1, u2, u3) = (Avx.Shuffle(t0, t2, 0x44), Avx.Shuffle(t0, t2, 0xEE), Avx.Shuffle(t1, t3, 0x44), Avx.Shuffle(t1, t3, 0xEE));
+                var (u4, u5, u6, u7) = (Avx.Shuffle(t4, t6, 0x44), Avx.Shuffle(t4, t6, 0xEE), Avx.Shuffle(t5, t7, 0x44), Avx.Shuffle(t5, t7, 0xEE));
+                var to = i0 * subBlocks + j0;
+                Store(destination, to, Avx.Permute2x128(u0, u4, 0x20));
+                Store(destination, to + subBlocks, Avx.Permute2x128(u1, u5, 0x20));
+                Store(destination, to + 2 * subBlocks, Avx.Permute2x128(u2, u6, 0x20));
+                Store(destination, to + 3 * subBlocks, Avx.Permute2x128(u3, u7, 0x20));
+                Store(destination, to + 4 * subBlocks, Avx.Permute2x128(u0, u4, 0x31));
+                Store(destination, to + 5 * subBlocks, Avx.Permute2x128(u1, u5, 0x31));
+                Store(destination, to + 6 * subBlocks, Avx.Permute2x128(u2, u6, 0x31));
+                Store(destination, to + 7 * subBlocks, Avx.Permute2x128(u3, u7, 0x31));
             }
         }
     }

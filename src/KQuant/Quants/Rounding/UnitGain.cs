@@ -54,19 +54,22 @@ internal static class UnitGain
 
     /// <summary>Rescales one encoded block to unit gain against <paramref name="x"/> under importance <paramref name="c"/>
     /// (empty: 1), unless its gain is degenerate or the rescaled block would not decode to finite values. On return
-    /// <paramref name="decoded"/> (x.Length floats) holds the block as it now decodes.</summary>
-    public static void Correct(IRowCodec codec, Span<byte> block, ReadOnlySpan<float> x, ReadOnlySpan<float> c, Span<float> decoded)
+    /// <paramref name="decoded"/> (x.Length floats) holds the block as it now decodes. False when the block was left as
+    /// it was for one of those reasons.</summary>
+    public static bool Correct(IRowCodec codec, Span<byte> block, ReadOnlySpan<float> x, ReadOnlySpan<float> c, Span<float> decoded)
     {
         codec.Dequantize(block, decoded);
         var gain = Gain(x, decoded, c);
-        if (!(gain >= LowestGain && gain <= HighestGain) || gain == 1) return;
+        if (gain == 1) return true;
+        if (!(gain >= LowestGain && gain <= HighestGain)) return false;
         Span<byte> original = stackalloc byte[block.Length];
         block.CopyTo(original);
         Rescale(codec.Type, block, (float)(1 / gain));
         codec.Dequantize(block, decoded);
-        if (AllFinite(decoded)) return;
+        if (AllFinite(decoded)) return true;
         original.CopyTo(block);
         codec.Dequantize(block, decoded);
+        return false;
     }
 
     /// <summary>Σc·x·y / Σc·x² in double (c empty: 1); NaN when x is all zero where c is not.</summary>
