@@ -42,6 +42,7 @@ public static class RoundingTimeBenchmark
             Console.Error.WriteLine("rounding-time needs --model and --kquant");
             return 2;
         }
+        Directory.CreateDirectory(work);
 
         var results = new List<Result>();
         Console.WriteLine($"{"recipe",-8} {"imatrix",-8} {"reference s",12} {"optimal s",10} {"ratio",7}");

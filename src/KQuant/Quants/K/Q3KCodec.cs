@@ -67,7 +67,13 @@ internal sealed class Q3KCodec : IOptimalRowCodec
         Span<byte> levels = stackalloc byte[KQuantLayout.SuperBlock];
         KQuantLayout.Unpack2Bit(block.Qs, levels);
         ReadOnlySpan<byte> hmask = block.HMask;
-        for (var i = 0; i < levels.Length; i++) levels[i] |= (byte)(((hmask[i % 32] >> (i / 32)) & 1) << 2);
+        // Bit k of hmask[i] is the high bit of level 32·k + i.
+        var mask = Vector256.Create(hmask);
+        for (var k = 0; k < 8; k++)
+        {
+            var part = levels.Slice(32 * k, 32);
+            (Vector256.Create<byte>(part) | (((mask >>> k) & Vector256<byte>.One) << 2)).CopyTo(part);
+        }
         Span<int> scales = stackalloc int[SubBlocks];
         for (var j = 0; j < SubBlocks; j++) scales[j] = UnpackScale(j, block.Scales);
         var dmin = Half.Zero;

@@ -26,6 +26,15 @@ internal sealed record SuperBlockSpec(int SubBlock, float[] Levels, bool Affine,
     /// <summary>Steps between consecutive levels: Levels[k + 1] − Levels[k].</summary>
     public float[] Steps { get; } = Levels.Zip(Levels.Skip(1), (a, b) => b - a).ToArray();
 
+    /// <summary>A grid of 16 levels (IQ4's) as two 8-lane tables each of levels and midpoints, for a binary search by permutes.</summary>
+    public (Vector256<float> Low, Vector256<float> High)? GridLevels { get; } =
+        Levels.Length == 16 ? (Vector256.Create(Levels.AsSpan(0, 8)), Vector256.Create(Levels.AsSpan(8, 8))) : null;
+
+    public (Vector256<float> Low, Vector256<float> High)? GridMidpoints { get; } = Levels.Length == 16
+        ? (Vector256.Create(Levels.Zip(Levels.Skip(1), (a, b) => (a + b) / 2).Take(8).ToArray()),
+            Vector256.Create(Levels.Zip(Levels.Skip(1), (a, b) => (a + b) / 2).Skip(8).Append(float.PositiveInfinity).ToArray()))
+        : null;
+
     private static bool IsLinear(float[] levels)
     {
         for (var i = 0; i < levels.Length; i++)
@@ -50,10 +59,11 @@ internal sealed record SuperBlockSpec(int SubBlock, float[] Levels, bool Affine,
 /// </list>
 /// Every step works on all sub-blocks at once, one sub-block per SIMD lane: the block is transposed once (weight i of
 /// sub-block j at i·S + j), so a rounding pass is 256/8 vector steps that leave each lane's sums (Σw·t, Σw·t², Σw·x·t)
-/// in place, with no horizontal sums, and the fits and errors of step 1–3 are lane arithmetic on those sums. The first
-/// version, one sub-block at a time, took 2–4× as long for the same encodings. This replaced a quant-step search per
-/// sub-block (ik_llama.cpp PR 295): a similar weighted error at 3–5× the first version's cost, and a higher KLD on most
-/// recipes (src/KQuant/Quants/README.md).
+/// in place, with no horizontal sums, and the fits and errors of steps 1–3 are lane arithmetic on those sums. The previous
+/// version, one sub-block at a time with the sums in double, found the same weighted errors (to 4 digits on
+/// debdocs-llama-10m) at about 1.5× this one's time (Q4_K), 2× (Q3_K). The one before that, a quant-step search per
+/// sub-block (ik_llama.cpp PR 295), reached a similar weighted error at 3–5× that cost, and a higher KLD on most recipes
+/// (src/KQuant/Quants/README.md).
 /// </summary>
 [SkipLocalsInit]
 internal static class SuperBlockSearch
@@ -236,7 +246,9 @@ internal static class SuperBlockSearch
         public readonly int SubBlocks = subBlocks, Length = length;
     }
 
-    /// <summary>Per sub-block (lane) weighted sums: the data's (fixed) and the current levels'.</summary>
+    /// <summary>Per sub-block (lane) weighted sums: the data's (fixed) and the current levels'. Float, as the sums were in
+    /// the double version too (only their quadratic forms were double): an error read off them is exact to about 10⁻⁷ of
+    /// Σw·x², which decides between candidates only where they are that close, and KeepBestBlocks has the last word.</summary>
     private readonly ref struct LaneSums(Span<float> data, int subBlocks)
     {
         public const int Count = 8, LevelCount = 3;
@@ -341,25 +353,34 @@ internal static class SuperBlockSearch
         var linear = spec.LinearLowest is not null;
         var lowest = Vector256.Create((float)spec.Levels[0]);
         var highest = Vector256.Create((float)spec.Levels[^1]);
+        var grid16 = !linear && Avx2.IsSupported && spec.GridMidpoints is not null;
+        var (midLow, midHigh) = spec.GridMidpoints ?? default;
+        var (levelLow, levelHigh) = spec.GridLevels ?? default;
         for (var g = 0; g < stride; g += Lanes)
         {
             var inverse = Vector256<float>.One / Load(scales, g);
             var keep = ~Vector256.Equals(inverse - inverse, Vector256<float>.Zero);
             var anyKept = keep != Vector256<float>.Zero;
             inverse = Vector256.ConditionalSelect(keep, Vector256<float>.Zero, inverse);
-            var offset = Load(offsets, g);
+            // (x − offset)/scale as one fused x·inverse + shift, in RoundSubBlock too.
+            var shift = -Load(offsets, g) * inverse;
             // Two sets of sums, for the even and odd weights, halve the chains of dependent additions.
             Vector256<float> st = default, stt = default, sxt = default, st2 = default, stt2 = default, sxt2 = default;
             for (var at = g; at < xs.Length; at += 2 * stride)
             {
                 var x = Load(xs, at);
                 var x2 = Load(xs, at + stride);
-                var (v, v2) = ((x - offset) * inverse, (x2 - offset) * inverse);
+                var (v, v2) = (Vector256.FusedMultiplyAdd(x, inverse, shift), Vector256.FusedMultiplyAdd(x2, inverse, shift));
                 Vector256<float> t, t2;
                 if (linear)
                 {
                     t = Vector256.Min(Vector256.Max(Vector256.Round(v), lowest), highest);
                     t2 = Vector256.Min(Vector256.Max(Vector256.Round(v2), lowest), highest);
+                }
+                else if (grid16)
+                {
+                    t = NearestOnGrid16(v, midLow, midHigh, levelLow, levelHigh, out _);
+                    t2 = NearestOnGrid16(v2, midLow, midHigh, levelLow, levelHigh, out _);
                 }
                 else (t, t2) = (NearestOnGrid(spec, v, out _), NearestOnGrid(spec, v2, out _));
                 if (anyKept)
@@ -371,11 +392,11 @@ internal static class SuperBlockSearch
                 Store(ts, at + stride, t2);
                 var (wt, wt2) = (Load(ws, at) * t, Load(ws, at + stride) * t2);
                 st += wt;
-                stt += wt * t;
-                sxt += wt * x;
+                stt = Vector256.FusedMultiplyAdd(wt, t, stt);
+                sxt = Vector256.FusedMultiplyAdd(wt, x, sxt);
                 st2 += wt2;
-                stt2 += wt2 * t2;
-                sxt2 += wt2 * x2;
+                stt2 = Vector256.FusedMultiplyAdd(wt2, t2, stt2);
+                sxt2 = Vector256.FusedMultiplyAdd(wt2, x2, sxt2);
             }
             Store(sums.T, g, st + st2);
             Store(sums.TT, g, stt + stt2);
@@ -396,6 +417,10 @@ internal static class SuperBlockSearch
     /// <summary><see cref="Nearest"/> for levels that are not consecutive integers (IQ4's grid): one comparison per midpoint.</summary>
     private static Vector256<float> NearestOnGrid(SuperBlockSpec spec, Vector256<float> v, out Vector256<int> index)
     {
+        if (Avx2.IsSupported && spec.GridMidpoints is { } gridMidpoints && spec.GridLevels is { } gridLevels)
+        {
+            return NearestOnGrid16(v, gridMidpoints.Low, gridMidpoints.High, gridLevels.Low, gridLevels.High, out index);
+        }
         index = Vector256<int>.Zero;
         var value = Vector256.Create(spec.Levels[0]);
         var midpoints = spec.Midpoints;
@@ -407,6 +432,29 @@ internal static class SuperBlockSearch
             value += above & Vector256.Create(steps[k]);
         }
         return value;
+    }
+
+    /// <summary><see cref="NearestOnGrid"/> for a grid of 16 levels: the index is the number of midpoints below v, found by
+    /// a binary search over the 15 midpoints in four steps (8, 4, 2, 1), each reading its midpoint from two 8-lane tables
+    /// by a permute; the same count as the comparisons with every midpoint.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> NearestOnGrid16(Vector256<float> v, Vector256<float> midLow, Vector256<float> midHigh,
+        Vector256<float> levelLow, Vector256<float> levelHigh, out Vector256<int> index)
+    {
+        index = Vector256.GreaterThan(v, Vector256.Create(midLow.GetElement(7))).AsInt32() & Vector256.Create(8);
+        index += Vector256.GreaterThan(v, Lookup16(midLow, midHigh, index + Vector256.Create(3))).AsInt32() & Vector256.Create(4);
+        index += Vector256.GreaterThan(v, Lookup16(midLow, midHigh, index + Vector256.Create(1))).AsInt32() & Vector256.Create(2);
+        index -= Vector256.GreaterThan(v, Lookup16(midLow, midHigh, index)).AsInt32();
+        return Lookup16(levelLow, levelHigh, index);
+    }
+
+    /// <summary>Entry <paramref name="index"/> (0–15) of a 16-entry table held as two vectors.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Lookup16(Vector256<float> low, Vector256<float> high, Vector256<int> index)
+    {
+        var fromLow = Avx2.PermuteVar8x32(low, index);
+        var fromHigh = Avx2.PermuteVar8x32(high, index);
+        return Avx.BlendVariable(fromLow, fromHigh, Vector256.GreaterThan(index, Vector256.Create(7)).AsSingle());
     }
 
     /// <summary>The free scales and offsets stored as integers under super-scales <paramref name="d"/> and <paramref name="dmin"/>.</summary>
@@ -564,13 +612,14 @@ internal static class SuperBlockSearch
     {
         var inverseValue = 1 / scale;
         if (!float.IsFinite(inverseValue)) return;
-        var (inverse, offsetVector) = (Vector256.Create(inverseValue), Vector256.Create(offset));
+        var inverse = Vector256.Create(inverseValue);
+        var shift = -Vector256.Create(offset) * inverse;
         // Four vectors of int indices narrow to one of bytes; sub-blocks are 16 or 32 weights, so two or four.
         Span<int> lane = stackalloc int[4 * Lanes];
         var start = j * spec.SubBlock;
         for (var i = 0; i < spec.SubBlock; i += Lanes)
         {
-            Nearest(spec, (Load(x, start + i) - offsetVector) * inverse, out var index);
+            Nearest(spec, Vector256.FusedMultiplyAdd(Load(x, start + i), inverse, shift), out var index);
             index.CopyTo(lane[i..]);
         }
         if (spec.SubBlock == 4 * Lanes)
