@@ -35,6 +35,33 @@ public sealed class UnitGainTests
         Assert.Equal(before.Select(v => 2 * v), after);
     }
 
+    /// <summary>A block whose scale fields are near fp16's largest value, against data it would have to grow by 1/0.82 to
+    /// reach: the rescaled field would overflow, so the block is left as it was and Correct says so.</summary>
+    [Theory]
+    [MemberData(nameof(UnitGainTypes))]
+    public void ABlockWhoseRescaledScaleWouldOverflowIsLeftAsItIs(GgmlType type)
+    {
+        var codec = RowCodecs.Get(type);
+        var length = GgmlTypeTraits.Of(type).BlockSize;
+        var bytes = new byte[GgmlTypeTraits.Of(type).RowBytes(length)];
+        codec.Quantize(TestRows.Make("gaussian", 1, length, seed: 3), bytes, default);
+        // Grow the scale fields by 1.2 while they stay finite: the largest ends in (65504/1.2, 65504].
+        var y = new float[length];
+        while (true)
+        {
+            var grown = (byte[])bytes.Clone();
+            UnitGain.Rescale(type, grown, 1.2f);
+            codec.Dequantize(grown, y);
+            if (!y.All(float.IsFinite)) break;
+            bytes = grown;
+        }
+        codec.Dequantize(bytes, y);
+        var x = y.Select(v => v / 0.82f).ToArray(); // gain 0.82: the fields would grow by 1.22, past 65504
+        var before = (byte[])bytes.Clone();
+        Assert.False(UnitGain.Correct(codec, bytes, x, default, new float[length]));
+        Assert.Equal(before, bytes);
+    }
+
     /// <summary>Per block Σc·x·y / Σc·x² = 1 up to the fp16 rounding of the rescaled scales: each is off by at most 2⁻¹¹
     /// relative, and the formats with a min round two fields, hence 1.5·10⁻³.</summary>
     [Theory]

@@ -49,7 +49,7 @@ internal static class KeepBestBlocks
             var c = importance.IsEmpty ? default : importance.Slice(i * blockWeights, blockWeights);
             if (weighting == ErrorWeighting.ReferenceAtUnitGain)
             {
-                UnitGain.Correct(codec, MemoryMarshal.AsBytes(blocks.Slice(i, 1)), x, c, dequantized);
+                UnitGain.Correct(codec, MemoryMarshal.AsBytes(blocks.Slice(i, 1)), x, c, dequantized, decodeResult: false);
                 continue;
             }
             ErrorWeights(weighting, x, c, weights);
@@ -64,7 +64,7 @@ internal static class KeepBestBlocks
             if (candidateBytes.SequenceEqual(referenceBytes))
             {
                 // The search kept the reference: it only needs its unit gain.
-                if (unitGain) UnitGain.Correct(codec, referenceBytes, x, c, dequantized);
+                if (unitGain) UnitGain.Correct(codec, referenceBytes, x, c, dequantized, decodeResult: false);
                 continue;
             }
             var referenceAtUnitGain = Decode(codec, unitGain, referenceBytes, x, c, dequantized);

@@ -53,23 +53,34 @@ internal static class UnitGain
     }
 
     /// <summary>Rescales one encoded block to unit gain against <paramref name="x"/> under importance <paramref name="c"/>
-    /// (empty: 1), unless its gain is degenerate or the rescaled block would not decode to finite values. On return
-    /// <paramref name="decoded"/> (x.Length floats) holds the block as it now decodes. False when the block was left as
-    /// it was for one of those reasons.</summary>
-    public static bool Correct(IRowCodec codec, Span<byte> block, ReadOnlySpan<float> x, ReadOnlySpan<float> c, Span<float> decoded)
+    /// (empty: 1), unless its gain is degenerate or a rescaled scale field would overflow fp16. On return
+    /// <paramref name="decoded"/> (x.Length floats) holds the block as it now decodes, unless <paramref name="decodeResult"/>
+    /// is false (then it holds the block as it decoded before). False when the block was left as it was for one of those
+    /// reasons.</summary>
+    public static bool Correct(IRowCodec codec, Span<byte> block, ReadOnlySpan<float> x, ReadOnlySpan<float> c, Span<float> decoded,
+        bool decodeResult = true)
     {
         codec.Dequantize(block, decoded);
         var gain = Gain(x, decoded, c);
         if (gain == 1) return true;
         if (!(gain >= LowestGain && gain <= HighestGain)) return false;
-        Span<byte> original = stackalloc byte[block.Length];
-        block.CopyTo(original);
-        Rescale(codec.Type, block, (float)(1 / gain));
-        codec.Dequantize(block, decoded);
-        if (AllFinite(decoded)) return true;
-        original.CopyTo(block);
-        codec.Dequantize(block, decoded);
-        return false;
+        // Finite scale fields decode to finite weights (the largest fp16 times the largest sub-block scale and level is
+        // far inside float's range), so the fields are what to check.
+        if (!TryRescale(codec.Type, block, (float)(1 / gain))) return false;
+        if (decodeResult) codec.Dequantize(block, decoded);
+        return true;
+    }
+
+    /// <summary><see cref="Rescale"/>, unless a rescaled field would not be finite (then the block is left unchanged).</summary>
+    private static bool TryRescale(GgmlType type, Span<byte> block, float factor)
+    {
+        foreach (var offset in ScaleOffsets(type))
+        {
+            var value = (float)BitConverter.UInt16BitsToHalf(BinaryPrimitives.ReadUInt16LittleEndian(block.Slice(offset, 2)));
+            if (!float.IsFinite((float)GgmlFp16.FromSingle(value * factor))) return false;
+        }
+        Rescale(type, block, factor);
+        return true;
     }
 
     /// <summary>Σc·x·y / Σc·x² (c empty: 1); NaN when x is all zero where c is not. The sums run in float over four sets
@@ -96,22 +107,6 @@ internal static class UnitGain
             sumXx += cx * x[j];
         }
         return sumXy / sumXx;
-    }
-
-    private static bool AllFinite(ReadOnlySpan<float> values)
-    {
-        // v − v is 0 for every finite v and NaN for ±∞ and NaN.
-        var j = 0;
-        for (; j <= values.Length - Vector<float>.Count; j += Vector<float>.Count)
-        {
-            var v = new Vector<float>(values[j..]);
-            if (!Vector.EqualsAll(v - v, Vector<float>.Zero)) return false;
-        }
-        for (; j < values.Length; j++)
-        {
-            if (!float.IsFinite(values[j])) return false;
-        }
-        return true;
     }
 
     /// <summary>Applies <see cref="Correct"/> to every block of an encoded row: the reference encoding at unit gain, which the
