@@ -96,7 +96,9 @@ internal static class KeepBestBlocks
     /// reference at unit gain (Q5_K_M ×0.996; its search raised the KLD with every weighting tried before unit gain).</item>
     /// <item>IQ4_XS products: c·sqrt(σ² + x²) (×0.963 / ×0.944; with c alone ×0.966 without an imatrix, and worse than
     /// the reference with one before unit gain).</item>
-    /// <item>Token embeddings (lookups) and the other formats: c.</item>
+    /// <item>IQ4_NL products: c·sqrt(σ² + x²) too, at unit gain (×0.982 / see the README; with c and no unit gain ×1.026
+    /// / ×0.999, the one row of any format above the reference).</item>
+    /// <item>Token embeddings (lookups) and the legacy formats: c.</item>
     /// </list>
     /// </summary>
     public static ErrorWeighting WeightingFor(GgmlType type, bool hasImportance, RowRole role) => type switch
@@ -106,7 +108,7 @@ internal static class KeepBestBlocks
         GgmlType.Q2_K or GgmlType.Q3_K => ErrorWeighting.ImportanceTimesSquare,
         GgmlType.Q4_K or GgmlType.Q5_K when !hasImportance => ErrorWeighting.ImportanceTimesMagnitude,
         GgmlType.Q5_K => ErrorWeighting.ReferenceAtUnitGain,
-        GgmlType.IQ4_XS => ErrorWeighting.ImportanceTimesMagnitude,
+        GgmlType.IQ4_XS or GgmlType.IQ4_NL => ErrorWeighting.ImportanceTimesMagnitude,
         _ => ErrorWeighting.Importance,
     };
 
