@@ -41,7 +41,8 @@ public sealed class OptimalRoundingTests(ITestOutputHelper output)
         Assert.Equal(ErrorWeighting.Importance, KeepBestBlocks.WeightingFor(GgmlType.Q5_K, true, RowRole.Lookup));
         Assert.Equal(ErrorWeighting.ImportanceTimesMagnitude, KeepBestBlocks.WeightingFor(GgmlType.IQ4_XS, false, RowRole.Product));
         Assert.Equal(ErrorWeighting.ImportanceTimesMagnitude, KeepBestBlocks.WeightingFor(GgmlType.IQ4_XS, true, RowRole.Product));
-        Assert.Equal(ErrorWeighting.ReferenceAtUnitGain, KeepBestBlocks.WeightingFor(GgmlType.Q6_K, true, RowRole.Product));
+        Assert.Equal(ErrorWeighting.Reference, KeepBestBlocks.WeightingFor(GgmlType.Q6_K, true, RowRole.Product));
+        Assert.Equal(ErrorWeighting.ReferenceAtUnitGain, KeepBestBlocks.WeightingFor(GgmlType.Q6_K, false, RowRole.Product));
         Assert.Equal(ErrorWeighting.ReferenceAtUnitGain, KeepBestBlocks.WeightingFor(GgmlType.Q6_K, false, RowRole.Lookup));
         Span<float> w = stackalloc float[3];
         KeepBestBlocks.ErrorWeights(ErrorWeighting.ImportanceTimesSquare, [1f, -2f, 0.5f], [2f, 1f, 4f], w);
@@ -84,6 +85,11 @@ public sealed class OptimalRoundingTests(ITestOutputHelper output)
                 var optimal = new byte[rowBytes * rows];
                 RowQuantizer.Quantize(type, x, reference, length, importance);
                 RowQuantizer.Quantize(type, x, optimal, length, importance, rounding: RoundingMode.Optimal, role: role);
+                if (weighting == ErrorWeighting.Reference)
+                {
+                    Assert.Equal(reference, optimal); // no search, no unit gain: the reference's bytes
+                    continue;
+                }
                 // The guarantee is against the reference at unit gain where the format takes it, as the optimal path
                 // corrects both before choosing.
                 if (UnitGain.Applies(type))
@@ -119,7 +125,7 @@ public sealed class OptimalRoundingTests(ITestOutputHelper output)
                 }
             }
         }
-        if (weighting == ErrorWeighting.ReferenceAtUnitGain) return;
+        if (weighting is ErrorWeighting.ReferenceAtUnitGain or ErrorWeighting.Reference) return;
         output.WriteLine($"{traits.Name}{(withImportance ? " with importance" : "")} {role}: weighted RMSE optimal/reference = {Math.Sqrt(optimalTotal / referenceTotal):0.0000}");
         Assert.True(optimalTotal < referenceTotal, $"{traits.Name}: the search improved nothing on the ordinary cases");
     }

@@ -11,6 +11,9 @@ internal delegate void BlockImprover<TBlock>(ReadOnlySpan<float> x, ReadOnlySpan
 /// <summary>What the optimal path minimises (<see cref="KeepBestBlocks.WeightingFor"/>).</summary>
 internal enum ErrorWeighting
 {
+    /// <summary>No search and no unit gain: the reference's bytes.</summary>
+    Reference,
+
     /// <summary>No search: the reference encoding brought to unit gain (<see cref="UnitGain"/>).</summary>
     ReferenceAtUnitGain,
 
@@ -37,6 +40,7 @@ internal static class KeepBestBlocks
     {
         codec.Quantize(source, destination, importance);
         var weighting = WeightingFor(codec.Type, !importance.IsEmpty, role);
+        if (weighting == ErrorWeighting.Reference) return;
         var unitGain = UnitGain.Applies(codec.Type);
         var blocks = MemoryMarshal.Cast<byte, TBlock>(destination);
         Span<float> weights = stackalloc float[blockWeights];
@@ -87,8 +91,10 @@ internal static class KeepBestBlocks
     /// without one. Chosen by whole-model KL divergence against F16 on debdocs-llama-10m, with every block at unit gain
     /// (ratios are of the reference's KLD, without / with an imatrix; src/KQuant/Quants/README.md has the rest):
     /// <list type="bullet">
-    /// <item>Q6_K: no search, the reference at unit gain. Its search lowered the weight error by 2.5% but raised the KLD of
-    /// every recipe holding Q6_K tensors (Q4_K_M ×0.978 / ×0.931 without it, ×0.985 / ×0.943 with it; IQ4_XS likewise).</item>
+    /// <item>Q6_K: no search. Its search lowered the weight error by 2.5% but raised the KLD of every recipe holding Q6_K
+    /// tensors (Q4_K_M ×0.978 / ×0.931 without it, ×0.985 / ×0.943 with it; IQ4_XS likewise). Without an imatrix the
+    /// reference at unit gain (the Q6_K recipe ×0.989 on debdocs-llama-10m, ×0.993 on debdocs-tiny); with one, the
+    /// reference as it is: unit gain under c gave ×0.990 on debdocs-llama-10m but ×1.011 on debdocs-tiny.</item>
     /// <item>2- and 3-bit K-quants (Q2_K, Q3_K) in products: c·x². Searching on c alone lowers the weight RMSE but raised
     /// the KLD (Q2_K: +35% without an imatrix, +12% with one, before unit gain); c·x² lowered it.</item>
     /// <item>Q4_K and Q5_K products without an imatrix: sqrt(σ² + x²) (Q4_K_M ×0.978; c = 1 gave ×0.970 here but ×1.007 on
@@ -103,6 +109,7 @@ internal static class KeepBestBlocks
     /// </summary>
     public static ErrorWeighting WeightingFor(GgmlType type, bool hasImportance, RowRole role) => type switch
     {
+        GgmlType.Q6_K when hasImportance => ErrorWeighting.Reference,
         GgmlType.Q6_K => ErrorWeighting.ReferenceAtUnitGain,
         _ when role == RowRole.Lookup => ErrorWeighting.Importance,
         GgmlType.Q2_K or GgmlType.Q3_K => ErrorWeighting.ImportanceTimesSquare,
