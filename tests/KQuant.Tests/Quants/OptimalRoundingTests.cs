@@ -31,7 +31,9 @@ public sealed class OptimalRoundingTests(ITestOutputHelper output)
     public void WeightingFollowsFormatRoleAndImportance()
     {
         Assert.Equal(ErrorWeighting.ImportanceTimesSquare, KeepBestBlocks.WeightingFor(GgmlType.Q2_K, false, RowRole.Product));
-        Assert.Equal(ErrorWeighting.ImportanceTimesSquare, KeepBestBlocks.WeightingFor(GgmlType.Q3_K, true, RowRole.Product));
+        Assert.Equal(ErrorWeighting.ImportanceTimesSquare, KeepBestBlocks.WeightingFor(GgmlType.Q3_K, false, RowRole.Product));
+        Assert.Equal(ErrorWeighting.Importance, KeepBestBlocks.WeightingFor(GgmlType.Q3_K, true, RowRole.Product));
+        Assert.Equal(ErrorWeighting.ImportanceTimesSquare, KeepBestBlocks.WeightingFor(GgmlType.Q2_K, true, RowRole.Product));
         Assert.Equal(ErrorWeighting.Importance, KeepBestBlocks.WeightingFor(GgmlType.Q2_K, true, RowRole.Lookup));
         Assert.Equal(ErrorWeighting.ImportanceTimesMagnitude, KeepBestBlocks.WeightingFor(GgmlType.Q4_K, false, RowRole.Product));
         Assert.Equal(ErrorWeighting.ImportanceTimesMagnitude, KeepBestBlocks.WeightingFor(GgmlType.Q5_K, false, RowRole.Product));

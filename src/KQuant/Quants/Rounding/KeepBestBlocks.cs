@@ -96,7 +96,9 @@ internal static class KeepBestBlocks
     /// reference at unit gain (the Q6_K recipe ×0.989 on debdocs-llama-10m, ×0.993 on debdocs-tiny); with one, the
     /// reference as it is: unit gain under c gave ×0.990 on debdocs-llama-10m but ×1.011 on debdocs-tiny.</item>
     /// <item>2- and 3-bit K-quants (Q2_K, Q3_K) in products: c·x². Searching on c alone lowers the weight RMSE but raised
-    /// the KLD (Q2_K: +35% without an imatrix, +12% with one, before unit gain); c·x² lowered it.</item>
+    /// the KLD (Q2_K: +35% without an imatrix, +12% with one, before unit gain); c·x² lowered it. Except Q3_K with an
+    /// imatrix: c (Q3_K_M ×0.887 on debdocs-llama-10m against ×0.902 with c·x²; on debdocs-tiny Q3_K_S ×0.970 against
+    /// ×1.030, the one K-quant row c·x² left above the reference).</item>
     /// <item>Q4_K and Q5_K products without an imatrix: sqrt(σ² + x²) (Q4_K_M ×0.978; c = 1 gave ×0.970 here but ×1.007 on
     /// debdocs-tiny, where sqrt(σ² + x²) gives ×0.999; x² ×1.022). With one: c for Q4_K; no search for Q5_K, the
     /// reference at unit gain (Q5_K_M ×0.996; its search raised the KLD with every weighting tried before unit gain).</item>
@@ -112,6 +114,7 @@ internal static class KeepBestBlocks
         GgmlType.Q6_K when hasImportance => ErrorWeighting.Reference,
         GgmlType.Q6_K => ErrorWeighting.ReferenceAtUnitGain,
         _ when role == RowRole.Lookup => ErrorWeighting.Importance,
+        GgmlType.Q3_K when hasImportance => ErrorWeighting.Importance,
         GgmlType.Q2_K or GgmlType.Q3_K => ErrorWeighting.ImportanceTimesSquare,
         GgmlType.Q4_K or GgmlType.Q5_K when !hasImportance => ErrorWeighting.ImportanceTimesMagnitude,
         GgmlType.Q5_K => ErrorWeighting.ReferenceAtUnitGain,
