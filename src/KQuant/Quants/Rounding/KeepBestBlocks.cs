@@ -29,9 +29,9 @@ internal enum ErrorWeighting
 }
 
 /// <summary>The optimal path's frame for every block format: quantize the row the reference way, let the format propose a
-/// better encoding per block, bring both to unit gain (<see cref="UnitGain"/>, super-block formats), and keep the proposal
-/// only when its dequantized weighted error (through the codec's own dequantizer, i.e. what a reader of the file sees) is
-/// smaller. This makes "never worse than the reference at unit gain" structural (in the weighted error of
+/// better encoding per block, bring both to unit gain (<see cref="UnitGain"/>: super-block formats and IQ4_NL), and keep
+/// the proposal only when its dequantized weighted error (through the codec's own dequantizer, i.e. what a reader of the
+/// file sees) is smaller. This makes "never worse than the reference at unit gain" structural (in the weighted error of
 /// <see cref="WeightingFor"/>; the KL divergence it is chosen for is measured, not guaranteed).</summary>
 internal static class KeepBestBlocks
 {
@@ -104,8 +104,8 @@ internal static class KeepBestBlocks
     /// reference at unit gain (Q5_K_M ×0.996; its search raised the KLD with every weighting tried before unit gain).</item>
     /// <item>IQ4_XS products: c·sqrt(σ² + x²) (×0.963 / ×0.944; with c alone ×0.966 without an imatrix, and worse than
     /// the reference with one before unit gain).</item>
-    /// <item>IQ4_NL products: c·sqrt(σ² + x²) too, at unit gain (×0.982 / see the README; with c and no unit gain ×1.026
-    /// / ×0.999, the one row of any format above the reference).</item>
+    /// <item>IQ4_NL products: c·sqrt(σ² + x²) too, at unit gain (×0.982 / ×0.962; with c and no unit gain ×1.026 /
+    /// ×0.999, the 10m row furthest above the reference before this rule).</item>
     /// <item>Token embeddings (lookups) and the legacy formats: c.</item>
     /// </list>
     /// </summary>

@@ -21,19 +21,21 @@ internal sealed record SuperBlockSpec(int SubBlock, float[] Levels, bool Affine,
     public int? LinearLowest { get; } = IsLinear(Levels) ? (int)Levels[0] : null;
 
     /// <summary>Midpoints between consecutive levels: a value above Midpoints[k] is nearer to level k + 1 than to level k.</summary>
-    public float[] Midpoints { get; } = Levels.Zip(Levels.Skip(1), (a, b) => (a + b) / 2).ToArray();
+    public float[] Midpoints { get; } = MidpointsOf(Levels);
 
     /// <summary>Steps between consecutive levels: Levels[k + 1] − Levels[k].</summary>
     public float[] Steps { get; } = Levels.Zip(Levels.Skip(1), (a, b) => b - a).ToArray();
 
     /// <summary>A grid of 16 levels (IQ4's) as two 8-lane tables each of levels and midpoints, for a binary search by permutes.</summary>
-    public (Vector256<float> Low, Vector256<float> High)? GridLevels { get; } =
-        Levels.Length == 16 ? (Vector256.Create(Levels.AsSpan(0, 8)), Vector256.Create(Levels.AsSpan(8, 8))) : null;
+    public (Vector256<float> Low, Vector256<float> High)? GridLevels { get; } = Levels.Length == 16 ? Table16(Levels) : null;
 
-    public (Vector256<float> Low, Vector256<float> High)? GridMidpoints { get; } = Levels.Length == 16
-        ? (Vector256.Create(Levels.Zip(Levels.Skip(1), (a, b) => (a + b) / 2).Take(8).ToArray()),
-            Vector256.Create(Levels.Zip(Levels.Skip(1), (a, b) => (a + b) / 2).Skip(8).Append(float.PositiveInfinity).ToArray()))
-        : null;
+    public (Vector256<float> Low, Vector256<float> High)? GridMidpoints { get; } =
+        Levels.Length == 16 ? Table16([.. MidpointsOf(Levels), float.PositiveInfinity]) : null;
+
+    private static float[] MidpointsOf(float[] levels) => levels.Zip(levels.Skip(1), (a, b) => (a + b) / 2).ToArray();
+
+    private static (Vector256<float> Low, Vector256<float> High) Table16(float[] values) =>
+        (Vector256.Create(values.AsSpan(0, 8)), Vector256.Create(values.AsSpan(8, 8)));
 
     private static bool IsLinear(float[] levels)
     {
