@@ -11,8 +11,8 @@ namespace KQuant.Quants.Legacy;
 /// quantize_row_q{4,5}_1_impl: make_qkx3_quants (rmin −0.9, rdelta 0.05, 36 steps) with error weights qw·√(σ² + x²).</summary>
 internal abstract class AffineLegacyCodec<TBlock> : LegacyCodec<TBlock>, IOptimalRowCodec where TBlock : unmanaged, IAffineLegacyBlock<TBlock>
 {
-    /// <summary>The levels 0..nmax (value = d·code + m), indexed by code.</summary>
-    private static readonly float[] OptimalLevels = QuantStepSearch.LinearLevels(0, Nmax);
+    /// <summary>The levels 0..nmax (value = d·code + m).</summary>
+    private static readonly LinearBlockLevels OptimalLevels = new(0, Nmax, Affine: true);
 
     private static int Nmax
     {
@@ -91,27 +91,24 @@ internal abstract class AffineLegacyCodec<TBlock> : LegacyCodec<TBlock>, IOptima
     }
 
     public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role) =>
-        KeepBestBlocks.Quantize<TBlock>(this, BlockWeights, source, destination, importance, role, ImproveBlock);
+        BlockLaneSearch.Quantize<TBlock>(this, OptimalLevels, source, destination, importance, role, ReadLevels, WriteLevels);
 
-    /// <summary>Step search of scale and offset together from the reference codes, then both to fp16 and every code
-    /// re-rounded against the stored pair.</summary>
-    private static void ImproveBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref TBlock block)
+    private static void ReadLevels(in TBlock block, Span<float> levels, out float scale, out float offset)
     {
-        Span<int> codes = stackalloc int[BlockWeights];
-        for (var j = 0; j < BlockWeights; j++) codes[j] = TBlock.LoadCode(in block, j);
-        var (d, m) = QuantStepSearch.RefineScaleOffset(x, w, OptimalLevels, codes);
-        var storedScale = Fp16.FromFloat(d);
-        var storedOffset = Fp16.FromFloat(m);
-        var scale = Fp16.ToFloat(storedScale);
-        var offset = Fp16.ToFloat(storedOffset);
-        Span<byte> rounded = stackalloc byte[BlockWeights];
-        for (var j = 0; j < BlockWeights; j++)
-        {
-            rounded[j] = (byte)(scale != 0 ? QuantStepSearch.Nearest(OptimalLevels, (x[j] - offset) / scale) : codes[j]);
-        }
-        TBlock.Scale(ref block) = storedScale;
-        TBlock.Offset(ref block) = storedOffset;
-        TBlock.StoreCodes(ref block, rounded);
+        var (q0, q1, q2, q3) = TBlock.LoadCodes(in block);
+        Vector256.ConvertToSingle(q0).CopyTo(levels);
+        Vector256.ConvertToSingle(q1).CopyTo(levels[8..]);
+        Vector256.ConvertToSingle(q2).CopyTo(levels[16..]);
+        Vector256.ConvertToSingle(q3).CopyTo(levels[24..]);
+        ref var stored = ref Unsafe.AsRef(in block);
+        (scale, offset) = (Fp16.ToFloat(TBlock.Scale(ref stored)), Fp16.ToFloat(TBlock.Offset(ref stored)));
+    }
+
+    private static void WriteLevels(ref TBlock block, ReadOnlySpan<float> levels, ushort scale, ushort offset)
+    {
+        (TBlock.Scale(ref block), TBlock.Offset(ref block)) = (scale, offset);
+        TBlock.StoreCodes(ref block, Vector256.ConvertToInt32(Vector256.Create(levels)), Vector256.ConvertToInt32(Vector256.Create(levels[8..])),
+            Vector256.ConvertToInt32(Vector256.Create(levels[16..])), Vector256.ConvertToInt32(Vector256.Create(levels[24..])));
     }
 
     protected override void DequantizeScalar(ReadOnlySpan<TBlock> blocks, Span<float> destination)

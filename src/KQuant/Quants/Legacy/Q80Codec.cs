@@ -12,8 +12,8 @@ namespace KQuant.Quants.Legacy;
 /// type): scale = max|x| / 127, code = roundf(x/scale), rounding halves away from zero.</summary>
 internal sealed class Q80Codec : LegacyCodec<BlockQ80>, IOptimalRowCodec
 {
-    /// <summary>Every signed byte as a level, indexed by code + 128 (the reference uses ±127; −128 decodes fine).</summary>
-    private static readonly float[] OptimalLevels = QuantStepSearch.LinearLevels(sbyte.MinValue, sbyte.MaxValue);
+    /// <summary>Every signed byte as a level (the reference uses ±127; −128 decodes fine).</summary>
+    private static readonly LinearBlockLevels OptimalLevels = new(sbyte.MinValue, sbyte.MaxValue, Affine: false);
 
     private const int Nmax = 127;
 
@@ -26,21 +26,18 @@ internal sealed class Q80Codec : LegacyCodec<BlockQ80>, IOptimalRowCodec
     public override bool UsesImportance => false;
 
     public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role) =>
-        KeepBestBlocks.Quantize<BlockQ80>(this, BlockWeights, source, destination, importance, role, ImproveBlock);
+        BlockLaneSearch.Quantize<BlockQ80>(this, OptimalLevels, source, destination, importance, role, ReadLevels, WriteLevels);
 
-    /// <summary>Step search from the reference codes, then the scale to fp16 and every code re-rounded against it.</summary>
-    private static void ImproveBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref BlockQ80 block)
+    private static void ReadLevels(in BlockQ80 block, Span<float> levels, out float scale, out float offset)
     {
-        Span<int> indices = stackalloc int[BlockWeights];
-        for (var j = 0; j < BlockWeights; j++) indices[j] = (sbyte)block.Qs[j] - sbyte.MinValue;
-        var stored = Fp16.FromFloat(QuantStepSearch.RefineScale(x, w, OptimalLevels, indices));
-        var scale = Fp16.ToFloat(stored);
-        block.D = stored;
-        for (var j = 0; j < BlockWeights; j++)
-        {
-            var index = scale != 0 ? QuantStepSearch.Nearest(OptimalLevels, x[j] / scale) : indices[j];
-            block.Qs[j] = (byte)(sbyte)(index + sbyte.MinValue);
-        }
+        for (var j = 0; j < BlockWeights; j++) levels[j] = (sbyte)block.Qs[j];
+        (scale, offset) = (Fp16.ToFloat(block.D), 0f);
+    }
+
+    private static void WriteLevels(ref BlockQ80 block, ReadOnlySpan<float> levels, ushort scale, ushort offset)
+    {
+        block.D = scale;
+        for (var j = 0; j < BlockWeights; j++) block.Qs[j] = (byte)(sbyte)levels[j];
     }
 
     protected override void QuantizeScalar(ReadOnlySpan<float> source, Span<BlockQ80> blocks)

@@ -12,8 +12,8 @@ namespace KQuant.Quants.Legacy;
 /// weights qw·√(σ² + x²), σ² = Σx²/n over the row.</summary>
 internal abstract class SymmetricLegacyCodec<TBlock> : LegacyCodec<TBlock>, IOptimalRowCodec where TBlock : unmanaged, ILegacyBlock<TBlock>
 {
-    /// <summary>The levels code − nmax, indexed by code.</summary>
-    private static readonly float[] OptimalLevels = QuantStepSearch.LinearLevels(-Nmax, Nmax - 1);
+    /// <summary>The levels code − nmax.</summary>
+    private static readonly LinearBlockLevels OptimalLevels = new(-Nmax, Nmax - 1, Affine: false);
 
     private static int Nmax
     {
@@ -85,22 +85,26 @@ internal abstract class SymmetricLegacyCodec<TBlock> : LegacyCodec<TBlock>, IOpt
     }
 
     public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role) =>
-        KeepBestBlocks.Quantize<TBlock>(this, BlockWeights, source, destination, importance, role, ImproveBlock);
+        BlockLaneSearch.Quantize<TBlock>(this, OptimalLevels, source, destination, importance, role, ReadLevels, WriteLevels);
 
-    /// <summary>Step search from the reference codes, then the scale to fp16 and every code re-rounded against it.</summary>
-    private static void ImproveBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref TBlock block)
+    private static void ReadLevels(in TBlock block, Span<float> levels, out float scale, out float offset)
     {
-        Span<int> codes = stackalloc int[BlockWeights];
-        for (var j = 0; j < BlockWeights; j++) codes[j] = TBlock.LoadCode(in block, j);
-        var stored = Fp16.FromFloat(QuantStepSearch.RefineScale(x, w, OptimalLevels, codes));
-        var scale = Fp16.ToFloat(stored);
-        Span<byte> rounded = stackalloc byte[BlockWeights];
-        for (var j = 0; j < BlockWeights; j++)
-        {
-            rounded[j] = (byte)(scale != 0 ? QuantStepSearch.Nearest(OptimalLevels, x[j] / scale) : codes[j]);
-        }
-        TBlock.Scale(ref block) = stored;
-        TBlock.StoreCodes(ref block, rounded);
+        var (q0, q1, q2, q3) = TBlock.LoadCodes(in block);
+        var nmax = Vector256.Create(Nmax);
+        Vector256.ConvertToSingle(q0 - nmax).CopyTo(levels);
+        Vector256.ConvertToSingle(q1 - nmax).CopyTo(levels[8..]);
+        Vector256.ConvertToSingle(q2 - nmax).CopyTo(levels[16..]);
+        Vector256.ConvertToSingle(q3 - nmax).CopyTo(levels[24..]);
+        (scale, offset) = (Fp16.ToFloat(TBlock.Scale(ref Unsafe.AsRef(in block))), 0f);
+    }
+
+    private static void WriteLevels(ref TBlock block, ReadOnlySpan<float> levels, ushort scale, ushort offset)
+    {
+        var nmax = Vector256.Create(Nmax);
+        TBlock.Scale(ref block) = scale;
+        TBlock.StoreCodes(ref block, Vector256.ConvertToInt32(Vector256.Create(levels)) + nmax,
+            Vector256.ConvertToInt32(Vector256.Create(levels[8..])) + nmax, Vector256.ConvertToInt32(Vector256.Create(levels[16..])) + nmax,
+            Vector256.ConvertToInt32(Vector256.Create(levels[24..])) + nmax);
     }
 
     protected override void DequantizeScalar(ReadOnlySpan<TBlock> blocks, Span<float> destination)
