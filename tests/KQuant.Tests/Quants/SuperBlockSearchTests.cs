@@ -6,11 +6,12 @@ namespace KQuant.Tests.Quants;
 public sealed class SuperBlockSearchTests
 {
     /// <summary>Every super-block shape the formats use (16 sub-blocks of 16: Q2_K, Q3_K, Q6_K; 8 of 32: Q4_K, Q5_K,
-    /// IQ4_XS), and one whose length is no multiple of 8, which takes the element-wise path; distinct values, so any
-    /// misplaced element shows.</summary>
+    /// IQ4_XS), the legacy formats' eight blocks of 32 and back (BlockLaneSearch), and one whose length is no multiple of
+    /// 8, which takes the element-wise path; distinct values, so any misplaced element shows.</summary>
     [Theory]
     [InlineData(16, 16)]
     [InlineData(8, 32)]
+    [InlineData(32, 8)]
     [InlineData(8, 12)]
     public void TransposePutsWeightIOfSubBlockJAtIRowJColumn(int subBlocks, int length)
     {

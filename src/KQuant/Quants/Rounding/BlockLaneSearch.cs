@@ -201,7 +201,7 @@ internal static class BlockLaneSearch
         return (Vector256.ConditionalSelect(Vector256.GreaterThan(stt, zero), sxt / stt, zero), zero);
     }
 
-    /// <summary>Type-1 (x ≈ d·t + m): the step search of <see cref="QuantStepSearch.RefineScaleOffset"/> per lane. On x
+    /// <summary>Type-1 (x ≈ d·t + m): the same search with scale and offset fitted jointly (the 2×2 normal equations). On x
     /// centred per block (c = x − x̄, Σw·c = 0) the error reduction of the least-squares (d, m) is a constant plus
     /// Σw·G with G = (Σw·c·t)² / det, det = Σw·Σw·t² − (Σw·t)². A step of weight j by s raises G by
     /// w·(Σw·c·t·(2·s·r − d) + w·(c² + G)) / det after the step (r = c − d·t − m, the residual of the current fit); each round
