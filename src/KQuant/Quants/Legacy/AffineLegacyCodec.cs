@@ -1,7 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
 using KQuant.Quants.Float;
 using static KQuant.Quants.Legacy.LegacyBlockMath;
 
@@ -94,35 +93,17 @@ internal abstract class AffineLegacyCodec<TBlock> : LegacyCodec<TBlock>, IOptima
     public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role) =>
         BlockLaneSearch.Quantize<TBlock>(this, OptimalLevels, source, destination, importance, role, ReadLevels, WriteLevels);
 
-    // The block's vector code access needs AVX2; without it, code by code.
     private static void ReadLevels(in TBlock block, Span<float> levels, out float scale, out float offset)
     {
         ref var stored = ref Unsafe.AsRef(in block);
         (scale, offset) = (Fp16.ToFloat(TBlock.Scale(ref stored)), Fp16.ToFloat(TBlock.Offset(ref stored)));
-        if (!Avx2.IsSupported)
-        {
-            for (var j = 0; j < BlockWeights; j++) levels[j] = TBlock.LoadCode(in block, j);
-            return;
-        }
-        var (q0, q1, q2, q3) = TBlock.LoadCodes(in block);
-        Vector256.ConvertToSingle(q0).CopyTo(levels);
-        Vector256.ConvertToSingle(q1).CopyTo(levels[8..]);
-        Vector256.ConvertToSingle(q2).CopyTo(levels[16..]);
-        Vector256.ConvertToSingle(q3).CopyTo(levels[24..]);
+        CodesToLevels(in block, levels, 0);
     }
 
     private static void WriteLevels(ref TBlock block, ReadOnlySpan<float> levels, ushort scale, ushort offset)
     {
         (TBlock.Scale(ref block), TBlock.Offset(ref block)) = (scale, offset);
-        if (!Avx2.IsSupported)
-        {
-            Span<byte> codes = stackalloc byte[BlockWeights];
-            for (var j = 0; j < BlockWeights; j++) codes[j] = (byte)levels[j];
-            TBlock.StoreCodes(ref block, codes);
-            return;
-        }
-        TBlock.StoreCodes(ref block, Vector256.ConvertToInt32(Vector256.Create(levels)), Vector256.ConvertToInt32(Vector256.Create(levels[8..])),
-            Vector256.ConvertToInt32(Vector256.Create(levels[16..])), Vector256.ConvertToInt32(Vector256.Create(levels[24..])));
+        LevelsToCodes(ref block, levels, 0);
     }
 
     protected override void DequantizeScalar(ReadOnlySpan<TBlock> blocks, Span<float> destination)

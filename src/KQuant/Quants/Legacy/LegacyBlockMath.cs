@@ -122,4 +122,38 @@ internal static class LegacyBlockMath
         m = Vector128.MinNative(m, Vector128.Shuffle(m, Vector128.Create(1, 0, 3, 2)));
         return m.ToScalar();
     }
+
+    /// <summary>The block's 32 codes minus <paramref name="zeroPoint"/>, as floats: the levels the optimal search works on
+    /// (<see cref="BlockLaneSearch"/>). The block's vector code access needs AVX2; without it, code by code.</summary>
+    public static void CodesToLevels<TBlock>(in TBlock block, Span<float> levels, int zeroPoint) where TBlock : unmanaged, ILegacyBlock<TBlock>
+    {
+        if (!Avx2.IsSupported)
+        {
+            for (var j = 0; j < BlockWeights; j++) levels[j] = TBlock.LoadCode(in block, j) - zeroPoint;
+            return;
+        }
+        var (q0, q1, q2, q3) = TBlock.LoadCodes(in block);
+        var zero = Vector256.Create(zeroPoint);
+        Vector256.ConvertToSingle(q0 - zero).CopyTo(levels);
+        Vector256.ConvertToSingle(q1 - zero).CopyTo(levels[8..]);
+        Vector256.ConvertToSingle(q2 - zero).CopyTo(levels[16..]);
+        Vector256.ConvertToSingle(q3 - zero).CopyTo(levels[24..]);
+    }
+
+    /// <summary>Stores 32 levels (integers as floats) as the block's codes, level + <paramref name="zeroPoint"/>; inverse of
+    /// <see cref="CodesToLevels{TBlock}"/>.</summary>
+    public static void LevelsToCodes<TBlock>(ref TBlock block, ReadOnlySpan<float> levels, int zeroPoint) where TBlock : unmanaged, ILegacyBlock<TBlock>
+    {
+        if (!Avx2.IsSupported)
+        {
+            Span<byte> codes = stackalloc byte[BlockWeights];
+            for (var j = 0; j < BlockWeights; j++) codes[j] = (byte)((int)levels[j] + zeroPoint);
+            TBlock.StoreCodes(ref block, codes);
+            return;
+        }
+        var zero = Vector256.Create(zeroPoint);
+        TBlock.StoreCodes(ref block, Vector256.ConvertToInt32(Vector256.Create(levels)) + zero,
+            Vector256.ConvertToInt32(Vector256.Create(levels[8..])) + zero, Vector256.ConvertToInt32(Vector256.Create(levels[16..])) + zero,
+            Vector256.ConvertToInt32(Vector256.Create(levels[24..])) + zero);
+    }
 }

@@ -1,7 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
 using KQuant.Quants.Float;
 using static KQuant.Quants.Legacy.LegacyBlockMath;
 
@@ -88,37 +87,16 @@ internal abstract class SymmetricLegacyCodec<TBlock> : LegacyCodec<TBlock>, IOpt
     public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role) =>
         BlockLaneSearch.Quantize<TBlock>(this, OptimalLevels, source, destination, importance, role, ReadLevels, WriteLevels);
 
-    // The block's vector code access needs AVX2; without it, code by code.
     private static void ReadLevels(in TBlock block, Span<float> levels, out float scale, out float offset)
     {
         (scale, offset) = (Fp16.ToFloat(TBlock.Scale(ref Unsafe.AsRef(in block))), 0f);
-        if (!Avx2.IsSupported)
-        {
-            for (var j = 0; j < BlockWeights; j++) levels[j] = TBlock.LoadCode(in block, j) - Nmax;
-            return;
-        }
-        var (q0, q1, q2, q3) = TBlock.LoadCodes(in block);
-        var nmax = Vector256.Create(Nmax);
-        Vector256.ConvertToSingle(q0 - nmax).CopyTo(levels);
-        Vector256.ConvertToSingle(q1 - nmax).CopyTo(levels[8..]);
-        Vector256.ConvertToSingle(q2 - nmax).CopyTo(levels[16..]);
-        Vector256.ConvertToSingle(q3 - nmax).CopyTo(levels[24..]);
+        CodesToLevels(in block, levels, Nmax);
     }
 
     private static void WriteLevels(ref TBlock block, ReadOnlySpan<float> levels, ushort scale, ushort offset)
     {
         TBlock.Scale(ref block) = scale;
-        if (!Avx2.IsSupported)
-        {
-            Span<byte> codes = stackalloc byte[BlockWeights];
-            for (var j = 0; j < BlockWeights; j++) codes[j] = (byte)((int)levels[j] + Nmax);
-            TBlock.StoreCodes(ref block, codes);
-            return;
-        }
-        var nmax = Vector256.Create(Nmax);
-        TBlock.StoreCodes(ref block, Vector256.ConvertToInt32(Vector256.Create(levels)) + nmax,
-            Vector256.ConvertToInt32(Vector256.Create(levels[8..])) + nmax, Vector256.ConvertToInt32(Vector256.Create(levels[16..])) + nmax,
-            Vector256.ConvertToInt32(Vector256.Create(levels[24..])) + nmax);
+        LevelsToCodes(ref block, levels, Nmax);
     }
 
     protected override void DequantizeScalar(ReadOnlySpan<TBlock> blocks, Span<float> destination)

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using KQuant.Quants.Float;
+using static KQuant.Quants.LaneLayout;
 
 namespace KQuant.Quants;
 
@@ -22,13 +23,13 @@ internal delegate void BlockLevelWriter<TBlock>(ref TBlock block, ReadOnlySpan<f
 /// <see cref="QuantStepSearch"/> run on eight 32-weight blocks at once, one block per SIMD lane, with the keep-the-better
 /// comparison of <see cref="KeepBestBlocks"/> done in the same lanes. A block of 32 is too small for SIMD across its
 /// weights to pay (every round would end in horizontal sums); across blocks, a round is 32 vector steps whose sums stay in
-/// their lanes. Sums are in float; a relative gain threshold keeps float noise from cycling a step back and forth, and the
-/// final comparison falls back to double where the float errors are within 0.1%.
+/// their lanes. Sums are in float: each step's rise is computed from its residual and must clear a noise bound, so float
+/// rounding neither hides small steps nor cycles a step back and forth, and the final comparison falls back to double
+/// where the float errors are within 0.1%.
 /// </summary>
 internal static class BlockLaneSearch
 {
-    public const int Lanes = 8;
-    public const int Weights = 32;
+    private const int Weights = 32;
     private const int Group = Lanes * Weights;
 
     /// <summary>Bound on rounds, as in <see cref="QuantStepSearch"/>: far more than a search from the reference takes.</summary>
@@ -72,13 +73,13 @@ internal static class BlockLaneSearch
                     (referenceScales[b], referenceOffsets[b]) = (0, 0);
                 }
             }
-            SuperBlockSearch.Transpose(rows.X, lanes.X, Lanes, Weights);
-            SuperBlockSearch.Transpose(rows.W, lanes.W, Lanes, Weights);
-            SuperBlockSearch.Transpose(rows.Reference, lanes.Reference, Lanes, Weights);
+            Transpose(rows.X, lanes.X, Lanes, Weights);
+            Transpose(rows.W, lanes.W, Lanes, Weights);
+            Transpose(rows.Reference, lanes.Reference, Lanes, Weights);
             var chosen = Search(format, lanes, referenceScales, referenceOffsets, scaleBits, offsetBits);
             chosen = Resolve(format, rows, lanes, referenceScales, referenceOffsets, scaleBits, offsetBits, chosen) & ((1 << count) - 1);
             if (chosen == 0) continue;
-            SuperBlockSearch.Transpose(lanes.Candidate, rows.Candidate, Weights, Lanes);
+            Transpose(lanes.Candidate, rows.Candidate, Weights, Lanes);
             for (var b = 0; b < count; b++)
             {
                 if ((chosen & (1 << b)) != 0) write(ref blocks[first + b], rows.Candidate.Slice(b * Weights, Weights), scaleBits[b], offsetBits[b]);
@@ -107,7 +108,7 @@ internal static class BlockLaneSearch
         public readonly Span<float> Candidate = buffer.Slice(5 * Group, Group);
     }
 
-    /// <summary>Searches all eight lanes from the reference levels in <see cref="GroupLanes.T"/>, rounds every weight again
+    /// <summary>Searches all eight lanes from the reference levels (<see cref="GroupLanes.Reference"/>), rounds every weight again
     /// against the fp16 scale (and offset) of the fit, and returns the lanes whose result is clearly better (bit b), with
     /// bit b + 8 set for lanes too close to call in float.</summary>
     private static int Search(LinearBlockLevels format, in GroupLanes lanes, ReadOnlySpan<float> referenceScales,
@@ -309,17 +310,5 @@ internal static class BlockLaneSearch
             if (KeepBestBlocks.WeightedSquaredError(x, candidate, w) < KeepBestBlocks.WeightedSquaredError(x, reference, w)) chosen |= 1 << b;
         }
         return chosen;
-    }
-
-    private static Vector256<float> Load(ReadOnlySpan<float> values, int at)
-    {
-        Debug.Assert(at + Lanes <= values.Length);
-        return Vector256.LoadUnsafe(ref MemoryMarshal.GetReference(values), (nuint)at);
-    }
-
-    private static void Store(Span<float> values, int at, Vector256<float> value)
-    {
-        Debug.Assert(at + Lanes <= values.Length);
-        value.StoreUnsafe(ref MemoryMarshal.GetReference(values), (nuint)at);
     }
 }

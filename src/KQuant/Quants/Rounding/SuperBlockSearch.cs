@@ -3,6 +3,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
+using static KQuant.Quants.LaneLayout;
 
 namespace KQuant.Quants;
 
@@ -73,7 +74,6 @@ internal static class SuperBlockSearch
     /// <summary>Rounds at the stored scales: the candidates' first, then refinements (super-scales, integer scales, levels) of the best.</summary>
     private const int StoredRounds = 3;
 
-    private const int Lanes = 8;
 
     /// <summary>Improves one super-block in place: level indices, integer scales and mins (empty for type-0 formats) and
     /// fp16 super-scales arrive as the reference encoding and leave as the lowest-error encoding found (unchanged when
@@ -283,18 +283,6 @@ internal static class SuperBlockSearch
             var two = Vector256.Create(2f);
             return Load(XX, g) + s * (s * Load(TT, g) - two * Load(XT, g)) + o * (o * Load(W, g) - two * Load(X, g)) + two * s * o * Load(T, g);
         }
-    }
-
-    private static Vector256<float> Load(ReadOnlySpan<float> values, int at)
-    {
-        Debug.Assert(at + Lanes <= values.Length);
-        return Vector256.LoadUnsafe(ref MemoryMarshal.GetReference(values), (nuint)at);
-    }
-
-    private static void Store(Span<float> values, int at, Vector256<float> value)
-    {
-        Debug.Assert(at + Lanes <= values.Length);
-        value.StoreUnsafe(ref MemoryMarshal.GetReference(values), (nuint)at);
     }
 
     /// <summary>Σw, Σw·x, Σw·x², min(x) and max(x) of every lane.</summary>
@@ -653,42 +641,6 @@ internal static class SuperBlockSearch
             return;
         }
         for (var i = 0; i < indices.Length; i++) values[i] = spec.Levels[indices[i]];
-    }
-
-    /// <summary>source[j·length + i] → destination[i·subBlocks + j]: 8×8 tiles through AVX shuffles where available.</summary>
-    internal static void Transpose(ReadOnlySpan<float> source, Span<float> destination, int subBlocks, int length)
-    {
-        if (!Avx.IsSupported || length % Lanes != 0)
-        {
-            for (var j = 0; j < subBlocks; j++)
-            {
-                for (var i = 0; i < length; i++) destination[i * subBlocks + j] = source[j * length + i];
-            }
-            return;
-        }
-        for (var j0 = 0; j0 < subBlocks; j0 += Lanes)
-        {
-            for (var i0 = 0; i0 < length; i0 += Lanes)
-            {
-                // Rows r_k = sub-block j0 + k, weights i0..i0+7; out column m = weight i0 + m of the 8 sub-blocks.
-                var at = j0 * length + i0;
-                var (r0, r1, r2, r3) = (Load(source, at), Load(source, at + length), Load(source, at + 2 * length), Load(source, at + 3 * length));
-                var (r4, r5, r6, r7) = (Load(source, at + 4 * length), Load(source, at + 5 * length), Load(source, at + 6 * length), Load(source, at + 7 * length));
-                var (t0, t1, t2, t3) = (Avx.UnpackLow(r0, r1), Avx.UnpackHigh(r0, r1), Avx.UnpackLow(r2, r3), Avx.UnpackHigh(r2, r3));
-                var (t4, t5, t6, t7) = (Avx.UnpackLow(r4, r5), Avx.UnpackHigh(r4, r5), Avx.UnpackLow(r6, r7), Avx.UnpackHigh(r6, r7));
-                var (u0, u1, u2, u3) = (Avx.Shuffle(t0, t2, 0x44), Avx.Shuffle(t0, t2, 0xEE), Avx.Shuffle(t1, t3, 0x44), Avx.Shuffle(t1, t3, 0xEE));
-                var (u4, u5, u6, u7) = (Avx.Shuffle(t4, t6, 0x44), Avx.Shuffle(t4, t6, 0xEE), Avx.Shuffle(t5, t7, 0x44), Avx.Shuffle(t5, t7, 0xEE));
-                var to = i0 * subBlocks + j0;
-                Store(destination, to, Avx.Permute2x128(u0, u4, 0x20));
-                Store(destination, to + subBlocks, Avx.Permute2x128(u1, u5, 0x20));
-                Store(destination, to + 2 * subBlocks, Avx.Permute2x128(u2, u6, 0x20));
-                Store(destination, to + 3 * subBlocks, Avx.Permute2x128(u3, u7, 0x20));
-                Store(destination, to + 4 * subBlocks, Avx.Permute2x128(u0, u4, 0x31));
-                Store(destination, to + 5 * subBlocks, Avx.Permute2x128(u1, u5, 0x31));
-                Store(destination, to + 6 * subBlocks, Avx.Permute2x128(u2, u6, 0x31));
-                Store(destination, to + 7 * subBlocks, Avx.Permute2x128(u3, u7, 0x31));
-            }
-        }
     }
 
     private static float Fp16Value(float value) => (float)GgmlFp16.FromSingle(value);
