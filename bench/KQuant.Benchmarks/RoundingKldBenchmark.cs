@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json;
+using System.Text.Json.Serialization;
 using KQuant.Evaluation;
 using KQuant.Gguf;
 using KQuant.Importance;
@@ -109,11 +110,12 @@ public static class RoundingKldBenchmark
                             else optimal = side;
                         }
                         var result = new Result(name, recipe.Name, withImportance, basePerplexity, reference!, optimal!,
-                            optimal!.MeanKld / reference!.MeanKld, optimal.QuantizeSeconds / reference.QuantizeSeconds);
+                            optimal!.MeanKld / reference!.MeanKld, PairedDifference(optimal.KldByToken, reference.KldByToken),
+                            optimal.QuantizeSeconds / reference.QuantizeSeconds);
                         results.Add(result);
                         Console.WriteLine($"{name,-22} {recipe.Name,-7} {(withImportance ? "imatrix" : "none"),-8} " +
                                           $"KLD {reference.MeanKld:F6}±{reference.MeanKldUncertainty:F6} -> {optimal.MeanKld:F6}±{optimal.MeanKldUncertainty:F6} " +
-                                          $"({result.KldRatio:0.000}x)  PPL {reference.Perplexity:F3} -> {optimal.Perplexity:F3}  " +
+                                          $"({result.KldRatio:0.000}x, difference {result.KldDifference.Value:E2}±{result.KldDifference.Uncertainty:E2})  PPL {reference.Perplexity:F3} -> {optimal.Perplexity:F3}  " +
                                           $"wRMSE {reference.MeanWeightedRmse:F5} -> {optimal.MeanWeightedRmse:F5}  " +
                                           $"time {reference.QuantizeSeconds:F2}s -> {optimal.QuantizeSeconds:F2}s ({result.TimeRatio:0.00}x)");
                         Write(output, results);
@@ -197,13 +199,32 @@ public static class RoundingKldBenchmark
             Bos = tokenizer.AddBos ? tokenizer.Bos : null,
         });
         return new Side(seconds, WeightError.ModelMean(errors, e => e.WeightedRelativeRmse), kld.MeanKld.Value, kld.MeanKld.Uncertainty,
-            kld.PerplexityQ.Value, kld.PerplexityQ.Uncertainty, kld.SameTopP.Value, kld.Count);
+            kld.PerplexityQ.Value, kld.PerplexityQ.Uncertainty, kld.SameTopP.Value, kld.Count) { KldByToken = kld.KldByToken! };
+    }
+
+    /// <summary>Mean of optimal − reference over the same tokens, with its standard error: the two quantizations' per-token
+    /// divergences are strongly correlated (same model, same text), so their difference is known far better than the
+    /// difference of the two means and their separate uncertainties suggests.</summary>
+    private static Estimate PairedDifference(IReadOnlyList<float> optimal, IReadOnlyList<float> reference)
+    {
+        if (optimal.Count != reference.Count) throw new InvalidOperationException("the two sides scored different tokens");
+        double sum = 0, sum2 = 0;
+        for (var i = 0; i < optimal.Count; i++)
+        {
+            var d = (double)optimal[i] - reference[i];
+            sum += d;
+            sum2 += d * d;
+        }
+        var n = optimal.Count;
+        var mean = sum / n;
+        return new Estimate(mean, n > 1 ? Math.Sqrt(Math.Max(0, sum2 / n - mean * mean) / (n - 1)) : 0);
     }
 
     private static void Write(string output, List<Result> results)
     {
         var report = new Report(DateTime.UtcNow.ToString("O"), Environment.ProcessorCount, QuantizeThreads: 1,
             "mean KLD and PPL(Q) against the F16 model from KQuant's forward pass (llama-perplexity's statistics, c = 512, all chunks); " +
+            "KldDifference: mean of optimal − reference per token over the same tokens, with its standard error; " +
             "weighted RMSE: per tensor sqrt(Σw·(q−x)²/Σw·x²), w = imatrix column importance (1 without one), model mean weighted by parameters; " +
             "time: ModelQuantizer wall time of the whole recipe, 1 thread, the two modes alternating first",
             results);
@@ -212,10 +233,15 @@ public static class RoundingKldBenchmark
     }
 
     private sealed record Side(double QuantizeSeconds, double MeanWeightedRmse, double MeanKld, double MeanKldUncertainty,
-        double Perplexity, double PerplexityUncertainty, double SameTopP, long Tokens);
+        double Perplexity, double PerplexityUncertainty, double SameTopP, long Tokens)
+    {
+        [JsonIgnore]
+        public IReadOnlyList<float> KldByToken { get; init; } = [];
+    }
 
+    /// <summary>KldDifference: optimal − reference, paired by token (<see cref="PairedDifference"/>).</summary>
     private sealed record Result(string Model, string Recipe, bool Imatrix, double BasePerplexity, Side Reference, Side Optimal,
-        double KldRatio, double TimeRatio);
+        double KldRatio, Estimate KldDifference, double TimeRatio);
 
     private sealed record Report(string WhenUtc, int ProcessorCount, int QuantizeThreads, string Metric, IReadOnlyList<Result> Results);
 }

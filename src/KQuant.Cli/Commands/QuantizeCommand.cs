@@ -83,7 +83,7 @@ public static class QuantizeCommand
     /// <summary>--rounding reference|optimal (quantize and evaluate).</summary>
     internal static Option<RoundingMode> RoundingOption() => new("--rounding")
     {
-        Description = "reference: llama-quantize's bytes (default); optimal: a search from them for a lower weighted error, K-quant blocks rescaled to unit gain, same formats (lower KL divergence; about 1.4-2.2x the time for K-quant and IQ4_XS recipes, 3-4x for IQ4_NL and for Q4_0-Q8_0 without an imatrix)",
+        Description = "reference: llama-quantize's bytes (default); optimal: a search from them for a lower weighted error, K-quant blocks rescaled to unit gain, same formats (lower KL divergence; about 1.4-2.2x the time for K-quant and IQ4 recipes, 3-4x for Q4_0-Q8_0 without an imatrix)",
         DefaultValueFactory = _ => RoundingMode.Reference,
         CustomParser = arg =>
         {

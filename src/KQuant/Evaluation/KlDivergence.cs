@@ -45,6 +45,9 @@ public sealed record KlDivergenceStatistics
     /// <summary>Sorted per-token divergences and Δp, for percentiles (null until the summary).</summary>
     public IReadOnlyList<float>? KldValues { get; init; }
     public IReadOnlyList<float>? DeltaPValues { get; init; }
+    /// <summary>The per-token divergences in token order (null until the summary): for paired comparisons of two
+    /// quantizations of one model on the same tokens, whose difference is far more certain than either mean.</summary>
+    public IReadOnlyList<float>? KldByToken { get; init; }
 
     /// <summary>llama-perplexity's percentile: linear interpolation between the sorted values at fraction·(n − 1).</summary>
     public static double Percentile(IReadOnlyList<float> sorted, float fraction)
@@ -217,9 +220,10 @@ public sealed class KlDivergenceAccumulator
         var deltaPSquared = MeanAndUncertainty(_sumDeltaP2, _sumDeltaP4, _count);
         var rms = Math.Sqrt(deltaPSquared.Value);
         var sameTop = (double)_sameTop / _count;
-        float[]? kld = null, deltaP = null;
+        float[]? kld = null, deltaP = null, kldByToken = null;
         if (withDistributions)
         {
+            kldByToken = [.. _kld];
             kld = [.. _kld];
             deltaP = [.. _deltaP];
             Array.Sort(kld);
@@ -240,6 +244,7 @@ public sealed class KlDivergenceAccumulator
             SameTopP = new Estimate(sameTop, Math.Sqrt(sameTop * (1 - sameTop) / (_count - 1))),
             KldValues = kld,
             DeltaPValues = deltaP,
+            KldByToken = kldByToken,
         };
     }
 

@@ -10,7 +10,8 @@ namespace KQuant.Quants.IQ;
 /// 2·Σx²/32 over the block.</summary>
 internal sealed class IQ4NLCodec : BlockRowCodec<BlockIQ4NL>, IOptimalRowCodec
 {
-    private static readonly float[] OptimalLevels = IQ4Grid.Levels.ToArray().Select(v => (float)v).ToArray();
+    /// <summary>The search runs on grid indices 0..15.</summary>
+    private static readonly BlockLevelRange OptimalLevels = new(0, 15, Affine: false);
 
     public IQ4NLCodec() : this(VectorizedByDefault) { }
 
@@ -39,23 +40,22 @@ internal sealed class IQ4NLCodec : BlockRowCodec<BlockIQ4NL>, IOptimalRowCodec
     }
 
     public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role) =>
-        KeepBestBlocks.Quantize<BlockIQ4NL>(this, BlockIQ4NL.Weights, source, destination, importance, role, ImproveBlock);
+        BlockLaneSearch.Quantize<BlockIQ4NL, IQ4LaneLevels>(this, OptimalLevels, source, destination, importance, role, ReadLevels, WriteLevels);
 
-    /// <summary>Step search over grid indices from the reference ones, then the scale to fp16 and every index re-chosen
-    /// as the nearest grid value.</summary>
-    private static void ImproveBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref BlockIQ4NL block)
+    private static void ReadLevels(in BlockIQ4NL block, Span<float> levels, out float scale, out float offset)
     {
-        Span<int> indices = stackalloc int[BlockIQ4NL.Weights];
+        (scale, offset) = (Fp16.ToFloat(block.D), 0f);
         for (var j = 0; j < 16; j++)
         {
-            indices[j] = block.Qs[j] & 0xF;
-            indices[j + 16] = block.Qs[j] >> 4;
+            levels[j] = block.Qs[j] & 0xF;
+            levels[j + 16] = block.Qs[j] >> 4;
         }
-        var stored = Fp16.FromFloat(QuantStepSearch.RefineScale(x, w, OptimalLevels, indices));
-        var scale = Fp16.ToFloat(stored);
-        if (scale == 0) return;
-        block.D = stored;
-        IQ4Grid.QuantizeGroup(x, 1 / scale, block.Qs);
+    }
+
+    private static void WriteLevels(ref BlockIQ4NL block, ReadOnlySpan<float> levels, ushort scale, ushort offset)
+    {
+        block.D = scale;
+        for (var j = 0; j < 16; j++) block.Qs[j] = (byte)((int)levels[j] | ((int)levels[j + 16] << 4));
     }
 
     protected override void DequantizeBlocks(ReadOnlySpan<BlockIQ4NL> blocks, Span<float> destination)

@@ -26,7 +26,7 @@ internal struct BlockQ3K
 /// and make_qx_quants again, weighted by each sub-block's Σw, for the 6-bit scales).</summary>
 internal sealed class Q3KCodec : IOptimalRowCodec
 {
-    private static readonly SuperBlockSpec OptimalSpec = new(16, QuantStepSearch.LinearLevels(-4, 3), Affine: false, -32, 31);
+    private static readonly SuperBlockSpec OptimalSpec = new(16, SuperBlockSpec.IntegerLevels(-4, 3), Affine: false, -32, 31);
 
     private const int SubBlock = 16;
     private const int SubBlocks = KQuantLayout.SuperBlock / SubBlock;

@@ -25,7 +25,7 @@ internal struct BlockQ6K
 /// Q6_K does not use σ²).</summary>
 internal sealed class Q6KCodec : IOptimalRowCodec
 {
-    private static readonly SuperBlockSpec OptimalSpec = new(16, QuantStepSearch.LinearLevels(-32, 31), Affine: false, -128, 127);
+    private static readonly SuperBlockSpec OptimalSpec = new(16, SuperBlockSpec.IntegerLevels(-32, 31), Affine: false, -128, 127);
 
     private const int SubBlock = 16;
     private const int SubBlocks = KQuantLayout.SuperBlock / SubBlock;

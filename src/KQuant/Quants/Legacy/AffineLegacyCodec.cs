@@ -12,7 +12,7 @@ namespace KQuant.Quants.Legacy;
 internal abstract class AffineLegacyCodec<TBlock> : LegacyCodec<TBlock>, IOptimalRowCodec where TBlock : unmanaged, IAffineLegacyBlock<TBlock>
 {
     /// <summary>The levels 0..nmax (value = d·code + m).</summary>
-    private static readonly LinearBlockLevels OptimalLevels = new(0, Nmax, Affine: true);
+    private static readonly BlockLevelRange OptimalLevels = new(0, Nmax, Affine: true);
 
     private static int Nmax
     {
@@ -91,7 +91,7 @@ internal abstract class AffineLegacyCodec<TBlock> : LegacyCodec<TBlock>, IOptima
     }
 
     public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role) =>
-        BlockLaneSearch.Quantize<TBlock>(this, OptimalLevels, source, destination, importance, role, ReadLevels, WriteLevels);
+        BlockLaneSearch.Quantize<TBlock, LinearLaneLevels>(this, OptimalLevels, source, destination, importance, role, ReadLevels, WriteLevels);
 
     private static void ReadLevels(in TBlock block, Span<float> levels, out float scale, out float offset)
     {

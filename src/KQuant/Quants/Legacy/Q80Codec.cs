@@ -13,7 +13,7 @@ namespace KQuant.Quants.Legacy;
 internal sealed class Q80Codec : LegacyCodec<BlockQ80>, IOptimalRowCodec
 {
     /// <summary>Every signed byte as a level (the reference uses ±127; −128 decodes fine).</summary>
-    private static readonly LinearBlockLevels OptimalLevels = new(sbyte.MinValue, sbyte.MaxValue, Affine: false);
+    private static readonly BlockLevelRange OptimalLevels = new(sbyte.MinValue, sbyte.MaxValue, Affine: false);
 
     private const int Nmax = 127;
 
@@ -26,7 +26,7 @@ internal sealed class Q80Codec : LegacyCodec<BlockQ80>, IOptimalRowCodec
     public override bool UsesImportance => false;
 
     public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role) =>
-        BlockLaneSearch.Quantize<BlockQ80>(this, OptimalLevels, source, destination, importance, role, ReadLevels, WriteLevels);
+        BlockLaneSearch.Quantize<BlockQ80, LinearLaneLevels>(this, OptimalLevels, source, destination, importance, role, ReadLevels, WriteLevels);
 
     private static void ReadLevels(in BlockQ80 block, Span<float> levels, out float scale, out float offset)
     {

@@ -13,7 +13,7 @@ namespace KQuant.Quants.Legacy;
 internal abstract class SymmetricLegacyCodec<TBlock> : LegacyCodec<TBlock>, IOptimalRowCodec where TBlock : unmanaged, ILegacyBlock<TBlock>
 {
     /// <summary>The levels code − nmax.</summary>
-    private static readonly LinearBlockLevels OptimalLevels = new(-Nmax, Nmax - 1, Affine: false);
+    private static readonly BlockLevelRange OptimalLevels = new(-Nmax, Nmax - 1, Affine: false);
 
     private static int Nmax
     {
@@ -85,7 +85,7 @@ internal abstract class SymmetricLegacyCodec<TBlock> : LegacyCodec<TBlock>, IOpt
     }
 
     public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role) =>
-        BlockLaneSearch.Quantize<TBlock>(this, OptimalLevels, source, destination, importance, role, ReadLevels, WriteLevels);
+        BlockLaneSearch.Quantize<TBlock, LinearLaneLevels>(this, OptimalLevels, source, destination, importance, role, ReadLevels, WriteLevels);
 
     private static void ReadLevels(in TBlock block, Span<float> levels, out float scale, out float offset)
     {

@@ -6,9 +6,34 @@ using static KQuant.Quants.LaneLayout;
 
 namespace KQuant.Quants;
 
-/// <summary>The integer levels <see cref="Lowest"/>..<see cref="Highest"/> of a linear 32-weight block format, with
-/// weight = d·level (+ m when <see cref="Affine"/>).</summary>
-internal readonly record struct LinearBlockLevels(int Lowest, int Highest, bool Affine);
+/// <summary>The level indices <see cref="Lowest"/>..<see cref="Highest"/> of a 32-weight block format, with
+/// weight = d·value(index) (+ m when <see cref="Affine"/>); value(index) is the index itself for the linear formats
+/// (<see cref="LinearLaneLevels"/>) and a table entry for IQ4_NL.</summary>
+internal readonly record struct BlockLevelRange(int Lowest, int Highest, bool Affine);
+
+/// <summary>How a lane search maps level indices (floats holding integers) to level values, eight lanes at a time.</summary>
+internal interface ILaneLevels
+{
+    /// <summary>Whether value(index) = index. The JIT then drops the table arithmetic from the search.</summary>
+    static abstract bool Linear { get; }
+
+    /// <summary>The value of each lane's level index; any result for an index outside the range (the search masks those).</summary>
+    static abstract Vector256<float> ValueOf(Vector256<float> index);
+
+    /// <summary>The index of the level nearest to each lane of <paramref name="scaled"/> (x/d), within the range, and its value.</summary>
+    static abstract Vector256<float> Nearest(Vector256<float> scaled, BlockLevelRange range, out Vector256<float> value);
+}
+
+/// <summary>The linear formats' levels: value = index.</summary>
+internal readonly struct LinearLaneLevels : ILaneLevels
+{
+    public static bool Linear => true;
+
+    public static Vector256<float> ValueOf(Vector256<float> index) => index;
+
+    public static Vector256<float> Nearest(Vector256<float> scaled, BlockLevelRange range, out Vector256<float> value) =>
+        value = Vector256.Min(Vector256.Max(Vector256.Round(scaled), Vector256.Create((float)range.Lowest)), Vector256.Create((float)range.Highest));
+}
 
 /// <summary>Reads one block: its 32 levels as floats and its decoded scale and offset (0 without one).</summary>
 internal delegate void BlockLevelReader<TBlock>(in TBlock block, Span<float> levels, out float scale, out float offset)
@@ -19,50 +44,65 @@ internal delegate void BlockLevelWriter<TBlock>(ref TBlock block, ReadOnlySpan<f
     where TBlock : unmanaged;
 
 /// <summary>
-/// The optimal path of the linear legacy formats (Q4_0, Q5_0, Q8_0, Q4_1, Q5_1): the quant-step search of
-/// <see cref="QuantStepSearch"/> run on eight 32-weight blocks at once, one block per SIMD lane, with the keep-the-better
-/// comparison of <see cref="KeepBestBlocks"/> done in the same lanes. A block of 32 is too small for SIMD across its
-/// weights to pay (every round would end in horizontal sums); across blocks, a round is 32 vector steps whose sums stay in
-/// their lanes. Sums are in float: each step's rise is computed from its residual and must clear a noise bound, so float
-/// rounding neither hides small steps nor cycles a step back and forth, and the final comparison falls back to double
-/// where the float errors are within 0.1%.
+/// The optimal path of the 32-weight block formats (Q4_0, Q5_0, Q8_0, Q4_1, Q5_1 and IQ4_NL): the greedy quant-step search
+/// of ik_llama.cpp PR 295 (from the reference's levels, each round takes the single ±1 index step that most lowers the
+/// error of the least-squares fit; stop when none does) run on eight blocks at once, one block per SIMD lane, with the keep-the-better comparison of
+/// <see cref="KeepBestBlocks"/> (unit gain included, for IQ4_NL) done in the same lanes. A block of 32 is too small for SIMD
+/// across its weights to pay (every round would end in horizontal sums); across blocks, a round is 32 vector steps whose sums
+/// stay in their lanes. Sums are in float: each step's rise is computed from its residual and must clear a noise bound, so
+/// float rounding neither hides small steps nor cycles a step back and forth. A lane whose outcome float cannot call (errors
+/// within 0.1%, a unit-gain scale near an fp16 rounding boundary, degenerate gains) is settled by the scalar comparison of
+/// <see cref="KeepBestBlocks.KeepCandidate"/>, so the written block is always the one that comparison would keep.
 /// </summary>
 internal static class BlockLaneSearch
 {
     private const int Weights = 32;
     private const int Group = Lanes * Weights;
 
-    /// <summary>Bound on rounds, as in <see cref="QuantStepSearch"/>: far more than a search from the reference takes.</summary>
+    /// <summary>Bound on rounds: far more than a search from the reference takes (each round gains, and the start is
+    /// already near the optimum); bounds the time on adversarial input.</summary>
     private const int MaxRounds = 4 * Weights;
 
-    /// <summary>A step's rise must exceed this fraction of its own largest term (w²·x²): below that, float rounding in the
+    /// <summary>A step's rise must exceed this fraction of its own largest term (w²·x²·δ²): below that, float rounding in the
     /// cancelling terms, not the data, would decide, and a step and its reverse could both look like gains.</summary>
     private const float RiseNoise = 1e-6f;
 
+    /// <summary>Relative error allowed for a unit gain computed in float lanes against <see cref="UnitGain"/>'s (32 products
+    /// summed in another order: at most about 8·10⁻⁶ when the sum is not cancelling, which is also checked). A rescaled scale
+    /// that could round to another fp16 within it, or a gain that close to the range UnitGain corrects, is settled the scalar
+    /// way, so the lanes never write other bytes than <see cref="UnitGain.Correct"/> would.</summary>
+    private const float GainTolerance = 2e-5f;
+
     /// <summary>Quantizes a row the reference way, then searches every block from it and keeps the encoding with the lower
-    /// error Σ c·(y − x)² as decoded (c the importance, 1 without). Each block is never worse than the reference's.</summary>
-    public static void Quantize<TBlock>(IRowCodec codec, LinearBlockLevels format, ReadOnlySpan<float> source, Span<byte> destination,
-        ReadOnlySpan<float> importance, RowRole role, BlockLevelReader<TBlock> read, BlockLevelWriter<TBlock> write) where TBlock : unmanaged
+    /// error Σ w·(y − x)² as decoded, w the weighting of <see cref="KeepBestBlocks.WeightingFor"/>, both at unit gain where
+    /// the format takes it. Each block is never worse than the reference's.</summary>
+    public static void Quantize<TBlock, TLevels>(IRowCodec codec, BlockLevelRange format, ReadOnlySpan<float> source, Span<byte> destination,
+        ReadOnlySpan<float> importance, RowRole role, BlockLevelReader<TBlock> read, BlockLevelWriter<TBlock> write)
+        where TBlock : unmanaged where TLevels : struct, ILaneLevels
     {
         codec.Quantize(source, destination, importance);
-        Debug.Assert(KeepBestBlocks.WeightingFor(codec.Type, !importance.IsEmpty, role) == ErrorWeighting.Importance);
+        var weighting = KeepBestBlocks.WeightingFor(codec.Type, !importance.IsEmpty, role);
+        Debug.Assert(weighting is ErrorWeighting.Importance or ErrorWeighting.ImportanceTimesMagnitude);
+        var unitGain = UnitGain.Applies(codec.Type);
+        Debug.Assert(!format.Affine || (TLevels.Linear && !unitGain));
         var blocks = MemoryMarshal.Cast<byte, TBlock>(destination);
-        Span<float> buffer = stackalloc float[10 * Group + 2 * Lanes];
+        Span<float> buffer = stackalloc float[14 * Group + 2 * Lanes];
         var rows = new GroupRows(buffer[..(4 * Group)]);
-        var lanes = new GroupLanes(buffer.Slice(4 * Group, 6 * Group));
-        var referenceScales = buffer.Slice(10 * Group, Lanes);
-        var referenceOffsets = buffer.Slice(10 * Group + Lanes, Lanes);
-        Span<ushort> scaleBits = stackalloc ushort[Lanes];
-        Span<ushort> offsetBits = stackalloc ushort[Lanes];
+        var lanes = new GroupLanes(buffer.Slice(4 * Group, 10 * Group), TLevels.Linear, weighting == ErrorWeighting.Importance);
+        var referenceScales = buffer.Slice(14 * Group, Lanes);
+        var referenceOffsets = buffer.Slice(14 * Group + Lanes, Lanes);
+        Span<ushort> bits = stackalloc ushort[4 * Lanes];
+        var scales = new LaneScales(bits);
+        Span<float> scratch = stackalloc float[3 * Weights];
         for (var first = 0; first < blocks.Length; first += Lanes)
         {
             var count = Math.Min(Lanes, blocks.Length - first);
             var n = count * Weights;
             source.Slice(first * Weights, n).CopyTo(rows.X);
             rows.X[n..].Clear();
-            if (importance.IsEmpty) rows.W[..n].Fill(1f);
-            else importance.Slice(first * Weights, n).CopyTo(rows.W);
-            rows.W[n..].Clear(); // empty lanes weigh nothing: they never step and are never written
+            if (importance.IsEmpty) rows.C[..n].Fill(1f);
+            else importance.Slice(first * Weights, n).CopyTo(rows.C);
+            rows.C[n..].Clear(); // empty lanes weigh nothing: they never step and are never written
             for (var b = 0; b < Lanes; b++)
             {
                 var levels = rows.Reference.Slice(b * Weights, Weights);
@@ -74,94 +114,210 @@ internal static class BlockLaneSearch
                 }
             }
             Transpose(rows.X, lanes.X, Lanes, Weights);
-            Transpose(rows.W, lanes.W, Lanes, Weights);
+            Transpose(rows.C, lanes.C, Lanes, Weights);
             Transpose(rows.Reference, lanes.Reference, Lanes, Weights);
-            var chosen = Search(format, lanes, referenceScales, referenceOffsets, scaleBits, offsetBits);
-            chosen = Resolve(format, rows, lanes, referenceScales, referenceOffsets, scaleBits, offsetBits, chosen) & ((1 << count) - 1);
-            if (chosen == 0) continue;
-            Transpose(lanes.Candidate, rows.Candidate, Weights, Lanes);
+            if (!TLevels.Linear)
+            {
+                for (var at = 0; at < Group; at += Lanes) Store(lanes.ReferenceValues, at, TLevels.ValueOf(Load(lanes.Reference, at)));
+            }
+            if (weighting == ErrorWeighting.ImportanceTimesMagnitude) MagnitudeWeights(lanes);
+            var (d, m) = format.Affine ? SearchAffine(format, lanes) : SearchScale<TLevels>(format, lanes);
+            var decided = Decide<TLevels>(format, unitGain, lanes, d, m, referenceScales, referenceOffsets, scales);
+            var mask = (1 << count) - 1;
+            var (chosen, unsure) = (decided & mask, (decided >> Lanes) & mask);
+            if (chosen == 0 && unsure == 0 && !unitGain) continue;
+            if ((chosen | unsure) != 0) Transpose(lanes.Candidate, rows.Candidate, Weights, Lanes);
             for (var b = 0; b < count; b++)
             {
-                if ((chosen & (1 << b)) != 0) write(ref blocks[first + b], rows.Candidate.Slice(b * Weights, Weights), scaleBits[b], offsetBits[b]);
+                ref var block = ref blocks[first + b];
+                var candidateLevels = rows.Candidate.Slice(b * Weights, Weights);
+                if ((unsure & (1 << b)) != 0)
+                {
+                    // The scalar frame's own decision, from the candidate as searched.
+                    var candidate = block;
+                    write(ref candidate, candidateLevels, scales.Searched[b], scales.Offset[b]);
+                    var x = rows.X.Slice(b * Weights, Weights);
+                    var c = importance.IsEmpty ? default : importance.Slice((first + b) * Weights, Weights);
+                    var w = scratch[..Weights];
+                    KeepBestBlocks.ErrorWeights(weighting, x, c, w);
+                    if (KeepBestBlocks.KeepCandidate(codec, unitGain, ref block, ref candidate, x, c, w, scratch.Slice(Weights, Weights),
+                        scratch.Slice(2 * Weights, Weights)))
+                    {
+                        block = candidate;
+                    }
+                }
+                else if ((chosen & (1 << b)) != 0) write(ref block, candidateLevels, scales.Candidate[b], scales.Offset[b]);
+                else if (unitGain) write(ref block, rows.Reference.Slice(b * Weights, Weights), scales.Reference[b], 0);
             }
         }
     }
 
-    /// <summary>Eight blocks row-major (block b at b·32): values, weights, reference levels, candidate levels.</summary>
+    /// <summary>Eight blocks row-major (block b at b·32): values, importance (1 without), reference levels, candidate levels.</summary>
     private readonly ref struct GroupRows(Span<float> buffer)
     {
         public readonly Span<float> X = buffer[..Group];
-        public readonly Span<float> W = buffer.Slice(Group, Group);
+        public readonly Span<float> C = buffer.Slice(Group, Group);
         public readonly Span<float> Reference = buffer.Slice(2 * Group, Group);
         public readonly Span<float> Candidate = buffer.Slice(3 * Group, Group);
     }
 
-    /// <summary>The same transposed (weight j of block b at j·8 + b), with x centred per block for the affine search, and the
-    /// levels being searched (T, from the reference's) and finally proposed (Candidate).</summary>
-    private readonly ref struct GroupLanes(Span<float> buffer)
+    /// <summary>The same transposed (weight j of block b at j·8 + b), with the error weights W, x centred per block for the
+    /// affine search, the level indices being searched (T, from the reference's) and finally proposed (Candidate), and the
+    /// values of the reference's, searched and proposed levels (the index spans themselves for the linear formats, and W
+    /// is C when the error weights are the importance).</summary>
+    private readonly ref struct GroupLanes
     {
-        public readonly Span<float> X = buffer[..Group];
-        public readonly Span<float> W = buffer.Slice(Group, Group);
-        public readonly Span<float> Centred = buffer.Slice(2 * Group, Group);
-        public readonly Span<float> Reference = buffer.Slice(3 * Group, Group);
-        public readonly Span<float> T = buffer.Slice(4 * Group, Group);
-        public readonly Span<float> Candidate = buffer.Slice(5 * Group, Group);
+        public readonly Span<float> X, C, W, Centred, Reference, ReferenceValues, T, V, Candidate, CandidateValues;
+
+        public GroupLanes(Span<float> buffer, bool linear, bool weightsAreImportance)
+        {
+            X = buffer[..Group];
+            C = buffer.Slice(Group, Group);
+            W = weightsAreImportance ? C : buffer.Slice(2 * Group, Group);
+            Centred = buffer.Slice(3 * Group, Group);
+            Reference = buffer.Slice(4 * Group, Group);
+            ReferenceValues = linear ? Reference : buffer.Slice(5 * Group, Group);
+            T = buffer.Slice(6 * Group, Group);
+            V = linear ? T : buffer.Slice(7 * Group, Group);
+            Candidate = buffer.Slice(8 * Group, Group);
+            CandidateValues = linear ? Candidate : buffer.Slice(9 * Group, Group);
+        }
     }
 
-    /// <summary>Searches all eight lanes from the reference levels (<see cref="GroupLanes.Reference"/>), rounds every weight again
-    /// against the fp16 scale (and offset) of the fit, and returns the lanes whose result is clearly better (bit b), with
-    /// bit b + 8 set for lanes too close to call in float.</summary>
-    private static int Search(LinearBlockLevels format, in GroupLanes lanes, ReadOnlySpan<float> referenceScales,
-        ReadOnlySpan<float> referenceOffsets, Span<ushort> scaleBits, Span<ushort> offsetBits)
+    /// <summary>fp16 bits per lane: the candidate's scale as searched (before unit gain), the candidate's and the
+    /// reference's as they are written, and the candidate's offset.</summary>
+    private readonly ref struct LaneScales(Span<ushort> bits)
     {
-        var (d, m) = format.Affine ? SearchAffine(format, lanes) : SearchScale(format, lanes);
+        public readonly Span<ushort> Searched = bits[..Lanes];
+        public readonly Span<ushort> Candidate = bits.Slice(Lanes, Lanes);
+        public readonly Span<ushort> Reference = bits.Slice(2 * Lanes, Lanes);
+        public readonly Span<ushort> Offset = bits.Slice(3 * Lanes, Lanes);
+    }
 
+    /// <summary>W = C·sqrt(σ² + x²) with σ² = 2·mean(x²) over each block (<see cref="ErrorWeighting.ImportanceTimesMagnitude"/>).</summary>
+    private static void MagnitudeWeights(in GroupLanes lanes)
+    {
+        var squares = Vector256<float>.Zero;
+        for (var at = 0; at < Group; at += Lanes)
+        {
+            var x = Load(lanes.X, at);
+            squares += x * x;
+        }
+        var sigma2 = squares * Vector256.Create(2f / Weights);
+        for (var at = 0; at < Group; at += Lanes)
+        {
+            var x = Load(lanes.X, at);
+            Store(lanes.W, at, Load(lanes.C, at) * Vector256.Sqrt(sigma2 + x * x));
+        }
+    }
+
+    /// <summary>Rounds every weight again against the fp16 scale (and offset) of the search's fit, brings candidate and
+    /// reference to unit gain where the format takes it, and returns the lanes whose candidate is clearly better (bit b), with
+    /// bit b + 8 set for the lanes float cannot call.</summary>
+    private static int Decide<TLevels>(BlockLevelRange format, bool unitGain, in GroupLanes lanes, Vector256<float> d, Vector256<float> m,
+        ReadOnlySpan<float> referenceScales, ReadOnlySpan<float> referenceOffsets, in LaneScales scales) where TLevels : struct, ILaneLevels
+    {
         // The fit as stored: both to fp16, every weight rounded again against them (the search's levels were chosen for the
         // unrounded pair).
         var storedD = Fp16.FromFloat(d);
         var storedM = format.Affine ? Fp16.FromFloat(m) : Vector256<uint>.Zero;
-        for (var b = 0; b < Lanes; b++) (scaleBits[b], offsetBits[b]) = ((ushort)storedD[b], (ushort)storedM[b]);
-        d = Fp16.ToFloat(storedD);
+        for (var b = 0; b < Lanes; b++) (scales.Searched[b], scales.Offset[b]) = ((ushort)storedD[b], (ushort)storedM[b]);
+        var candidateD = Fp16.ToFloat(storedD);
         m = format.Affine ? Fp16.ToFloat(storedM) : Vector256<float>.Zero;
-        var inverse = Vector256.ConditionalSelect(Vector256.Equals(d, Vector256<float>.Zero), Vector256<float>.Zero, Vector256<float>.One / d);
-        var (low, high) = (Vector256.Create((float)format.Lowest), Vector256.Create((float)format.Highest));
-        var (dReference, mReference) = (Load(referenceScales, 0), Load(referenceOffsets, 0));
+        var inverse = Vector256.ConditionalSelect(Vector256.Equals(candidateD, Vector256<float>.Zero), Vector256<float>.Zero, Vector256<float>.One / candidateD);
+        var (referenceD, referenceM) = (Load(referenceScales, 0), Load(referenceOffsets, 0));
         Vector256<float> candidateError = default, referenceError = default;
-        for (var j = 0; j < Weights; j++)
+        var unsure = Vector256<float>.Zero;
+        if (!unitGain)
         {
-            var at = j * Lanes;
-            var (x, w) = (Load(lanes.X, at), Load(lanes.W, at));
-            var level = Vector256.Min(Vector256.Max(Vector256.Round((x - m) * inverse), low), high);
-            Store(lanes.Candidate, at, level);
-            // Decoded as the dequantizers do (a product, then the offset added), so the errors are the reader's.
-            var e = level * d + m - x;
-            candidateError += w * e * e;
-            var r = Load(lanes.Reference, at) * dReference + mReference - x;
-            referenceError += w * r * r;
+            scales.Searched.CopyTo(scales.Candidate);
+            for (var at = 0; at < Group; at += Lanes)
+            {
+                var (x, w) = (Load(lanes.X, at), Load(lanes.W, at));
+                Store(lanes.Candidate, at, TLevels.Nearest((x - m) * inverse, format, out var value));
+                // Decoded as the dequantizers do (a product, then the offset added), so the errors are the reader's.
+                var e = value * candidateD + m - x;
+                candidateError += w * e * e;
+                var r = Load(lanes.ReferenceValues, at) * referenceD + referenceM - x;
+                referenceError += w * r * r;
+            }
+        }
+        else
+        {
+            Vector256<float> xx = default, candidateXy = default, referenceXy = default, candidateSpread = default, referenceSpread = default;
+            for (var at = 0; at < Group; at += Lanes)
+            {
+                var x = Load(lanes.X, at);
+                Store(lanes.Candidate, at, TLevels.Nearest(x * inverse, format, out var value));
+                Store(lanes.CandidateValues, at, value);
+                var cx = Load(lanes.C, at) * x;
+                var (candidateTerm, referenceTerm) = (cx * (candidateD * value), cx * (referenceD * Load(lanes.ReferenceValues, at)));
+                xx += cx * x;
+                candidateXy += candidateTerm;
+                referenceXy += referenceTerm;
+                candidateSpread += Vector256.Abs(candidateTerm);
+                referenceSpread += Vector256.Abs(referenceTerm);
+            }
+            var (candidateBits, candidateSure) = AtUnitGain(storedD, candidateD, candidateXy, candidateSpread, xx);
+            var (referenceBits, referenceSure) = AtUnitGain(Fp16.FromFloat(referenceD), referenceD, referenceXy, referenceSpread, xx);
+            unsure = ~(candidateSure & referenceSure);
+            for (var b = 0; b < Lanes; b++) (scales.Candidate[b], scales.Reference[b]) = ((ushort)candidateBits[b], (ushort)referenceBits[b]);
+            (candidateD, referenceD) = (Fp16.ToFloat(candidateBits), Fp16.ToFloat(referenceBits));
+            for (var at = 0; at < Group; at += Lanes)
+            {
+                var (x, w) = (Load(lanes.X, at), Load(lanes.W, at));
+                var e = candidateD * Load(lanes.CandidateValues, at) - x;
+                candidateError += w * e * e;
+                var r = referenceD * Load(lanes.ReferenceValues, at) - x;
+                referenceError += w * r * r;
+            }
         }
         var clear = Vector256.LessThan(candidateError, referenceError * Vector256.Create(0.999f));
         var close = ~clear & Vector256.LessThanOrEqual(candidateError, referenceError * Vector256.Create(1.001f))
             & ~Vector256.Equals(candidateError, referenceError);
         // Non-finite errors (fp16 overflow on huge input) are decided in double, where they count as +∞.
         var finite = Vector256.LessThan(Vector256.Abs(candidateError + referenceError), Vector256.Create(float.PositiveInfinity));
-        close |= ~finite;
-        clear &= finite;
+        close |= ~finite | unsure;
+        clear &= finite & ~unsure;
         return (int)(clear.ExtractMostSignificantBits() | (close.ExtractMostSignificantBits() << Lanes));
     }
 
-    /// <summary>Type-0 (x ≈ d·t): the step search of <see cref="QuantStepSearch.RefineScale"/> per lane, each round taking the
-    /// single ±1 step that most raises F = (Σw·x·t)² / Σw·t². The rise of a step of weight j by s is computed from its
-    /// residual r = x − d·t, as w·(Σw·x·t·(2·s·r − d) + w·x²) / Σw·t² after the step, not as a difference of two F: in float,
-    /// F carries an error far above the gain of one step of an 8-bit block. Returns d = Σw·x·t / Σw·t² of the final levels.</summary>
-    private static (Vector256<float> D, Vector256<float> M) SearchScale(LinearBlockLevels format, in GroupLanes lanes)
+    /// <summary>The fp16 scale that brings a block with scale <paramref name="d"/> (bits <paramref name="bits"/>) to unit gain,
+    /// Σc·x·y = Σc·x², as <see cref="UnitGain.Correct"/> rescales it, and whether float could tell: false when the gain is
+    /// outside or near the edge of the range UnitGain corrects, its sum cancels, the result overflows, or the rescaled scale
+    /// lies within <see cref="GainTolerance"/> of an fp16 rounding boundary.</summary>
+    private static (Vector256<uint> Bits, Vector256<float> Sure) AtUnitGain(Vector256<uint> bits, Vector256<float> d, Vector256<float> xy,
+        Vector256<float> spread, Vector256<float> xx)
+    {
+        var gain = xy / xx;
+        var rescaled = d * (Vector256<float>.One / gain);
+        var result = Fp16.FromFloat(rescaled);
+        var sure = Vector256.Equals(Fp16.FromFloat(rescaled * Vector256.Create(1 - GainTolerance)),
+                Fp16.FromFloat(rescaled * Vector256.Create(1 + GainTolerance))).AsSingle()
+            & Vector256.GreaterThan(gain, Vector256.Create((float)UnitGain.LowestGain * (1 + GainTolerance)))
+            & Vector256.LessThan(gain, Vector256.Create((float)UnitGain.HighestGain * (1 - GainTolerance)))
+            & Vector256.LessThan(spread, Vector256.Create(4f) * Vector256.Abs(xy))
+            & Vector256.LessThan(Vector256.Abs(Fp16.ToFloat(result)), Vector256.Create(float.PositiveInfinity));
+        // A gain of exactly 1 leaves the block as it is in UnitGain; here d·1 rounds back to d's own bits.
+        return (Vector256.ConditionalSelect(sure.AsUInt32(), result, bits), sure);
+    }
+
+    /// <summary>Type-0 (x ≈ d·v, v the value of level t): the step search per lane,
+    /// each round taking the single ±1 index step that most raises F = (Σw·x·v)² / Σw·v². The rise of a step of weight j that
+    /// changes its value by δ is computed from its residual r = x − d·v, as w·(Σw·x·v·δ·(2·r − d·δ) + w·x²·δ²) / Σw·v² after
+    /// the step, not as a difference of two F: in float, F carries an error far above the gain of one step of an 8-bit
+    /// block. Returns d = Σw·x·v / Σw·v² of the final levels.</summary>
+    private static (Vector256<float> D, Vector256<float> M) SearchScale<TLevels>(BlockLevelRange format, in GroupLanes lanes)
+        where TLevels : struct, ILaneLevels
     {
         lanes.Reference.CopyTo(lanes.T);
+        if (!TLevels.Linear) lanes.ReferenceValues.CopyTo(lanes.V);
         Vector256<float> sxt = default, stt = default;
         for (var at = 0; at < Group; at += Lanes)
         {
-            var (x, w, t) = (Load(lanes.X, at), Load(lanes.W, at), Load(lanes.T, at));
-            sxt += w * x * t;
-            stt += w * t * t;
+            var (x, w, v) = (Load(lanes.X, at), Load(lanes.W, at), Load(lanes.V, at));
+            sxt += w * x * v;
+            stt += w * v * v;
         }
         var (low, high) = (Vector256.Create((float)format.Lowest), Vector256.Create((float)format.Highest));
         var (one, zero, noise) = (Vector256<float>.One, Vector256<float>.Zero, Vector256.Create(RiseNoise));
@@ -171,33 +327,50 @@ internal static class BlockLaneSearch
             var d = Vector256.ConditionalSelect(fitted, sxt / stt, zero);
             var negative = Vector256.LessThan(d, zero);
             // The best rise so far as a fraction num/den (compared by cross-multiplying; den > 0).
-            Vector256<float> bestNumerator = zero, bestDenominator = one, bestXt = sxt, bestTt = stt, bestStep = zero;
+            Vector256<float> bestNumerator = zero, bestDenominator = one, bestXt = sxt, bestTt = stt, bestStep = zero, bestDelta = zero;
             var bestJ = Vector256.Create(-1f);
             for (var j = 0; j < Weights; j++)
             {
                 var at = j * Lanes;
                 var (x, w, t) = (Load(lanes.X, at), Load(lanes.W, at), Load(lanes.T, at));
-                var residual = x - d * t;
+                var v = TLevels.Linear ? t : Load(lanes.V, at);
+                var residual = x - d * v;
                 // Toward the residual: up when it has the sign of d (the levels ascend).
                 var step = Vector256.ConditionalSelect(Vector256.Xor(Vector256.GreaterThan(residual, zero), negative), one, -one);
                 var next = t + step;
                 var wx = w * x;
-                var rise = w * (sxt * (step * (residual + residual) - d) + wx * x);
-                var tt = stt + w * (step * (t + t) + one); // next² − t² = 2·t·step + 1
+                Vector256<float> delta, rise, tt, floor;
+                if (TLevels.Linear)
+                {
+                    // δ = ±1.
+                    delta = step;
+                    rise = w * (sxt * (step * (residual + residual) - d) + wx * x);
+                    tt = stt + w * (step * (v + v) + one);
+                    floor = noise * wx * wx;
+                }
+                else
+                {
+                    delta = TLevels.ValueOf(next) - v;
+                    var deltaSquared = delta * delta;
+                    rise = w * (sxt * delta * (residual + residual - d * delta) + wx * x * deltaSquared);
+                    tt = stt + w * delta * (v + v + delta);
+                    floor = noise * wx * wx * deltaSquared;
+                }
                 var better = ~Vector256.Equals(residual, zero) & Vector256.GreaterThan(w, zero)
                     & Vector256.GreaterThanOrEqual(next, low) & Vector256.LessThanOrEqual(next, high)
-                    & Vector256.GreaterThan(rise, noise * wx * wx)
+                    & Vector256.GreaterThan(rise, floor)
                     & Vector256.GreaterThan(rise * bestDenominator, bestNumerator * tt);
                 bestNumerator = Vector256.ConditionalSelect(better, rise, bestNumerator);
                 bestDenominator = Vector256.ConditionalSelect(better, tt, bestDenominator);
-                bestXt = Vector256.ConditionalSelect(better, sxt + step * wx, bestXt);
+                bestXt = Vector256.ConditionalSelect(better, sxt + delta * wx, bestXt);
                 bestTt = Vector256.ConditionalSelect(better, tt, bestTt);
                 bestStep = Vector256.ConditionalSelect(better, step, bestStep);
+                if (!TLevels.Linear) bestDelta = Vector256.ConditionalSelect(better, delta, bestDelta);
                 bestJ = Vector256.ConditionalSelect(better, Vector256.Create((float)j), bestJ);
             }
             if (!Vector256.GreaterThanOrEqualAny(bestJ, zero)) break;
             (sxt, stt) = (bestXt, bestTt);
-            TakeSteps(lanes.T, bestJ, bestStep);
+            TakeSteps<TLevels>(lanes, bestJ, bestStep, bestDelta);
         }
         return (Vector256.ConditionalSelect(Vector256.GreaterThan(stt, zero), sxt / stt, zero), zero);
     }
@@ -207,7 +380,7 @@ internal static class BlockLaneSearch
     /// Σw·G with G = (Σw·c·t)² / det, det = Σw·Σw·t² − (Σw·t)². A step of weight j by s raises G by
     /// w·(Σw·c·t·(2·s·r − d) + w·(c² + G)) / det after the step (r = c − d·t − m, the residual of the current fit); each round
     /// takes the step with the largest rise. Centring also keeps a block far from zero from cancelling its float sums.</summary>
-    private static (Vector256<float> D, Vector256<float> M) SearchAffine(LinearBlockLevels format, in GroupLanes lanes)
+    private static (Vector256<float> D, Vector256<float> M) SearchAffine(BlockLevelRange format, in GroupLanes lanes)
     {
         lanes.Reference.CopyTo(lanes.T);
         Vector256<float> sw = default, sx = default;
@@ -269,46 +442,23 @@ internal static class BlockLaneSearch
             }
             if (!Vector256.GreaterThanOrEqualAny(bestJ, zero)) break;
             (st, stt, sct) = (bestT, bestTt, bestCt);
-            TakeSteps(lanes.T, bestJ, bestStep);
+            TakeSteps<LinearLaneLevels>(lanes, bestJ, bestStep, zero);
         }
         var finalDet = sw * stt - st * st;
         var fit = Vector256.GreaterThan(finalDet, tolerance * sw * stt);
         return (Vector256.ConditionalSelect(fit, sw * sct / finalDet, zero), mean + Vector256.ConditionalSelect(fit, -st * sct / finalDet, zero));
     }
 
-    /// <summary>Level j of each lane moves by that lane's step where j is the lane's chosen weight.</summary>
-    private static void TakeSteps(Span<float> levels, Vector256<float> chosen, Vector256<float> step)
+    /// <summary>Level j of each lane moves by that lane's step where j is the lane's chosen weight (and its value by δ).</summary>
+    private static void TakeSteps<TLevels>(in GroupLanes lanes, Vector256<float> chosen, Vector256<float> step, Vector256<float> delta)
+        where TLevels : struct, ILaneLevels
     {
         for (var j = 0; j < Weights; j++)
         {
             var at = j * Lanes;
-            Store(levels, at, Load(levels, at) + (Vector256.Equals(chosen, Vector256.Create((float)j)) & step));
+            var taken = Vector256.Equals(chosen, Vector256.Create((float)j));
+            Store(lanes.T, at, Load(lanes.T, at) + (taken & step));
+            if (!TLevels.Linear) Store(lanes.V, at, Load(lanes.V, at) + (taken & delta));
         }
-    }
-
-    /// <summary>Settles the lanes <see cref="Search"/> could not call in float (bit b + 8 of <paramref name="decided"/>):
-    /// both errors again in double, from each block's own values, as <see cref="KeepBestBlocks"/> compares them. Returns the
-    /// lanes whose candidate is taken.</summary>
-    private static int Resolve(LinearBlockLevels format, in GroupRows rows, in GroupLanes lanes, ReadOnlySpan<float> referenceScales,
-        ReadOnlySpan<float> referenceOffsets, ReadOnlySpan<ushort> scaleBits, ReadOnlySpan<ushort> offsetBits, int decided)
-    {
-        var chosen = decided & 0xFF;
-        if (decided >> Lanes == 0) return chosen;
-        Span<float> candidate = stackalloc float[Weights];
-        Span<float> reference = stackalloc float[Weights];
-        for (var b = 0; b < Lanes; b++)
-        {
-            if ((decided & (1 << (b + Lanes))) == 0) continue;
-            var (d, m) = (Fp16.ToFloat(scaleBits[b]), format.Affine ? Fp16.ToFloat(offsetBits[b]) : 0f);
-            for (var j = 0; j < Weights; j++)
-            {
-                candidate[j] = lanes.Candidate[j * Lanes + b] * d + m;
-                reference[j] = rows.Reference[b * Weights + j] * referenceScales[b] + referenceOffsets[b];
-            }
-            var x = rows.X.Slice(b * Weights, Weights);
-            var w = rows.W.Slice(b * Weights, Weights);
-            if (KeepBestBlocks.WeightedSquaredError(x, candidate, w) < KeepBestBlocks.WeightedSquaredError(x, reference, w)) chosen |= 1 << b;
-        }
-        return chosen;
     }
 }

@@ -58,24 +58,31 @@ internal static class KeepBestBlocks
                 continue;
             }
             ErrorWeights(weighting, x, c, weights);
-            ReadOnlySpan<float> w = weights;
             candidate[0] = blocks[i];
-            improve(x, w, ref candidate[0]);
-            // Both at unit gain where the format takes it (UnitGain), then the better. A candidate whose gain is too far
-            // from 1 to correct is not taken over a reference that could be corrected: its lower weighted error comes
-            // with the shrink unit gain removes.
-            var referenceBytes = MemoryMarshal.AsBytes(blocks.Slice(i, 1));
-            var candidateBytes = MemoryMarshal.AsBytes(candidate);
-            if (candidateBytes.SequenceEqual(referenceBytes))
-            {
-                // The search kept the reference: it only needs its unit gain.
-                if (unitGain) UnitGain.Correct(codec, referenceBytes, x, c, dequantized, decodeResult: false);
-                continue;
-            }
-            var referenceAtUnitGain = Decode(codec, unitGain, referenceBytes, x, c, dequantized);
-            var candidateAtUnitGain = Decode(codec, unitGain, candidateBytes, x, c, candidateDequantized);
-            if ((candidateAtUnitGain || !referenceAtUnitGain) && IsLower(x, candidateDequantized, dequantized, w)) blocks[i] = candidate[0];
+            improve(x, weights, ref candidate[0]);
+            if (KeepCandidate(codec, unitGain, ref blocks[i], ref candidate[0], x, c, weights, dequantized, candidateDequantized)) blocks[i] = candidate[0];
         }
+    }
+
+    /// <summary>The comparison of one block: brings the reference block and the proposed one to unit gain where the format
+    /// takes it (<see cref="UnitGain"/>) and returns whether the candidate, so corrected, has the lower error Σ w·(y − x)² as
+    /// the codec decodes it. When false, <paramref name="reference"/> holds the reference at unit gain. A candidate whose gain
+    /// is too far from 1 to correct is not taken over a reference that could be corrected: its lower weighted error comes
+    /// with the shrink unit gain removes.</summary>
+    public static bool KeepCandidate<TBlock>(IRowCodec codec, bool unitGain, ref TBlock reference, ref TBlock candidate, ReadOnlySpan<float> x,
+        ReadOnlySpan<float> c, ReadOnlySpan<float> w, Span<float> dequantized, Span<float> candidateDequantized) where TBlock : unmanaged
+    {
+        var referenceBytes = MemoryMarshal.AsBytes(new Span<TBlock>(ref reference));
+        var candidateBytes = MemoryMarshal.AsBytes(new Span<TBlock>(ref candidate));
+        if (candidateBytes.SequenceEqual(referenceBytes))
+        {
+            // The search kept the reference: it only needs its unit gain.
+            if (unitGain) UnitGain.Correct(codec, referenceBytes, x, c, dequantized, decodeResult: false);
+            return false;
+        }
+        var referenceAtUnitGain = Decode(codec, unitGain, referenceBytes, x, c, dequantized);
+        var candidateAtUnitGain = Decode(codec, unitGain, candidateBytes, x, c, candidateDequantized);
+        return (candidateAtUnitGain || !referenceAtUnitGain) && IsLower(x, candidateDequantized, dequantized, w);
     }
 
     /// <summary>Decodes the block, at unit gain first where the format takes it; false when it could not be brought there.</summary>

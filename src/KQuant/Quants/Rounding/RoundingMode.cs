@@ -8,8 +8,8 @@ public enum RoundingMode
 
     /// <summary>Start from the reference solution and improve it (super-block formats: alternating minimisation of scales,
     /// integer sub-block scales and levels, <see cref="SuperBlockSearch"/>; the others: the greedy quant-step search of
-    /// ik_llama.cpp PR 295, eight blocks at a time for the linear legacy formats, <see cref="BlockLaneSearch"/>, and
-    /// <see cref="QuantStepSearch"/> for IQ4_NL), keeping whichever of the two has the smaller final (dequantized)
+    /// ik_llama.cpp PR 295, eight blocks at a time, <see cref="BlockLaneSearch"/>), keeping whichever of the two has the
+    /// smaller final (dequantized)
     /// error. The output is the same llama.cpp format.</summary>
     Optimal,
 }

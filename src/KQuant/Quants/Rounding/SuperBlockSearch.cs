@@ -17,6 +17,10 @@ internal sealed record SuperBlockSpec(int SubBlock, float[] Levels, bool Affine,
     /// ×0.966 to ×0.949 without an imatrix and from ×0.944 to ×0.933 with one.</summary>
     public int FreeRounds { get; init; } = 2;
 
+    /// <summary>The levels lowest, lowest + 1, …, highest as a table.</summary>
+    public static float[] IntegerLevels(int lowest, int highest) =>
+        Enumerable.Range(lowest, highest - lowest + 1).Select(v => (float)v).ToArray();
+
     /// <summary>The lowest level when the levels are the consecutive integers lowest, lowest + 1, … (every K-quant; not
     /// IQ4's grid): nearest levels are then computed by rounding, not by comparisons with the midpoints.</summary>
     public int? LinearLowest { get; } = IsLinear(Levels) ? (int)Levels[0] : null;

@@ -22,7 +22,7 @@ internal static class UnitGain
 {
     /// <summary>Gains outside this range are not corrected: a block that far from its data is degenerate (all but a few
     /// weights zero, or huge values that overflowed fp16), and rescaling would not help it.</summary>
-    private const double LowestGain = 0.8, HighestGain = 1.25;
+    internal const double LowestGain = 0.8, HighestGain = 1.25;
 
     /// <summary>Whether the optimal path brings blocks of <paramref name="type"/> to unit gain: the super-block formats and
     /// IQ4_NL, the ones <see cref="ScaleOffsets"/> lists.</summary>

@@ -1,14 +1,13 @@
-namespace KQuant.Quants;
+namespace KQuant.Tests.Quants;
 
 /// <summary>
-/// The greedy quant-step search of ik_llama.cpp PR 295, for one group of weights (IQ4_NL's 32-weight blocks; the linear
-/// legacy formats run the same search eight blocks at a time in <see cref="BlockLaneSearch"/>): starting from given quant
-/// indices into a sorted table of level values T, move one index by ±1 at a time while the best-fitting scale then leaves
-/// a smaller weighted error, and stop when no single step helps. Each round tries the step toward its residual for every
-/// weight and takes the best (rather than only the largest-gradient one: same O(n) cost per round, never a worse step).
-/// Sums are updated incrementally and kept in double. The error never grows, so the result is never worse than the start.
+/// The greedy quant-step search of ik_llama.cpp PR 295 for one group of weights, scalar and in double: the definition the
+/// lane searches of the optimal path (BlockLaneSearch, in float, eight blocks at a time) are tested against. Starting from
+/// given quant indices into a sorted table of level values T, move one index by ±1 at a time while the best-fitting scale
+/// then leaves a smaller weighted error, and stop when no single step helps. Each round tries the step toward its residual
+/// for every weight and takes the best. The error never grows, so the result is never worse than the start.
 /// </summary>
-internal static class QuantStepSearch
+internal static class ScalarStepSearch
 {
     /// <summary>More rounds than a converging search needs (each round gains, and the start is already near optimal);
     /// bounds the time on adversarial input.</summary>
@@ -56,8 +55,4 @@ internal static class QuantStepSearch
     /// With d = 0 any step changes the fit; try up for positive residuals.</summary>
     private static int StepTowardResidual(double residual, double d) =>
         residual == 0 ? 0 : (d >= 0) == (residual > 0) ? 1 : -1;
-
-    /// <summary>Level values lowest..highest as a table (the linear formats).</summary>
-    public static float[] LinearLevels(int lowest, int highest) =>
-        Enumerable.Range(lowest, highest - lowest + 1).Select(v => (float)v).ToArray();
 }
