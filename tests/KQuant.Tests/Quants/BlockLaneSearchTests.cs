@@ -10,7 +10,9 @@ namespace KQuant.Tests.Quants;
 /// double it was derived from, on the same reference start.</summary>
 public sealed class BlockLaneSearchTests(ITestOutputHelper output)
 {
-    private const int Length = 256, Rows = 64;
+    /// <summary>41 blocks per row: a chunk of 32, in which lanes take the next block as theirs finish, then one of 9, whose
+    /// second group of eight has one block and seven empty lanes.</summary>
+    private const int Length = 41 * 32, Rows = 12;
 
     /// <summary>Type-0 formats: per block, the scalar <see cref="ScalarStepSearch.RefineScale"/> from the reference levels, its
     /// scale to fp16, every weight re-rounded, and the better of that and the reference, exactly as the lane path does it.
@@ -50,7 +52,7 @@ public sealed class BlockLaneSearchTests(ITestOutputHelper output)
     }
 
     /// <summary>Q4_1 and Q5_1 (scale and offset fitted together): no scalar twin remains, so the gain itself. Measured on
-    /// debdocs-llama-10m: 0.817 and 0.827 of the reference's MSE; these Gaussian rows give 0.818 and 0.836, and a search that lost
+    /// debdocs-llama-10m: 0.817 and 0.827 of the reference's MSE; these Gaussian rows give 0.818 and 0.835, and a search that lost
     /// its steps to float rounding (as the first lane version did on Q5_1: 0.838 on debdocs-llama-10m) or stopped early
     /// would not reach 0.9.</summary>
     [Theory]
@@ -69,7 +71,7 @@ public sealed class BlockLaneSearchTests(ITestOutputHelper output)
     /// it replaced, <see cref="KeepBestBlocks.Quantize"/> with <see cref="ScalarStepSearch.RefineScale"/> in double over the
     /// grid and every index re-chosen at the fp16 scale, on the same rows, with and without importance. Same tolerance as
     /// the linear case, for the same reason (measured on debdocs-llama-10m: 0.9808 and 0.9838 of the reference's weighted
-    /// error before and after, to 4 digits; these Gaussian rows: 0.99192 and 0.97857 both ways).</summary>
+    /// error before and after, to 4 digits; these Gaussian rows: 0.99174 and 0.97621 both ways).</summary>
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
@@ -101,7 +103,7 @@ public sealed class BlockLaneSearchTests(ITestOutputHelper output)
         var (laneError, scalarError, referenceError) = (WeightedError(lanes), WeightedError(scalar), WeightedError(reference));
         output.WriteLine($"IQ4_NL{(withImportance ? " with importance" : "")}: weighted error against the reference's: scalar frame {scalarError / referenceError:F5}, lanes {laneError / referenceError:F5}");
         Assert.InRange(laneError / scalarError, 0.998, 1.002);
-        Assert.True(scalarError < 0.995 * referenceError, "the scalar search found too little to compare with"); // 0.992 and 0.979 measured
+        Assert.True(scalarError < 0.995 * referenceError, "the scalar search found too little to compare with"); // 0.992 and 0.976 measured
 
         double WeightedError(byte[] encoded)
         {
