@@ -10,8 +10,7 @@ namespace KQuant.Tests.Quants;
 /// double it was derived from, on the same reference start.</summary>
 public sealed class BlockLaneSearchTests(ITestOutputHelper output)
 {
-    /// <summary>41 blocks per row: a chunk of 32, in which lanes take the next block as theirs finish, then one of 9, whose
-    /// second group of eight has one block and seven empty lanes.</summary>
+    /// <summary>41 blocks per row: five groups of eight, then one block with seven empty lanes.</summary>
     private const int Length = 41 * 32, Rows = 12;
 
     /// <summary>Type-0 formats: per block, the scalar <see cref="ScalarStepSearch.RefineScale"/> from the reference levels, its

@@ -49,9 +49,7 @@ internal delegate void BlockLevelWriter<TBlock>(ref TBlock block, ReadOnlySpan<f
 /// error of the least-squares fit; stop when none does) run on eight blocks at once, one block per SIMD lane, with the keep-the-better comparison of
 /// <see cref="KeepBestBlocks"/> (unit gain included, for IQ4_NL) done in the same lanes. A block of 32 is too small for SIMD
 /// across its weights to pay (every round would end in horizontal sums); across blocks, a round is 32 vector steps whose sums
-/// stay in their lanes. A lane whose block has no step left takes the next block of a chunk of 32, so the rounds are not
-/// set by the slowest block of each eight; the comparison then runs on groups of eight with each block's searched scale.
-/// Sums are in float: each step's rise is computed from its residual and must clear a noise bound, so
+/// stay in their lanes. Sums are in float: each step's rise is computed from its residual and must clear a noise bound, so
 /// float rounding neither hides small steps nor cycles a step back and forth. A lane whose outcome float cannot call (errors
 /// within 0.1%, a unit-gain scale near an fp16 rounding boundary, degenerate gains) is settled by the scalar comparison of
 /// <see cref="KeepBestBlocks.KeepCandidate"/>, so the written block is always the one that comparison would keep.
@@ -75,11 +73,6 @@ internal static class BlockLaneSearch
     /// way, so the lanes never write other bytes than <see cref="UnitGain.Correct"/> would.</summary>
     private const float GainTolerance = 2e-5f;
 
-    /// <summary>Blocks searched together: lanes whose block is done take the next one of the chunk, so a round's cost is
-    /// not set by the slowest of eight blocks (on debdocs-llama-10m a Q4_0 block takes 1.9 steps on average, a group of
-    /// eight 5.7 rounds). Row-major storage of a chunk stays on the stack.</summary>
-    private const int ChunkBlocks = 32;
-
     /// <summary>Quantizes a row the reference way, then searches every block from it and keeps the encoding with the lower
     /// error Σ w·(y − x)² as decoded, w the weighting of <see cref="KeepBestBlocks.WeightingFor"/>, both at unit gain where
     /// the format takes it. Each block is never worse than the reference's.</summary>
@@ -93,121 +86,101 @@ internal static class BlockLaneSearch
         var unitGain = UnitGain.Applies(codec.Type);
         Debug.Assert(!format.Affine || (TLevels.Linear && !unitGain));
         var blocks = MemoryMarshal.Cast<byte, TBlock>(destination);
-        Span<float> buffer = stackalloc float[5 * ChunkBlocks * Weights + 4 * ChunkBlocks + 11 * Group];
-        var chunk = new ChunkRows(buffer[..(5 * ChunkBlocks * Weights + 4 * ChunkBlocks)], TLevels.Linear, weighting == ErrorWeighting.Importance);
-        var lanes = new GroupLanes(buffer.Slice(5 * ChunkBlocks * Weights + 4 * ChunkBlocks, 10 * Group), TLevels.Linear);
-        var candidateRows = buffer[^Group..];
+        Span<float> buffer = stackalloc float[14 * Group + 2 * Lanes];
+        var rows = new GroupRows(buffer[..(4 * Group)]);
+        var lanes = new GroupLanes(buffer.Slice(4 * Group, 10 * Group), TLevels.Linear, weighting == ErrorWeighting.Importance);
+        var referenceScales = buffer.Slice(14 * Group, Lanes);
+        var referenceOffsets = buffer.Slice(14 * Group + Lanes, Lanes);
         Span<ushort> bits = stackalloc ushort[4 * Lanes];
         var scales = new LaneScales(bits);
         Span<float> scratch = stackalloc float[3 * Weights];
-        for (var first = 0; first < blocks.Length; first += ChunkBlocks)
+        for (var first = 0; first < blocks.Length; first += Lanes)
         {
-            var count = Math.Min(ChunkBlocks, blocks.Length - first);
+            var count = Math.Min(Lanes, blocks.Length - first);
             var n = count * Weights;
-            // Whole groups of eight: lanes past the row's end hold zeros and weigh nothing, so they never step.
-            var padded = (count + Lanes - 1) / Lanes * Lanes * Weights;
-            source.Slice(first * Weights, n).CopyTo(chunk.X);
-            chunk.X[n..padded].Clear();
-            if (importance.IsEmpty) chunk.C[..n].Fill(1f);
-            else importance.Slice(first * Weights, n).CopyTo(chunk.C);
-            chunk.C[n..padded].Clear();
-            chunk.Reference[n..padded].Clear();
-            for (var k = 0; k < count; k++)
+            source.Slice(first * Weights, n).CopyTo(rows.X);
+            rows.X[n..].Clear();
+            if (importance.IsEmpty) rows.C[..n].Fill(1f);
+            else importance.Slice(first * Weights, n).CopyTo(rows.C);
+            rows.C[n..].Clear(); // empty lanes weigh nothing: they never step and are never written
+            for (var b = 0; b < Lanes; b++)
             {
-                read(in blocks[first + k], chunk.Reference.Slice(k * Weights, Weights), out chunk.ReferenceScales[k], out chunk.ReferenceOffsets[k]);
-            }
-            if (!TLevels.Linear)
-            {
-                for (var at = 0; at < padded; at += Lanes) Store(chunk.ReferenceValues, at, TLevels.ValueOf(Load(chunk.Reference, at)));
-            }
-            if (weighting == ErrorWeighting.ImportanceTimesMagnitude) MagnitudeWeights(chunk, padded);
-            if (format.Affine) SearchAffine(format, chunk, count, lanes);
-            else SearchScale<TLevels>(format, chunk, count, lanes);
-
-            for (var group = 0; group < count; group += Lanes)
-            {
-                var inGroup = Math.Min(Lanes, count - group);
-                var rows = group * Weights;
-                Transpose(chunk.X[rows..], lanes.X, Lanes, Weights);
-                Transpose(chunk.C[rows..], lanes.C, Lanes, Weights);
-                if (weighting != ErrorWeighting.Importance) Transpose(chunk.W[rows..], lanes.W, Lanes, Weights);
-                Transpose(chunk.ReferenceValues[rows..], lanes.ReferenceValues, Lanes, Weights);
-                var decided = Decide<TLevels>(format, unitGain, lanes, weighting == ErrorWeighting.Importance ? lanes.C : lanes.W,
-                    Load(chunk.D, group), Load(chunk.M, group), chunk.ReferenceScales.Slice(group, Lanes),
-                    chunk.ReferenceOffsets.Slice(group, Lanes), scales);
-                var mask = (1 << inGroup) - 1;
-                var (chosen, unsure) = (decided & mask, (decided >> Lanes) & mask);
-                if (chosen == 0 && unsure == 0 && !unitGain) continue;
-                if ((chosen | unsure) != 0) Transpose(lanes.Candidate, candidateRows, Weights, Lanes);
-                for (var b = 0; b < inGroup; b++)
+                var levels = rows.Reference.Slice(b * Weights, Weights);
+                if (b < count) read(in blocks[first + b], levels, out referenceScales[b], out referenceOffsets[b]);
+                else
                 {
-                    var k = group + b;
-                    ref var block = ref blocks[first + k];
-                    var candidateLevels = candidateRows.Slice(b * Weights, Weights);
-                    if ((unsure & (1 << b)) != 0)
-                    {
-                        // The scalar frame's own decision, from the candidate as searched.
-                        var candidate = block;
-                        write(ref candidate, candidateLevels, scales.Searched[b], scales.Offset[b]);
-                        var x = chunk.X.Slice(k * Weights, Weights);
-                        var c = importance.IsEmpty ? default : importance.Slice((first + k) * Weights, Weights);
-                        var w = scratch[..Weights];
-                        KeepBestBlocks.ErrorWeights(weighting, x, c, w);
-                        if (KeepBestBlocks.KeepCandidate(codec, unitGain, ref block, ref candidate, x, c, w, scratch.Slice(Weights, Weights),
-                            scratch.Slice(2 * Weights, Weights)))
-                        {
-                            block = candidate;
-                        }
-                    }
-                    else if ((chosen & (1 << b)) != 0) write(ref block, candidateLevels, scales.Candidate[b], scales.Offset[b]);
-                    else if (unitGain) write(ref block, chunk.Reference.Slice(k * Weights, Weights), scales.Reference[b], 0);
+                    levels.Clear();
+                    (referenceScales[b], referenceOffsets[b]) = (0, 0);
                 }
             }
+            Transpose(rows.X, lanes.X, Lanes, Weights);
+            Transpose(rows.C, lanes.C, Lanes, Weights);
+            Transpose(rows.Reference, lanes.Reference, Lanes, Weights);
+            if (!TLevels.Linear)
+            {
+                for (var at = 0; at < Group; at += Lanes) Store(lanes.ReferenceValues, at, TLevels.ValueOf(Load(lanes.Reference, at)));
+            }
+            if (weighting == ErrorWeighting.ImportanceTimesMagnitude) MagnitudeWeights(lanes);
+            var (d, m) = format.Affine ? SearchAffine(format, lanes) : SearchScale<TLevels>(format, lanes);
+            var decided = Decide<TLevels>(format, unitGain, lanes, d, m, referenceScales, referenceOffsets, scales);
+            var mask = (1 << count) - 1;
+            var (chosen, unsure) = (decided & mask, (decided >> Lanes) & mask);
+            if (chosen == 0 && unsure == 0 && !unitGain) continue;
+            if ((chosen | unsure) != 0) Transpose(lanes.Candidate, rows.Candidate, Weights, Lanes);
+            for (var b = 0; b < count; b++)
+            {
+                ref var block = ref blocks[first + b];
+                var candidateLevels = rows.Candidate.Slice(b * Weights, Weights);
+                if ((unsure & (1 << b)) != 0)
+                {
+                    // The scalar frame's own decision, from the candidate as searched.
+                    var candidate = block;
+                    write(ref candidate, candidateLevels, scales.Searched[b], scales.Offset[b]);
+                    var x = rows.X.Slice(b * Weights, Weights);
+                    var c = importance.IsEmpty ? default : importance.Slice((first + b) * Weights, Weights);
+                    var w = scratch[..Weights];
+                    KeepBestBlocks.ErrorWeights(weighting, x, c, w);
+                    if (KeepBestBlocks.KeepCandidate(codec, unitGain, ref block, ref candidate, x, c, w, scratch.Slice(Weights, Weights),
+                        scratch.Slice(2 * Weights, Weights)))
+                    {
+                        block = candidate;
+                    }
+                }
+                else if ((chosen & (1 << b)) != 0) write(ref block, candidateLevels, scales.Candidate[b], scales.Offset[b]);
+                else if (unitGain) write(ref block, rows.Reference.Slice(b * Weights, Weights), scales.Reference[b], 0);
+            }
         }
     }
 
-    /// <summary>A chunk of blocks row-major (block k at k·32): values, importance (1 without), error weights (C's span when
-    /// they are the importance), reference level indices and their values (the same span for the linear formats), and per
-    /// block the reference's scale and offset and the search's.</summary>
-    private readonly ref struct ChunkRows
+    /// <summary>Eight blocks row-major (block b at b·32): values, importance (1 without), reference levels, candidate levels.</summary>
+    private readonly ref struct GroupRows(Span<float> buffer)
     {
-        public readonly Span<float> X, C, W, Reference, ReferenceValues, ReferenceScales, ReferenceOffsets, D, M;
-
-        public ChunkRows(Span<float> buffer, bool linear, bool weightsAreImportance)
-        {
-            const int Rows = ChunkBlocks * Weights;
-            X = buffer[..Rows];
-            C = buffer.Slice(Rows, Rows);
-            W = weightsAreImportance ? C : buffer.Slice(2 * Rows, Rows);
-            Reference = buffer.Slice(3 * Rows, Rows);
-            ReferenceValues = linear ? Reference : buffer.Slice(4 * Rows, Rows);
-            var perBlock = buffer[(5 * Rows)..];
-            ReferenceScales = perBlock[..ChunkBlocks];
-            ReferenceOffsets = perBlock.Slice(ChunkBlocks, ChunkBlocks);
-            D = perBlock.Slice(2 * ChunkBlocks, ChunkBlocks);
-            M = perBlock.Slice(3 * ChunkBlocks, ChunkBlocks);
-        }
+        public readonly Span<float> X = buffer[..Group];
+        public readonly Span<float> C = buffer.Slice(Group, Group);
+        public readonly Span<float> Reference = buffer.Slice(2 * Group, Group);
+        public readonly Span<float> Candidate = buffer.Slice(3 * Group, Group);
     }
 
-    /// <summary>Eight blocks transposed (weight j of lane b at j·8 + b). The search's lanes: values X (centred per block in
-    /// Centred for the affine search), error weights W, the level indices being searched T and their values V (T itself for
-    /// the linear formats). The comparison's: X, importance C, W, the reference's level values and the proposed level
-    /// indices (Candidate) and values.</summary>
+    /// <summary>The same transposed (weight j of block b at j·8 + b), with the error weights W, x centred per block for the
+    /// affine search, the level indices being searched (T, from the reference's) and finally proposed (Candidate), and the
+    /// values of the reference's, searched and proposed levels (the index spans themselves for the linear formats, and W
+    /// is C when the error weights are the importance).</summary>
     private readonly ref struct GroupLanes
     {
-        public readonly Span<float> X, C, W, Centred, ReferenceValues, T, V, Candidate, CandidateValues;
+        public readonly Span<float> X, C, W, Centred, Reference, ReferenceValues, T, V, Candidate, CandidateValues;
 
-        public GroupLanes(Span<float> buffer, bool linear)
+        public GroupLanes(Span<float> buffer, bool linear, bool weightsAreImportance)
         {
             X = buffer[..Group];
             C = buffer.Slice(Group, Group);
-            W = buffer.Slice(2 * Group, Group);
+            W = weightsAreImportance ? C : buffer.Slice(2 * Group, Group);
             Centred = buffer.Slice(3 * Group, Group);
-            ReferenceValues = buffer.Slice(4 * Group, Group);
-            T = buffer.Slice(5 * Group, Group);
-            V = linear ? T : buffer.Slice(6 * Group, Group);
-            Candidate = buffer.Slice(7 * Group, Group);
-            CandidateValues = linear ? Candidate : buffer.Slice(8 * Group, Group);
+            Reference = buffer.Slice(4 * Group, Group);
+            ReferenceValues = linear ? Reference : buffer.Slice(5 * Group, Group);
+            T = buffer.Slice(6 * Group, Group);
+            V = linear ? T : buffer.Slice(7 * Group, Group);
+            Candidate = buffer.Slice(8 * Group, Group);
+            CandidateValues = linear ? Candidate : buffer.Slice(9 * Group, Group);
         }
     }
 
@@ -222,23 +195,26 @@ internal static class BlockLaneSearch
     }
 
     /// <summary>W = C·sqrt(σ² + x²) with σ² = 2·mean(x²) over each block (<see cref="ErrorWeighting.ImportanceTimesMagnitude"/>).</summary>
-    private static void MagnitudeWeights(in ChunkRows chunk, int length)
+    private static void MagnitudeWeights(in GroupLanes lanes)
     {
-        for (var start = 0; start < length; start += Weights)
+        var squares = Vector256<float>.Zero;
+        for (var at = 0; at < Group; at += Lanes)
         {
-            var x = chunk.X.Slice(start, Weights);
-            var squares = 0f;
-            foreach (var v in x) squares += v * v;
-            var sigma2 = squares * (2f / Weights);
-            for (var j = 0; j < Weights; j++) chunk.W[start + j] = chunk.C[start + j] * MathF.Sqrt(sigma2 + x[j] * x[j]);
+            var x = Load(lanes.X, at);
+            squares += x * x;
+        }
+        var sigma2 = squares * Vector256.Create(2f / Weights);
+        for (var at = 0; at < Group; at += Lanes)
+        {
+            var x = Load(lanes.X, at);
+            Store(lanes.W, at, Load(lanes.C, at) * Vector256.Sqrt(sigma2 + x * x));
         }
     }
 
     /// <summary>Rounds every weight again against the fp16 scale (and offset) of the search's fit, brings candidate and
     /// reference to unit gain where the format takes it, and returns the lanes whose candidate is clearly better (bit b), with
     /// bit b + 8 set for the lanes float cannot call.</summary>
-    private static int Decide<TLevels>(BlockLevelRange format, bool unitGain, in GroupLanes lanes, ReadOnlySpan<float> weights,
-        Vector256<float> d, Vector256<float> m,
+    private static int Decide<TLevels>(BlockLevelRange format, bool unitGain, in GroupLanes lanes, Vector256<float> d, Vector256<float> m,
         ReadOnlySpan<float> referenceScales, ReadOnlySpan<float> referenceOffsets, in LaneScales scales) where TLevels : struct, ILaneLevels
     {
         // The fit as stored: both to fp16, every weight rounded again against them (the search's levels were chosen for the
@@ -257,7 +233,7 @@ internal static class BlockLaneSearch
             scales.Searched.CopyTo(scales.Candidate);
             for (var at = 0; at < Group; at += Lanes)
             {
-                var (x, w) = (Load(lanes.X, at), Load(weights, at));
+                var (x, w) = (Load(lanes.X, at), Load(lanes.W, at));
                 Store(lanes.Candidate, at, TLevels.Nearest((x - m) * inverse, format, out var value));
                 // Decoded as the dequantizers do (a product, then the offset added), so the errors are the reader's.
                 var e = value * candidateD + m - x;
@@ -289,7 +265,7 @@ internal static class BlockLaneSearch
             (candidateD, referenceD) = (Fp16.ToFloat(candidateBits), Fp16.ToFloat(referenceBits));
             for (var at = 0; at < Group; at += Lanes)
             {
-                var (x, w) = (Load(lanes.X, at), Load(weights, at));
+                var (x, w) = (Load(lanes.X, at), Load(lanes.W, at));
                 var e = candidateD * Load(lanes.CandidateValues, at) - x;
                 candidateError += w * e * e;
                 var r = referenceD * Load(lanes.ReferenceValues, at) - x;
@@ -326,23 +302,26 @@ internal static class BlockLaneSearch
         return (Vector256.ConditionalSelect(sure.AsUInt32(), result, bits), sure);
     }
 
-    /// <summary>Type-0 (x ≈ d·v, v the value of level t): the step search per lane, each round taking the single ±1 index
-    /// step that most raises F = (Σw·x·v)² / Σw·v². The rise of a step of weight j that changes its value by δ is computed
-    /// from its residual r = x − d·v, as w·(Σw·x·v·δ·(2·r − d·δ) + w·x²·δ²) / Σw·v² after the step, not as a difference of
-    /// two F: in float, F carries an error far above the gain of one step of an 8-bit block. A lane whose block has no step
-    /// left records d = Σw·x·v / Σw·v² in <see cref="ChunkRows.D"/> and takes the chunk's next block.</summary>
-    private static void SearchScale<TLevels>(BlockLevelRange format, in ChunkRows chunk, int count, in GroupLanes lanes)
+    /// <summary>Type-0 (x ≈ d·v, v the value of level t): the step search per lane,
+    /// each round taking the single ±1 index step that most raises F = (Σw·x·v)² / Σw·v². The rise of a step of weight j that
+    /// changes its value by δ is computed from its residual r = x − d·v, as w·(Σw·x·v·δ·(2·r − d·δ) + w·x²·δ²) / Σw·v² after
+    /// the step, not as a difference of two F: in float, F carries an error far above the gain of one step of an 8-bit
+    /// block. Returns d = Σw·x·v / Σw·v² of the final levels.</summary>
+    private static (Vector256<float> D, Vector256<float> M) SearchScale<TLevels>(BlockLevelRange format, in GroupLanes lanes)
         where TLevels : struct, ILaneLevels
     {
-        Span<int> laneBlock = stackalloc int[Lanes];
-        Span<int> laneRounds = stackalloc int[Lanes];
-        Span<float> sums = stackalloc float[2 * Lanes];
-        var nextBlock = 0;
-        for (var b = 0; b < Lanes; b++) nextBlock = StartScale<TLevels>(chunk, count, lanes, b, nextBlock, laneBlock, laneRounds, sums);
-        var (sxt, stt) = (Load(sums, 0), Load(sums, Lanes));
+        lanes.Reference.CopyTo(lanes.T);
+        if (!TLevels.Linear) lanes.ReferenceValues.CopyTo(lanes.V);
+        Vector256<float> sxt = default, stt = default;
+        for (var at = 0; at < Group; at += Lanes)
+        {
+            var (x, w, v) = (Load(lanes.X, at), Load(lanes.W, at), Load(lanes.V, at));
+            sxt += w * x * v;
+            stt += w * v * v;
+        }
         var (low, high) = (Vector256.Create((float)format.Lowest), Vector256.Create((float)format.Highest));
         var (one, zero, noise) = (Vector256<float>.One, Vector256<float>.Zero, Vector256.Create(RiseNoise));
-        while (true)
+        for (var round = 0; round < MaxRounds; round++)
         {
             var fitted = Vector256.GreaterThan(stt, zero);
             var d = Vector256.ConditionalSelect(fitted, sxt / stt, zero);
@@ -389,85 +368,43 @@ internal static class BlockLaneSearch
                 if (!TLevels.Linear) bestDelta = Vector256.ConditionalSelect(better, delta, bestDelta);
                 bestJ = Vector256.ConditionalSelect(better, Vector256.Create((float)j), bestJ);
             }
+            if (!Vector256.GreaterThanOrEqualAny(bestJ, zero)) break;
             (sxt, stt) = (bestXt, bestTt);
             TakeSteps<TLevels>(lanes, bestJ, bestStep, bestDelta);
-            var done = Finished(bestJ, laneBlock, laneRounds);
-            if (done == 0) continue;
-            // The finished lanes' fits, then their next blocks.
-            d = Vector256.ConditionalSelect(Vector256.GreaterThan(stt, zero), sxt / stt, zero);
-            Store(sums, 0, sxt);
-            Store(sums, Lanes, stt);
-            for (var b = 0; b < Lanes; b++)
-            {
-                if ((done & (1 << b)) == 0) continue;
-                chunk.D[laneBlock[b]] = d[b];
-                chunk.M[laneBlock[b]] = 0;
-                nextBlock = StartScale<TLevels>(chunk, count, lanes, b, nextBlock, laneBlock, laneRounds, sums);
-            }
-            if (!laneBlock.ContainsAnyExcept(-1)) return;
-            (sxt, stt) = (Load(sums, 0), Load(sums, Lanes));
         }
-    }
-
-    /// <summary>The lanes (bit b) whose block is done: no step found, or the bound on rounds reached.</summary>
-    private static int Finished(Vector256<float> bestJ, ReadOnlySpan<int> laneBlock, Span<int> laneRounds)
-    {
-        var done = (int)Vector256.LessThan(bestJ, Vector256<float>.Zero).ExtractMostSignificantBits();
-        for (var b = 0; b < Lanes; b++)
-        {
-            if (laneBlock[b] < 0) done &= ~(1 << b);
-            else if (++laneRounds[b] >= MaxRounds) done |= 1 << b;
-        }
-        return done;
-    }
-
-    /// <summary>Puts block <paramref name="next"/> of the chunk into lane <paramref name="lane"/> from its reference levels,
-    /// with its sums Σw·x·v and Σw·v² (added in the lanes' order), or empties the lane when the chunk has no block left.
-    /// Returns the next block to start.</summary>
-    private static int StartScale<TLevels>(in ChunkRows chunk, int count, in GroupLanes lanes, int lane, int next, Span<int> laneBlock,
-        Span<int> laneRounds, Span<float> sums) where TLevels : struct, ILaneLevels
-    {
-        var filled = next < count;
-        var start = next * Weights;
-        float sxt = 0, stt = 0;
-        for (var j = 0; j < Weights; j++)
-        {
-            var at = j * Lanes + lane;
-            if (!filled)
-            {
-                // Weight 0: the lane never steps.
-                (lanes.X[at], lanes.W[at], lanes.T[at]) = (0, 0, 0);
-                if (!TLevels.Linear) lanes.V[at] = 0;
-                continue;
-            }
-            var (x, w, t, v) = (chunk.X[start + j], chunk.W[start + j], chunk.Reference[start + j], chunk.ReferenceValues[start + j]);
-            (lanes.X[at], lanes.W[at], lanes.T[at]) = (x, w, t);
-            if (!TLevels.Linear) lanes.V[at] = v;
-            sxt += w * x * v;
-            stt += w * v * v;
-        }
-        (laneBlock[lane], laneRounds[lane], sums[lane], sums[Lanes + lane]) = (filled ? next : -1, 0, sxt, stt);
-        return filled ? next + 1 : next;
+        return (Vector256.ConditionalSelect(Vector256.GreaterThan(stt, zero), sxt / stt, zero), zero);
     }
 
     /// <summary>Type-1 (x ≈ d·t + m): the same search with scale and offset fitted jointly (the 2×2 normal equations). On x
     /// centred per block (c = x − x̄, Σw·c = 0) the error reduction of the least-squares (d, m) is a constant plus
     /// Σw·G with G = (Σw·c·t)² / det, det = Σw·Σw·t² − (Σw·t)². A step of weight j by s raises G by
     /// w·(Σw·c·t·(2·s·r − d) + w·(c² + G)) / det after the step (r = c − d·t − m, the residual of the current fit); each round
-    /// takes the step with the largest rise. Centring also keeps a block far from zero from cancelling its float sums. A
-    /// finished lane records d and m = x̄ + (offset of the centred fit) and takes the chunk's next block.</summary>
-    private static void SearchAffine(BlockLevelRange format, in ChunkRows chunk, int count, in GroupLanes lanes)
+    /// takes the step with the largest rise. Centring also keeps a block far from zero from cancelling its float sums.</summary>
+    private static (Vector256<float> D, Vector256<float> M) SearchAffine(BlockLevelRange format, in GroupLanes lanes)
     {
-        Span<int> laneBlock = stackalloc int[Lanes];
-        Span<int> laneRounds = stackalloc int[Lanes];
-        Span<float> sums = stackalloc float[5 * Lanes]; // Σw, mean, Σw·t, Σw·t², Σw·c·t
-        var nextBlock = 0;
-        for (var b = 0; b < Lanes; b++) nextBlock = StartAffine(chunk, count, lanes, b, nextBlock, laneBlock, laneRounds, sums);
-        var (sw, mean, st, stt, sct) = (Load(sums, 0), Load(sums, Lanes), Load(sums, 2 * Lanes), Load(sums, 3 * Lanes), Load(sums, 4 * Lanes));
+        lanes.Reference.CopyTo(lanes.T);
+        Vector256<float> sw = default, sx = default;
+        for (var at = 0; at < Group; at += Lanes)
+        {
+            var w = Load(lanes.W, at);
+            sw += w;
+            sx += w * Load(lanes.X, at);
+        }
         var (one, zero, noise) = (Vector256<float>.One, Vector256<float>.Zero, Vector256.Create(RiseNoise));
+        var mean = Vector256.ConditionalSelect(Vector256.GreaterThan(sw, zero), sx / sw, zero);
+        Vector256<float> st = default, stt = default, sct = default;
+        for (var at = 0; at < Group; at += Lanes)
+        {
+            var (w, t) = (Load(lanes.W, at), Load(lanes.T, at));
+            var c = Load(lanes.X, at) - mean;
+            Store(lanes.Centred, at, c);
+            st += w * t;
+            stt += w * t * t;
+            sct += w * c * t;
+        }
         var (low, high) = (Vector256.Create((float)format.Lowest), Vector256.Create((float)format.Highest));
         var tolerance = Vector256.Create(1e-6f);
-        while (true)
+        for (var round = 0; round < MaxRounds; round++)
         {
             var det = sw * stt - st * st;
             // With all levels equal (det = 0) the fit is the mean alone: no step is scored from there.
@@ -503,66 +440,13 @@ internal static class BlockLaneSearch
                 bestStep = Vector256.ConditionalSelect(better, step, bestStep);
                 bestJ = Vector256.ConditionalSelect(better, Vector256.Create((float)j), bestJ);
             }
+            if (!Vector256.GreaterThanOrEqualAny(bestJ, zero)) break;
             (st, stt, sct) = (bestT, bestTt, bestCt);
             TakeSteps<LinearLaneLevels>(lanes, bestJ, bestStep, zero);
-            var done = Finished(bestJ, laneBlock, laneRounds);
-            if (done == 0) continue;
-            var finalDet = sw * stt - st * st;
-            var fit = Vector256.GreaterThan(finalDet, tolerance * sw * stt);
-            var finalD = Vector256.ConditionalSelect(fit, sw * sct / finalDet, zero);
-            var finalM = mean + Vector256.ConditionalSelect(fit, -st * sct / finalDet, zero);
-            Store(sums, 0, sw);
-            Store(sums, Lanes, mean);
-            Store(sums, 2 * Lanes, st);
-            Store(sums, 3 * Lanes, stt);
-            Store(sums, 4 * Lanes, sct);
-            for (var b = 0; b < Lanes; b++)
-            {
-                if ((done & (1 << b)) == 0) continue;
-                (chunk.D[laneBlock[b]], chunk.M[laneBlock[b]]) = (finalD[b], finalM[b]);
-                nextBlock = StartAffine(chunk, count, lanes, b, nextBlock, laneBlock, laneRounds, sums);
-            }
-            if (!laneBlock.ContainsAnyExcept(-1)) return;
-            (sw, mean, st, stt, sct) = (Load(sums, 0), Load(sums, Lanes), Load(sums, 2 * Lanes), Load(sums, 3 * Lanes), Load(sums, 4 * Lanes));
         }
-    }
-
-    /// <summary><see cref="StartScale{TLevels}"/> for the affine search: the block's weighted mean, its values centred on it,
-    /// and the sums Σw, Σw·t, Σw·t², Σw·c·t.</summary>
-    private static int StartAffine(in ChunkRows chunk, int count, in GroupLanes lanes, int lane, int next, Span<int> laneBlock,
-        Span<int> laneRounds, Span<float> sums)
-    {
-        var filled = next < count;
-        var start = next * Weights;
-        float sw = 0, sx = 0, st = 0, stt = 0, sct = 0;
-        if (filled)
-        {
-            for (var j = 0; j < Weights; j++)
-            {
-                var w = chunk.W[start + j];
-                sw += w;
-                sx += w * chunk.X[start + j];
-            }
-        }
-        var mean = sw > 0 ? sx / sw : 0;
-        for (var j = 0; j < Weights; j++)
-        {
-            var at = j * Lanes + lane;
-            if (!filled)
-            {
-                (lanes.Centred[at], lanes.W[at], lanes.T[at]) = (0, 0, 0);
-                continue;
-            }
-            var (w, t) = (chunk.W[start + j], chunk.Reference[start + j]);
-            var c = chunk.X[start + j] - mean;
-            (lanes.Centred[at], lanes.W[at], lanes.T[at]) = (c, w, t);
-            st += w * t;
-            stt += w * t * t;
-            sct += w * c * t;
-        }
-        (laneBlock[lane], laneRounds[lane]) = (filled ? next : -1, 0);
-        (sums[lane], sums[Lanes + lane], sums[2 * Lanes + lane], sums[3 * Lanes + lane], sums[4 * Lanes + lane]) = (sw, mean, st, stt, sct);
-        return filled ? next + 1 : next;
+        var finalDet = sw * stt - st * st;
+        var fit = Vector256.GreaterThan(finalDet, tolerance * sw * stt);
+        return (Vector256.ConditionalSelect(fit, sw * sct / finalDet, zero), mean + Vector256.ConditionalSelect(fit, -st * sct / finalDet, zero));
     }
 
     /// <summary>Level j of each lane moves by that lane's step where j is the lane's chosen weight (and its value by δ).</summary>
