@@ -20,18 +20,8 @@ internal readonly struct IQ4LaneLevels : ILaneLevels
 
     public static bool Linear => false;
 
-    public static Vector256<float> ValueOf(Vector256<float> index)
-    {
-        var i = Vector256.ConvertToInt32(index);
-        if (Avx2.IsSupported)
-        {
-            // vpermps reads the low three bits of each index: both halves looked up, then the one the index is in.
-            return Vector256.ConditionalSelect(Vector256.GreaterThan(i, Vector256.Create(7)).AsSingle(),
-                Avx2.PermuteVar8x32(UpperLevels, i), Avx2.PermuteVar8x32(LowerLevels, i));
-        }
-        // Shuffle gives 0 for indices outside 0..7, so exactly one half contributes.
-        return Vector256.Shuffle(LowerLevels, i) + Vector256.Shuffle(UpperLevels, i - Vector256.Create(Lanes));
-    }
+    public static Vector256<float> ValueOf(Vector256<float> index) =>
+        LaneLayout.Lookup16(LowerLevels, UpperLevels, Vector256.ConvertToInt32(index));
 
     public static Vector256<float> Nearest(Vector256<float> scaled, BlockLevelRange range, out Vector256<float> value)
     {

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using KQuant.Quants.Float;
@@ -335,8 +336,7 @@ internal static class BlockLaneSearch
                 var (x, w, t) = (Load(lanes.X, at), Load(lanes.W, at), Load(lanes.T, at));
                 var v = TLevels.Linear ? t : Load(lanes.V, at);
                 var residual = x - d * v;
-                // Toward the residual: up when it has the sign of d (the levels ascend).
-                var step = Vector256.ConditionalSelect(Vector256.Xor(Vector256.GreaterThan(residual, zero), negative), one, -one);
+                var step = StepTowardResidual(residual, negative);
                 var next = t + step;
                 var wx = w * x;
                 Vector256<float> delta, rise, tt, floor;
@@ -420,7 +420,7 @@ internal static class BlockLaneSearch
                 var at = j * Lanes;
                 var (c, w, t) = (Load(lanes.Centred, at), Load(lanes.W, at), Load(lanes.T, at));
                 var residual = c - d * t - m;
-                var step = Vector256.ConditionalSelect(Vector256.Xor(Vector256.GreaterThan(residual, zero), negative), one, -one);
+                var step = StepTowardResidual(residual, negative);
                 var next = t + step;
                 var wc = w * c;
                 var rise = w * (sct * (step * (residual + residual) - d) + w * (c * c + g));
@@ -448,6 +448,13 @@ internal static class BlockLaneSearch
         var fit = Vector256.GreaterThan(finalDet, tolerance * sw * stt);
         return (Vector256.ConditionalSelect(fit, sw * sct / finalDet, zero), mean + Vector256.ConditionalSelect(fit, -st * sct / finalDet, zero));
     }
+
+    /// <summary>The index step toward the residual, +1 or −1: up when the residual has the sign of d (the levels ascend;
+    /// <paramref name="negative"/> marks the lanes with d &lt; 0).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> StepTowardResidual(Vector256<float> residual, Vector256<float> negative) =>
+        Vector256.ConditionalSelect(Vector256.Xor(Vector256.GreaterThan(residual, Vector256<float>.Zero), negative),
+            Vector256<float>.One, -Vector256<float>.One);
 
     /// <summary>Level j of each lane moves by that lane's step where j is the lane's chosen weight (and its value by δ).</summary>
     private static void TakeSteps<TLevels>(in GroupLanes lanes, Vector256<float> chosen, Vector256<float> step, Vector256<float> delta)

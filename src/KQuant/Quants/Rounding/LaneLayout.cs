@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -58,5 +59,20 @@ internal static class LaneLayout
     {
         Debug.Assert(at + Lanes <= values.Length);
         value.StoreUnsafe(ref MemoryMarshal.GetReference(values), (nuint)at);
+    }
+
+    /// <summary>Entry <paramref name="index"/> (0–15) of a 16-entry table held as two vectors, in every lane.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Lookup16(Vector256<float> low, Vector256<float> high, Vector256<int> index)
+    {
+        if (Avx2.IsSupported)
+        {
+            // vpermps reads the low three bits of each index: both halves looked up, then the one the index is in.
+            var fromLow = Avx2.PermuteVar8x32(low, index);
+            var fromHigh = Avx2.PermuteVar8x32(high, index);
+            return Avx.BlendVariable(fromLow, fromHigh, Vector256.GreaterThan(index, Vector256.Create(7)).AsSingle());
+        }
+        // Shuffle gives 0 for indices outside 0..7, so exactly one half contributes.
+        return Vector256.Shuffle(low, index) + Vector256.Shuffle(high, index - Vector256.Create(Lanes));
     }
 }

@@ -442,15 +442,6 @@ internal static class SuperBlockSearch
         return Lookup16(levelLow, levelHigh, index);
     }
 
-    /// <summary>Entry <paramref name="index"/> (0–15) of a 16-entry table held as two vectors.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> Lookup16(Vector256<float> low, Vector256<float> high, Vector256<int> index)
-    {
-        var fromLow = Avx2.PermuteVar8x32(low, index);
-        var fromHigh = Avx2.PermuteVar8x32(high, index);
-        return Avx.BlendVariable(fromLow, fromHigh, Vector256.GreaterThan(index, Vector256.Create(7)).AsSingle());
-    }
-
     /// <summary>The free scales and offsets stored as integers under super-scales <paramref name="d"/> and <paramref name="dmin"/>.</summary>
     private static void QuantizeScales(SuperBlockSpec spec, ReadOnlySpan<float> freeScales, ReadOnlySpan<float> freeOffsets, float d,
         float dmin, Span<float> scales, Span<float> mins)
