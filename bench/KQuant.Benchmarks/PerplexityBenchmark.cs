@@ -6,6 +6,7 @@ using KQuant.Gguf;
 using KQuant.Model;
 using KQuant.Model.Tokenizers;
 using KQuant.Quantization;
+using KQuant.Quants;
 using KQuant.Recipes;
 
 namespace KQuant.Benchmarks;
@@ -169,7 +170,7 @@ internal static class PerplexityBenchmark
             var dir = Path.Combine(Path.GetTempPath(), "kquant-bench");
             Directory.CreateDirectory(dir);
             var path = Path.Combine(dir, $"debdocs-llama-10m-{recipe.Name}.gguf");
-            if (!File.Exists(path)) ModelQuantizer.Run(new QuantizeRequest(f16, path, recipe));
+            if (!File.Exists(path)) ModelQuantizer.Run(new QuantizeRequest(f16, path, recipe) { Rounding = RoundingMode.Reference });
             return path;
         }
         throw new FileNotFoundException($"model not found: {model}");

@@ -52,7 +52,7 @@ public static class EvaluateCommand
             var report = await console.WithProgressAsync($"evaluating {recipes.Count} recipes", steps, sink =>
                 Task.Run(() => RecipeEvaluation.Run(input.FullName, recipes, options, new Reporter(sink), cancellation), cancellation));
             var weighted = options.ImatrixPath is not null;
-            var title = $"{input.Name}: {Units.Bytes(input.Length)}";
+            var title = $"{input.Name}: {Units.Bytes(input.Length)}, {QuantizeCommand.RoundingName(options.Rounding)} rounding";
             if (report.BasePerplexity is { } b)
                 title += $"; on {Path.GetFileName(options.TextPath)} ({b.Chunks} chunks of {b.ContextSize}) PPL {b.Value:0.0000} ± {b.Uncertainty:0.0000}";
             string[] columns = ["type", "size", "bpw", "weight error (rel. RMSE)", .. weighted ? new[] { "importance-weighted" } : [],

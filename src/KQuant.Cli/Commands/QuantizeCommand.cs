@@ -33,7 +33,7 @@ public static class QuantizeCommand
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace the output file if it exists" };
         var rounding = RoundingOption();
 
-        var command = new Command("quantize", "Quantize a GGUF model with one of llama.cpp's recipes (byte-identical to llama-quantize)\n\n" + RecipeList())
+        var command = new Command("quantize", "Quantize a GGUF model with one of llama.cpp's recipes (the same type per tensor as llama-quantize; with --rounding reference, the same bytes)\n\n" + RecipeList())
         {
             positional, threads, pure, outputType, embeddingType, tensorType, tensorTypeFile, leaveOutput, allowRequantize,
             imatrix, include, exclude, overrideKv, dryRun, overwrite, rounding,
@@ -83,8 +83,8 @@ public static class QuantizeCommand
     /// <summary>--rounding reference|optimal (quantize and evaluate).</summary>
     internal static Option<RoundingMode> RoundingOption() => new("--rounding")
     {
-        Description = "reference: llama-quantize's bytes (default); optimal: a search from them for a lower weighted error, K-quant blocks rescaled to unit gain, same formats (lower KL divergence; about 1.4-2.2x the time for K-quant and IQ4 recipes, 3-4x for Q4_0-Q8_0 without an imatrix)",
-        DefaultValueFactory = _ => RoundingMode.Reference,
+        Description = "optimal (default): a search from llama-quantize's quants for a lower weighted error, K-quant and IQ4 blocks rescaled to unit gain, same formats (lower KL divergence; about 1.4-2.2x the time of reference for K-quant and IQ4 recipes, 3-4x for Q4_0-Q8_0 without an imatrix); reference: llama-quantize's bytes",
+        DefaultValueFactory = _ => RoundingMode.Optimal,
         CustomParser = arg =>
         {
             switch (arg.Tokens.Single().Value.ToLowerInvariant())
@@ -97,6 +97,9 @@ public static class QuantizeCommand
             }
         },
     };
+
+    /// <summary>The --rounding value that selects <paramref name="rounding"/>.</summary>
+    internal static string RoundingName(RoundingMode rounding) => rounding == RoundingMode.Optimal ? "optimal" : "reference";
 
     /// <summary>The recipes, for --help and for the error on a wrong name.</summary>
     public static string RecipeList() =>
@@ -208,7 +211,7 @@ public static class QuantizeCommand
             new HashSet<int> { 1, 2, 3, 4 });
         var verb = request.DryRun ? "would write" : "wrote";
         ui.Line($"{request.Recipe.Name}: {Units.Bytes(result.InputFileBytes)} -> {Units.Bytes(result.OutputFileBytes)} ({result.OutputFileBytes:N0} bytes), " +
-                $"{result.Input.BitsPerWeight:0.00} -> {result.Output.BitsPerWeight:0.00} bits per weight, {result.Plan.FallbackCount} fallback(s), {Progress.FormatDuration(result.Elapsed)}");
+                $"{result.Input.BitsPerWeight:0.00} -> {result.Output.BitsPerWeight:0.00} bits per weight, {result.Plan.FallbackCount} fallback(s), {RoundingName(request.Rounding)} rounding, {Progress.FormatDuration(result.Elapsed)}");
         ui.Line($"{verb} {(request.DryRun ? request.OutputPath : result.OutputPath)}");
     }
 

@@ -36,7 +36,8 @@ public static class RecipeEvaluation
         public string? ImatrixPath { get; init; }
         /// <summary>Keep the quantized files here; by default they go to a temporary folder and are deleted.</summary>
         public string? KeepDirectory { get; init; }
-        public Quants.RoundingMode Rounding { get; init; } = Quants.RoundingMode.Reference;
+        /// <summary>How the recipes round, as <see cref="Quantization.QuantizeRequest.Rounding"/> (default: optimal).</summary>
+        public Quants.RoundingMode Rounding { get; init; } = Quants.RoundingMode.Optimal;
         /// <summary>A text to measure perplexity and KL divergence against the original model on (none: weights only).</summary>
         public string? TextPath { get; init; }
         public int ContextSize { get; init; } = 512;

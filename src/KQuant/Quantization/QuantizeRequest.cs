@@ -26,8 +26,9 @@ public sealed record QuantizeRequest(string InputPath, string OutputPath, QuantR
     public IReadOnlyList<string> ExcludeWeights { get; init; } = [];
     /// <summary>Metadata to set in the output (and to read the model's hyper-parameters through), in order.</summary>
     public IReadOnlyList<MetadataOverride> MetadataOverrides { get; init; } = [];
-    /// <summary>How the block formats round: llama.cpp's bytes, or the optimal search that starts from them (same formats).</summary>
-    public Quants.RoundingMode Rounding { get; init; } = Quants.RoundingMode.Reference;
+    /// <summary>How the block formats round: the optimal search (the default; same formats, lower error), or
+    /// <see cref="Quants.RoundingMode.Reference"/> for llama-quantize's bytes.</summary>
+    public Quants.RoundingMode Rounding { get; init; } = Quants.RoundingMode.Optimal;
     /// <summary>Plan and size the output without writing it.</summary>
     public bool DryRun { get; init; }
     /// <summary>Replace an existing output file.</summary>

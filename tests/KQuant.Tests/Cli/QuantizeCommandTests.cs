@@ -63,15 +63,22 @@ public class QuantizeCommandTests
     }
 
     [Fact]
-    public void RoundingOptimalWritesTheSameFormatWithOtherBytes()
+    public void RoundingOptimalIsTheDefaultAndWritesTheSameFormatWithOtherBytes()
     {
         var dir = TestPaths.NewTempDir();
         var reference = Path.Combine(dir, "reference.gguf");
         var optimal = Path.Combine(dir, "optimal.gguf");
-        Assert.Equal(ExitCodes.Success, CliRunner.Run("quantize", Sample, reference, "Q4_0").ExitCode);
+        var byDefault = Path.Combine(dir, "default.gguf");
+        var r = CliRunner.Run("quantize", "--rounding", "reference", Sample, reference, "Q4_0");
+        Assert.Equal(ExitCodes.Success, r.ExitCode);
+        Assert.Contains("reference rounding", r.Out);
         Assert.Equal(ExitCodes.Success, CliRunner.Run("quantize", "--rounding", "optimal", Sample, optimal, "Q4_0").ExitCode);
+        r = CliRunner.Run("quantize", Sample, byDefault, "Q4_0");
+        Assert.Equal(ExitCodes.Success, r.ExitCode);
+        Assert.Contains("optimal rounding", r.Out);
         Assert.Equal(new FileInfo(reference).Length, new FileInfo(optimal).Length);
         Assert.NotEqual(File.ReadAllBytes(reference), File.ReadAllBytes(optimal));
+        Assert.Equal(File.ReadAllBytes(optimal), File.ReadAllBytes(byDefault));
         var wrong = CliRunner.Run("quantize", "--rounding", "best", Sample, Path.Combine(dir, "x.gguf"), "Q4_0");
         Assert.NotEqual(ExitCodes.Success, wrong.ExitCode);
         Assert.Contains("reference or optimal", wrong.Error);

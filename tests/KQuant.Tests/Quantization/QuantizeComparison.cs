@@ -20,7 +20,7 @@ public static class QuantizeComparison
         {
             var ours = Path.Combine(dir, "kquant.gguf");
             var theirs = Path.Combine(dir, "llama.gguf");
-            var request = new QuantizeRequest(model, ours, recipe) { Threads = 2 };
+            var request = new QuantizeRequest(model, ours, recipe) { Threads = 2, Rounding = KQuant.Quants.RoundingMode.Reference };
             var reference = new LlamaReference.QuantizeOptions(recipe.FileType);
             if (withImatrix)
             {
