@@ -3,6 +3,7 @@
 # kquant on the same synthetic >= 1 GB F16 llama model, alternating runs, same threads, with and without an imatrix.
 # Writes bench/results/quantize-vs-llama.json (median wall times, ratio kquant/llama, peak RSS, output identity).
 # Usage: bench/quantize-vs-llama.sh [--runs 3] [--threads 2] [--types Q4_K_M,Q6_K,Q8_0,IQ4_XS] [--layers 12]
+#        [--rounding reference|optimal] [--output FILE]   (kquant with --rounding reference by default: same bytes, checked)
 # Takes a while: building llama-quantize ~5 min (once), then ~1-2 min per run on 2 cores.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

@@ -6,8 +6,8 @@ namespace KQuant.Benchmarks;
 
 /// <summary>End-to-end quantization speed and memory: llama.cpp's llama-quantize (built from the v0.5.0 npm bundle by
 /// bench/quantize-vs-llama.sh) against kquant, on the same ≥ 1 GB F16 model, same threads, alternating runs; median wall
-/// time per tool, the ratio, and peak resident memory. kquant runs with --rounding reference, writing llama-quantize's
-/// bytes (the optimal default's time against both is RoundingTimeBenchmark's). Writes bench/results/quantize-vs-llama.json.</summary>
+/// time per tool, the ratio, and peak resident memory. kquant runs with --rounding reference (llama-quantize's bytes,
+/// checked) unless --rounding optimal, kquant's default, is given. Writes bench/results/quantize-vs-llama.json (or --output).</summary>
 public static class QuantizeVsLlamaBenchmark
 {
     public static int Run(string[] args)
@@ -38,6 +38,7 @@ public static class QuantizeVsLlamaBenchmark
                 model = new { path = Path.GetFileName(model), bytes = modelBytes, options.Embedding, options.FeedForward, options.Layers },
                 options.Threads,
                 options.Runs,
+                rounding = options.Rounding,
                 results,
             };
             Directory.CreateDirectory(Path.GetDirectoryName(options.Output)!);
@@ -62,7 +63,7 @@ public static class QuantizeVsLlamaBenchmark
                         File.Delete(output);
                         var m = isLlama
                             ? TimedProcess.Run(options.LlamaQuantize, [.. withImatrix ? new[] { "--imatrix", imatrix } : [], model, output, type, options.Threads.ToString(CultureInfo.InvariantCulture)])
-                            : TimedProcess.Run("dotnet", [options.KQuantDll, "quantize", .. withImatrix ? new[] { "--imatrix", imatrix } : [], model, output, type, "--threads", options.Threads.ToString(CultureInfo.InvariantCulture), "--rounding", "reference"]);
+                            : TimedProcess.Run("dotnet", [options.KQuantDll, "quantize", .. withImatrix ? new[] { "--imatrix", imatrix } : [], model, output, type, "--threads", options.Threads.ToString(CultureInfo.InvariantCulture), "--rounding", options.Rounding]);
                         (isLlama ? llama : ours).Add(m);
                     }
                 }
@@ -95,7 +96,7 @@ public static class QuantizeVsLlamaBenchmark
     }
 
     private sealed record Options(string LlamaQuantize, string KQuantDll, string VocabSource, string WorkDir, string Output,
-        string[] Types, int Runs, int Threads, int Embedding, int FeedForward, int Layers)
+        string[] Types, int Runs, int Threads, int Embedding, int FeedForward, int Layers, string Rounding)
     {
         public static Options Parse(string[] args)
         {
@@ -109,7 +110,9 @@ public static class QuantizeVsLlamaBenchmark
                 int.Parse(map.GetValueOrDefault("threads") ?? "2", CultureInfo.InvariantCulture),
                 int.Parse(map.GetValueOrDefault("embedding") ?? "2048", CultureInfo.InvariantCulture),
                 int.Parse(map.GetValueOrDefault("ff") ?? "5632", CultureInfo.InvariantCulture),
-                int.Parse(map.GetValueOrDefault("layers") ?? "12", CultureInfo.InvariantCulture));
+                int.Parse(map.GetValueOrDefault("layers") ?? "12", CultureInfo.InvariantCulture),
+                map.GetValueOrDefault("rounding") is "optimal" ? "optimal" : map.GetValueOrDefault("rounding") is null or "reference"
+                    ? "reference" : throw new ArgumentException("--rounding is reference or optimal"));
         }
     }
 }
