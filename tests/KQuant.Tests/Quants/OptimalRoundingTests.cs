@@ -151,7 +151,35 @@ public sealed class OptimalRoundingTests(ITestOutputHelper output)
         }
     }
 
-    /// <summary>Σ w·(y − x)² with the optimal path's own weights (<see cref="KeepBestBlocks.ErrorWeights"/>).</summary>
+    /// <summary>The default rounding gives the same file whatever the thread count: rows are searched independently, each
+    /// with its own scratch, so how they are split among threads must not show in the bytes (the K-quant frame, the lane
+    /// search of the legacy formats and IQ4_NL, with and without an imatrix).</summary>
+    [Fact]
+    public void OptimalFilesAreTheSameForAnyThreadCount()
+    {
+        var dir = TestPaths.NewTempDir();
+        var model = Path.Combine(TestPaths.Samples, "debdocs-tiny-F16.gguf");
+        var (imatrix, _) = KQuant.Tests.Fixtures.SyntheticModels.Imatrix(model, legacy: false);
+        foreach (var recipe in new[] { "Q4_K_M", "IQ4_NL", "Q4_1", "Q5_0" })
+        {
+            foreach (var withImatrix in new[] { false, true })
+            {
+                var files = new[] { 1, 3 }.Select(threads =>
+                {
+                    var path = Path.Combine(dir, $"{recipe}-{withImatrix}-{threads}.gguf");
+                    ModelQuantizer.Run(new QuantizeRequest(model, path, QuantRecipe.TryParse(recipe, out var r) ? r : throw new ArgumentException(recipe))
+                    {
+                        Threads = threads,
+                        ImatrixPath = withImatrix ? imatrix : null,
+                    });
+                    return File.ReadAllBytes(path);
+                }).ToArray();
+                Assert.True(files[0].AsSpan().SequenceEqual(files[1]), $"{recipe}{(withImatrix ? " with imatrix" : "")}: 1 and 3 threads differ");
+            }
+        }
+        Directory.Delete(dir, recursive: true);
+    }
+
     /// <summary>The weighted error the search minimises, with weights made per block as KeepBestBlocks makes them (σ² of
     /// <see cref="ErrorWeighting.ImportanceTimesMagnitude"/> is the block's).</summary>
     private static double WeightedError(ErrorWeighting weighting, int blockSize, ReadOnlySpan<float> x, ReadOnlySpan<float> y, float[]? importance)
