@@ -111,8 +111,12 @@ public static class QuantizeVsLlamaBenchmark
                 int.Parse(map.GetValueOrDefault("embedding") ?? "2048", CultureInfo.InvariantCulture),
                 int.Parse(map.GetValueOrDefault("ff") ?? "5632", CultureInfo.InvariantCulture),
                 int.Parse(map.GetValueOrDefault("layers") ?? "12", CultureInfo.InvariantCulture),
-                map.GetValueOrDefault("rounding") is "optimal" ? "optimal" : map.GetValueOrDefault("rounding") is null or "reference"
-                    ? "reference" : throw new ArgumentException("--rounding is reference or optimal"));
+                map.GetValueOrDefault("rounding") switch
+                {
+                    null or "reference" => "reference",
+                    "optimal" => "optimal",
+                    var other => throw new ArgumentException($"--rounding is reference or optimal, not '{other}'"),
+                });
         }
     }
 }
