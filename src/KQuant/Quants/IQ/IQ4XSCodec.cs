@@ -11,7 +11,7 @@ namespace KQuant.Quants.IQ;
 internal sealed class IQ4XSCodec : BlockRowCodec<BlockIQ4XS>, IOptimalRowCodec
 {
     private static readonly SuperBlockSpec OptimalSpec =
-        new(GroupWeights, IQ4Grid.Levels.ToArray().Select(v => (float)v).ToArray(), Affine: false, -32, 31) { FreeRounds = 4 };
+        new(GroupWeights, IQ4Grid.Levels.ToArray().Select(v => (float)v).ToArray(), Affine: false, -32, 31) { FreeRounds = 4, NeighbourIntegers = true };
 
     private const int Groups = BlockIQ4XS.SubBlocks;
     private const int GroupWeights = IQ4Grid.BlockWeights;

@@ -46,8 +46,8 @@ internal static class AffineSuperBlock
         KQuantLayout.PackScaleMins(scaleLevels, minLevels, packedScales);
     }
 
-    private static readonly SuperBlockSpec Q4Spec = new(SubBlock, SuperBlockSpec.IntegerLevels(0, 15), Affine: true, 0, 63, 63);
-    private static readonly SuperBlockSpec Q5Spec = new(SubBlock, SuperBlockSpec.IntegerLevels(0, 31), Affine: true, 0, 63, 63);
+    private static readonly SuperBlockSpec Q4Spec = new(SubBlock, SuperBlockSpec.IntegerLevels(0, 15), Affine: true, 0, 63, 63) { NeighbourIntegers = true };
+    private static readonly SuperBlockSpec Q5Spec = new(SubBlock, SuperBlockSpec.IntegerLevels(0, 31), Affine: true, 0, 63, 63) { NeighbourIntegers = true };
 
     /// <summary>The effective scales and mins (d·sc, dmin·m) of sub-blocks 2·pair and 2·pair + 1, as the dequantizers use them.</summary>
     public static (float Scale1, float Min1, float Scale2, float Min2) PairScales(float d, float dmin, ReadOnlySpan<byte> packedScales, int pair)

@@ -24,7 +24,7 @@ internal struct BlockQ2K
 /// (make_qkx3_quants on qw·sqrt(σ² + x²) with σ² = mean(x²), make_qp_quants for the 4-bit scales and mins).</summary>
 internal sealed class Q2KCodec : IOptimalRowCodec
 {
-    private static readonly SuperBlockSpec OptimalSpec = new(16, SuperBlockSpec.IntegerLevels(0, 3), Affine: true, 0, 15, 15);
+    private static readonly SuperBlockSpec OptimalSpec = new(16, SuperBlockSpec.IntegerLevels(0, 3), Affine: true, 0, 15, 15) { NeighbourIntegers = true };
 
     private const int SubBlock = 16;
     private const int SubBlocks = KQuantLayout.SuperBlock / SubBlock;

@@ -1,0 +1,133 @@
+using KQuant.Quants;
+using KQuant.Quants.IQ;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace KQuant.Tests.Quants;
+
+/// <summary>The super-block search with and without <see cref="SuperBlockSpec.NeighbourIntegers"/>, from the same simple
+/// starting encoding (sub-block scales and mins from each sub-block's range, nearest levels), on seeded rows.</summary>
+public sealed class SuperBlockSearchTests(ITestOutputHelper output)
+{
+    private const int SuperBlock = 256;
+
+    private static SuperBlockSpec Spec(string format) => format switch
+    {
+        "Q2_K" => new(16, SuperBlockSpec.IntegerLevels(0, 3), Affine: true, 0, 15, 15),
+        "Q4_K" => new(32, SuperBlockSpec.IntegerLevels(0, 15), Affine: true, 0, 63, 63),
+        "Q5_K" => new(32, SuperBlockSpec.IntegerLevels(0, 31), Affine: true, 0, 63, 63),
+        "IQ4_XS" => new(32, IQ4Grid.Levels.ToArray().Select(v => (float)v).ToArray(), Affine: false, -32, 31) { FreeRounds = 4 },
+        _ => throw new ArgumentException(format),
+    };
+
+    /// <summary>
+    /// Scoring each neighbouring integer scale (and min) after rounding at it must lower the weighted error of the search's
+    /// result, summed over 3 × 96 super-blocks of Gaussian, Student-t (3) and outlier rows. Measured on these rows, from
+    /// this simple start: Q2_K 0.932, Q4_K 0.823, Q5_K 0.780, IQ4_XS 0.675 of the error without it. The bound, 0.97, is
+    /// above each with room, so the test fails when the neighbour search stops choosing better integers, not on the rows'
+    /// noise. (From the reference encoding on debdocs-llama-10m the gains are smaller: the plain MSE of Q4_K went from
+    /// 0.985 to 0.972 of the reference's, Q5_K 0.974 to 0.929, IQ4_XS 0.962 to 0.956, and Q2_K's c·x²-weighted error from
+    /// 0.875 to 0.848.)
+    /// </summary>
+    [Theory]
+    [InlineData("Q2_K")]
+    [InlineData("Q4_K")]
+    [InlineData("Q5_K")]
+    [InlineData("IQ4_XS")]
+    public void NeighbourIntegersLowerTheSearchsError(string format)
+    {
+        var withNeighbours = Spec(format) with { NeighbourIntegers = true };
+        var without = withNeighbours with { NeighbourIntegers = false };
+        double errorWith = 0, errorWithout = 0;
+        foreach (var kind in new[] { "gaussian", "student-t3", "outliers" })
+        {
+            var rows = TestRows.Make(kind, 96, SuperBlock, HashCode.Combine(kind, format));
+            for (var b = 0; b < 96; b++)
+            {
+                var x = rows.AsSpan(b * SuperBlock, SuperBlock);
+                var w = Weights(x);
+                errorWith += Search(withNeighbours, x, w);
+                errorWithout += Search(without, x, w);
+            }
+        }
+        var ratio = errorWith / errorWithout;
+        output.WriteLine($"{format}: weighted error with neighbour integers / without = {ratio:0.0000}");
+        Assert.True(ratio < 0.97, $"{format}: the neighbour integers gave {ratio:0.0000} of the error without them");
+    }
+
+    /// <summary>The optimal path's default weighting without an imatrix for these formats: sqrt(σ² + x²), σ² = 2·mean(x²).</summary>
+    private static float[] Weights(ReadOnlySpan<float> x)
+    {
+        double sum = 0;
+        foreach (var v in x) sum += (double)v * v;
+        var sigma2 = 2 * sum / x.Length;
+        var w = new float[x.Length];
+        for (var i = 0; i < x.Length; i++) w[i] = (float)Math.Sqrt(sigma2 + (double)x[i] * x[i]);
+        return w;
+    }
+
+    private sealed record Encoding(byte[] Levels, int[] Scales, int[] Mins, Half D, Half DMin);
+
+    private static double Search(SuperBlockSpec spec, ReadOnlySpan<float> x, float[] w)
+    {
+        var e = Start(spec, x);
+        var (d, dmin) = (e.D, e.DMin);
+        SuperBlockSearch.Improve(spec, x, w, e.Levels, e.Scales, spec.Affine ? e.Mins : [], ref d, ref dmin);
+        return Error(spec, x, w, e with { D = d, DMin = dmin });
+    }
+
+    /// <summary>Scales and mins from each sub-block's range under super-scales from the largest, nearest levels.</summary>
+    private static Encoding Start(SuperBlockSpec spec, ReadOnlySpan<float> x)
+    {
+        var subBlocks = x.Length / spec.SubBlock;
+        var levels = spec.Levels;
+        var span = levels[^1] - levels[0];
+        var (scale, offset) = (new float[subBlocks], new float[subBlocks]);
+        for (var j = 0; j < subBlocks; j++)
+        {
+            var sub = x.Slice(j * spec.SubBlock, spec.SubBlock);
+            if (spec.Affine)
+            {
+                var low = Math.Min(0, sub.ToArray().Min());
+                (scale[j], offset[j]) = ((sub.ToArray().Max() - low) / span, low);
+            }
+            else scale[j] = sub.ToArray().Max(MathF.Abs) / Math.Max(-levels[0], levels[^1]);
+        }
+        var d = (Half)(scale.Max() / spec.ScaleHigh);
+        var dmin = spec.Affine ? (Half)(offset.Select(o => -o).Max() / Math.Max(1, spec.MinHigh)) : Half.Zero;
+        var scales = new int[subBlocks];
+        var mins = new int[subBlocks];
+        for (var j = 0; j < subBlocks; j++)
+        {
+            scales[j] = (float)d == 0 ? 0 : Math.Clamp((int)MathF.Round(scale[j] / (float)d), spec.ScaleLow, spec.ScaleHigh);
+            mins[j] = spec.Affine && (float)dmin != 0 ? Math.Clamp((int)MathF.Round(-offset[j] / (float)dmin), 0, spec.MinHigh) : 0;
+        }
+        var indices = new byte[x.Length];
+        for (var i = 0; i < x.Length; i++)
+        {
+            var j = i / spec.SubBlock;
+            var (s, o) = ((float)d * scales[j], -(float)dmin * mins[j]);
+            var best = 0;
+            for (var k = 1; k < levels.Length; k++)
+            {
+                if (Math.Abs(s * levels[k] + o - x[i]) < Math.Abs(s * levels[best] + o - x[i])) best = k;
+            }
+            indices[i] = (byte)best;
+        }
+        return new Encoding(indices, scales, mins, d, dmin);
+    }
+
+    /// <summary>Σ w·(y − x)² with y = D·sc·Levels[q] − Dmin·m, in double.</summary>
+    private static double Error(SuperBlockSpec spec, ReadOnlySpan<float> x, float[] w, Encoding e)
+    {
+        double error = 0;
+        for (var i = 0; i < x.Length; i++)
+        {
+            var j = i / spec.SubBlock;
+            var y = (float)e.D * e.Scales[j] * spec.Levels[e.Levels[i]] - (spec.Affine ? (float)e.DMin * e.Mins[j] : 0);
+            var r = (double)y - x[i];
+            error += w[i] * r * r;
+        }
+        return error;
+    }
+}
