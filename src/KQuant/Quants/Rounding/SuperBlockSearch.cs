@@ -19,10 +19,13 @@ internal sealed record SuperBlockSpec(int SubBlock, float[] Levels, bool Affine,
 
     /// <summary>Whether each sub-block's stored integers are chosen among the neighbours of its free fit, each scored after
     /// the sub-block is rounded at it (<see cref="SuperBlockSearch"/>), instead of rounded from the free fit and then
-    /// refined on fixed levels. Costs three to four rounding passes per super-scale candidate instead of one. On
-    /// debdocs-llama-10m without an imatrix it took the KLD of Q4_K_M from ×0.980 of the reference's to ×0.951, Q5_K_M
-    /// from ×0.974 to ×0.949, IQ4_XS from ×0.948 to ×0.940 and Q2_K from ×0.911 to ×0.904; Q3_K_M went from ×0.930 to
-    /// ×0.939, so Q3_K keeps the rounding from the free fit.</summary>
+    /// refined on fixed levels. Costs three to four rounding passes per super-scale candidate instead of one. Used by Q2_K,
+    /// Q4_K, Q5_K and IQ4_XS without an imatrix: on debdocs-llama-10m it took the KLD of Q4_K_M from ×0.980 of the
+    /// reference's to ×0.953, Q4_K_S ×0.979 → ×0.963, Q5_K_M ×0.974 → ×0.957, Q5_K_S ×0.981 → ×0.969, IQ4_XS ×0.948 →
+    /// ×0.941, Q2_K ×0.911 → ×0.900, Q3_K_M (through its Q4_K and Q5_K tensors) ×0.930 → ×0.915. With an imatrix it
+    /// raised the KLD of Q4_K_M (×0.929 → ×0.942), Q4_K_S (×0.937 → ×0.946) and IQ4_XS (×0.932 → ×0.947), also on
+    /// debdocs-tiny's Q4_K_M (×0.966 → ×0.978), so with one the integers are chosen the old way. Q3_K without it: in
+    /// Q3_K_M it gave ×0.939 against ×0.930.</summary>
     public bool NeighbourIntegers { get; init; }
 
     /// <summary>The levels lowest, lowest + 1, …, highest as a table.</summary>
