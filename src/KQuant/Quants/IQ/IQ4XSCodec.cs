@@ -11,10 +11,7 @@ namespace KQuant.Quants.IQ;
 internal sealed class IQ4XSCodec : BlockRowCodec<BlockIQ4XS>, IOptimalRowCodec
 {
     private static readonly SuperBlockSpec OptimalSpec =
-        new(GroupWeights, IQ4Grid.Levels.ToArray().Select(v => (float)v).ToArray(), Affine: false, -32, 31) { FreeRounds = 4 };
-
-    /// <summary>Without an imatrix (<see cref="SuperBlockSpec.NeighbourIntegers"/>).</summary>
-    private static readonly SuperBlockSpec NeighbourSpec = OptimalSpec with { NeighbourIntegers = true };
+        new(GroupWeights, IQ4Grid.Levels.ToArray().Select(v => (float)v).ToArray(), Affine: false, -32, 31) { FreeRounds = 4, NeighbourIntegers = true };
 
     private const int Groups = BlockIQ4XS.SubBlocks;
     private const int GroupWeights = IQ4Grid.BlockWeights;
@@ -77,16 +74,9 @@ internal sealed class IQ4XSCodec : BlockRowCodec<BlockIQ4XS>, IOptimalRowCodec
     }
 
     public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role) =>
-        KeepBestBlocks.Quantize<BlockIQ4XS>(this, BlockIQ4XS.Weights, source, destination, importance, role,
-            importance.IsEmpty ? ImproveBlock : ImproveBlockWithImportance);
+        KeepBestBlocks.Quantize<BlockIQ4XS>(this, BlockIQ4XS.Weights, source, destination, importance, role, ImproveBlock);
 
-    private static void ImproveBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref BlockIQ4XS block) =>
-        Improve(x, w, ref block, NeighbourSpec);
-
-    private static void ImproveBlockWithImportance(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref BlockIQ4XS block) =>
-        Improve(x, w, ref block, OptimalSpec);
-
-    private static void Improve(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref BlockIQ4XS block, SuperBlockSpec spec)
+    private static void ImproveBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, bool withImportance, ref BlockIQ4XS block)
     {
         Span<byte> levels = stackalloc byte[BlockIQ4XS.Weights];
         ReadOnlySpan<byte> qs = block.Qs;
@@ -102,7 +92,7 @@ internal sealed class IQ4XSCodec : BlockRowCodec<BlockIQ4XS>, IOptimalRowCodec
         }
         var d = BitConverter.UInt16BitsToHalf(block.D);
         var dmin = Half.Zero;
-        SuperBlockSearch.Improve(spec, x, w, levels, scales, default, ref d, ref dmin);
+        SuperBlockSearch.Improve(OptimalSpec, x, w, withImportance, levels, scales, default, ref d, ref dmin);
         block.D = BitConverter.HalfToUInt16Bits(d);
         Span<byte> packed = block.Qs;
         ushort scalesHigh = 0;

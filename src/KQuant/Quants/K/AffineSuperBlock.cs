@@ -31,22 +31,14 @@ internal static class AffineSuperBlock
     }
 
     /// <summary>The optimal path's improvement of one super-block (<see cref="SuperBlockSearch"/>): the unpacked levels,
-    /// packed scales and super-scales of the reference encoding in, a candidate out; <paramref name="neighbourIntegers"/>
-    /// as <see cref="SuperBlockSpec.NeighbourIntegers"/>.</summary>
-    public static void Improve(Format format, ReadOnlySpan<float> x, ReadOnlySpan<float> w, Span<byte> levels, Span<byte> packedScales,
-        ref Half d, ref Half dmin, bool neighbourIntegers)
+    /// packed scales and super-scales of the reference encoding in, a candidate out.</summary>
+    public static void Improve(Format format, ReadOnlySpan<float> x, ReadOnlySpan<float> w, bool withImportance, Span<byte> levels,
+        Span<byte> packedScales, ref Half d, ref Half dmin)
     {
         Span<int> scales = stackalloc int[SubBlocks];
         Span<int> mins = stackalloc int[SubBlocks];
         for (var j = 0; j < SubBlocks; j++) (scales[j], mins[j]) = KQuantLayout.UnpackScaleMin(j, packedScales);
-        var spec = (format.Nmax == 15, neighbourIntegers) switch
-        {
-            (true, true) => Q4NeighbourSpec,
-            (true, false) => Q4Spec,
-            (false, true) => Q5NeighbourSpec,
-            (false, false) => Q5Spec,
-        };
-        SuperBlockSearch.Improve(spec, x, w, levels, scales, mins, ref d, ref dmin);
+        SuperBlockSearch.Improve(format.Nmax == 15 ? Q4Spec : Q5Spec, x, w, withImportance, levels, scales, mins, ref d, ref dmin);
         Span<byte> scaleLevels = stackalloc byte[SubBlocks];
         Span<byte> minLevels = stackalloc byte[SubBlocks];
         for (var j = 0; j < SubBlocks; j++) (scaleLevels[j], minLevels[j]) = ((byte)scales[j], (byte)mins[j]);
@@ -54,10 +46,10 @@ internal static class AffineSuperBlock
         KQuantLayout.PackScaleMins(scaleLevels, minLevels, packedScales);
     }
 
-    private static readonly SuperBlockSpec Q4Spec = new(SubBlock, SuperBlockSpec.IntegerLevels(0, 15), Affine: true, 0, 63, 63);
-    private static readonly SuperBlockSpec Q5Spec = new(SubBlock, SuperBlockSpec.IntegerLevels(0, 31), Affine: true, 0, 63, 63);
-    private static readonly SuperBlockSpec Q4NeighbourSpec = Q4Spec with { NeighbourIntegers = true };
-    private static readonly SuperBlockSpec Q5NeighbourSpec = Q5Spec with { NeighbourIntegers = true };
+    private static readonly SuperBlockSpec Q4Spec =
+        new(SubBlock, SuperBlockSpec.IntegerLevels(0, 15), Affine: true, 0, 63, 63) { NeighbourIntegers = true };
+    private static readonly SuperBlockSpec Q5Spec =
+        new(SubBlock, SuperBlockSpec.IntegerLevels(0, 31), Affine: true, 0, 63, 63) { NeighbourIntegers = true };
 
     /// <summary>The effective scales and mins (d·sc, dmin·m) of sub-blocks 2·pair and 2·pair + 1, as the dequantizers use them.</summary>
     public static (float Scale1, float Min1, float Scale2, float Min2) PairScales(float d, float dmin, ReadOnlySpan<byte> packedScales, int pair)

@@ -24,10 +24,7 @@ internal struct BlockQ2K
 /// (make_qkx3_quants on qw·sqrt(σ² + x²) with σ² = mean(x²), make_qp_quants for the 4-bit scales and mins).</summary>
 internal sealed class Q2KCodec : IOptimalRowCodec
 {
-    private static readonly SuperBlockSpec OptimalSpec = new(16, SuperBlockSpec.IntegerLevels(0, 3), Affine: true, 0, 15, 15);
-
-    /// <summary>Without an imatrix (<see cref="SuperBlockSpec.NeighbourIntegers"/>).</summary>
-    private static readonly SuperBlockSpec NeighbourSpec = OptimalSpec with { NeighbourIntegers = true };
+    private static readonly SuperBlockSpec OptimalSpec = new(16, SuperBlockSpec.IntegerLevels(0, 3), Affine: true, 0, 15, 15) { NeighbourIntegers = true };
 
     private const int SubBlock = 16;
     private const int SubBlocks = KQuantLayout.SuperBlock / SubBlock;
@@ -59,16 +56,9 @@ internal sealed class Q2KCodec : IOptimalRowCodec
     }
 
     public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role) =>
-        KeepBestBlocks.Quantize<BlockQ2K>(this, KQuantLayout.SuperBlock, source, destination, importance, role,
-            importance.IsEmpty ? ImproveBlock : ImproveBlockWithImportance);
+        KeepBestBlocks.Quantize<BlockQ2K>(this, KQuantLayout.SuperBlock, source, destination, importance, role, ImproveBlock);
 
-    private static void ImproveBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref BlockQ2K block) =>
-        Improve(x, w, ref block, NeighbourSpec);
-
-    private static void ImproveBlockWithImportance(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref BlockQ2K block) =>
-        Improve(x, w, ref block, OptimalSpec);
-
-    private static void Improve(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref BlockQ2K block, SuperBlockSpec spec)
+    private static void ImproveBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, bool withImportance, ref BlockQ2K block)
     {
         Span<byte> levels = stackalloc byte[KQuantLayout.SuperBlock];
         KQuantLayout.Unpack2Bit(block.Qs, levels);
@@ -76,7 +66,7 @@ internal sealed class Q2KCodec : IOptimalRowCodec
         Span<int> mins = stackalloc int[SubBlocks];
         Span<byte> packed = block.Scales;
         for (var j = 0; j < SubBlocks; j++) (scales[j], mins[j]) = (packed[j] & 0xF, packed[j] >> 4);
-        SuperBlockSearch.Improve(spec, x, w, levels, scales, mins, ref block.D, ref block.DMin);
+        SuperBlockSearch.Improve(OptimalSpec, x, w, withImportance, levels, scales, mins, ref block.D, ref block.DMin);
         for (var j = 0; j < SubBlocks; j++) packed[j] = (byte)(scales[j] | (mins[j] << 4));
         KQuantLayout.Pack2Bit(levels, block.Qs);
     }

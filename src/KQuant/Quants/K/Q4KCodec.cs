@@ -45,15 +45,9 @@ internal sealed class Q4KCodec : IOptimalRowCodec
     }
 
     public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role) =>
-        KeepBestBlocks.Quantize<BlockQ4K>(this, KQuantLayout.SuperBlock, source, destination, importance, role,
-            importance.IsEmpty ? ImproveBlock : ImproveBlockWithImportance);
+        KeepBestBlocks.Quantize<BlockQ4K>(this, KQuantLayout.SuperBlock, source, destination, importance, role, ImproveBlock);
 
-    private static void ImproveBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref BlockQ4K block) => Improve(x, w, ref block, neighbourIntegers: true);
-
-    private static void ImproveBlockWithImportance(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref BlockQ4K block) =>
-        Improve(x, w, ref block, neighbourIntegers: false);
-
-    private static void Improve(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref BlockQ4K block, bool neighbourIntegers)
+    private static void ImproveBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, bool withImportance, ref BlockQ4K block)
     {
         Span<byte> levels = stackalloc byte[KQuantLayout.SuperBlock];
         ReadOnlySpan<byte> qs = block.Qs;
@@ -65,7 +59,7 @@ internal sealed class Q4KCodec : IOptimalRowCodec
                 levels[64 * pair + 32 + l] = (byte)(qs[32 * pair + l] >> 4);
             }
         }
-        AffineSuperBlock.Improve(Format, x, w, levels, block.Scales, ref block.D, ref block.DMin, neighbourIntegers);
+        AffineSuperBlock.Improve(Format, x, w, withImportance, levels, block.Scales, ref block.D, ref block.DMin);
         PackNibbles(levels, block.Qs);
     }
 

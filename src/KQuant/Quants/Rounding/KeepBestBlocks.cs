@@ -5,8 +5,10 @@ using KQuant.Gguf;
 namespace KQuant.Quants;
 
 /// <summary>Proposes a better encoding of one block: <paramref name="candidate"/> arrives holding the reference block and
-/// may be rewritten. <paramref name="w"/> are the error weights of the block's values.</summary>
-internal delegate void BlockImprover<TBlock>(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref TBlock candidate) where TBlock : unmanaged;
+/// may be rewritten. <paramref name="w"/> are the error weights of the block's values; <paramref name="withImportance"/>
+/// whether they include an imatrix's column importance.</summary>
+internal delegate void BlockImprover<TBlock>(ReadOnlySpan<float> x, ReadOnlySpan<float> w, bool withImportance, ref TBlock candidate)
+    where TBlock : unmanaged;
 
 /// <summary>What the optimal path minimises (<see cref="KeepBestBlocks.WeightingFor"/>).</summary>
 internal enum ErrorWeighting
@@ -59,7 +61,7 @@ internal static class KeepBestBlocks
             }
             ErrorWeights(weighting, x, c, weights);
             candidate[0] = blocks[i];
-            improve(x, weights, ref candidate[0]);
+            improve(x, weights, !importance.IsEmpty, ref candidate[0]);
             if (KeepCandidate(codec, unitGain, ref blocks[i], ref candidate[0], x, c, weights, dequantized, candidateDequantized)) blocks[i] = candidate[0];
         }
     }

@@ -19,12 +19,12 @@ internal sealed record SuperBlockSpec(int SubBlock, float[] Levels, bool Affine,
 
     /// <summary>Whether each sub-block's stored integers are chosen among the neighbours of its free fit, each scored after
     /// the sub-block is rounded at it (<see cref="SuperBlockSearch"/>), instead of rounded from the free fit and then
-    /// refined on fixed levels. Costs three to four rounding passes per super-scale candidate instead of one. Used by Q2_K,
-    /// Q4_K, Q5_K and IQ4_XS without an imatrix: on debdocs-llama-10m it took the KLD of Q4_K_M from ×0.980 of the
+    /// refined on fixed levels, when the block has no imatrix importance (<see cref="SuperBlockSearch.Improve"/>). Costs
+    /// three to four rounding passes per super-scale candidate instead of one. Set for Q2_K, Q4_K, Q5_K and IQ4_XS: on debdocs-llama-10m it took the KLD of Q4_K_M from ×0.980 of the
     /// reference's to ×0.953, Q4_K_S ×0.979 → ×0.963, Q5_K_M ×0.974 → ×0.957, Q5_K_S ×0.981 → ×0.969, IQ4_XS ×0.948 →
     /// ×0.941, Q2_K ×0.911 → ×0.900, Q3_K_M (through its Q4_K and Q5_K tensors) ×0.930 → ×0.915. With an imatrix it
     /// raised the KLD of Q4_K_M (×0.929 → ×0.942), Q4_K_S (×0.937 → ×0.946) and IQ4_XS (×0.932 → ×0.947), also on
-    /// debdocs-tiny's Q4_K_M (×0.966 → ×0.978), so with one the integers are chosen the old way. Q3_K without it: in
+    /// debdocs-tiny's Q4_K_M (×0.966 → ×0.978), so with one the integers are chosen the old way. Not set for Q3_K: in
     /// Q3_K_M it gave ×0.939 against ×0.930.</summary>
     public bool NeighbourIntegers { get; init; }
 
@@ -94,10 +94,12 @@ internal static class SuperBlockSearch
 
     /// <summary>Improves one super-block in place: level indices, integer scales and mins (empty for type-0 formats) and
     /// fp16 super-scales arrive as the reference encoding and leave as the lowest-error encoding found (unchanged when
-    /// the reference's is lowest).</summary>
-    public static void Improve(SuperBlockSpec spec, ReadOnlySpan<float> x, ReadOnlySpan<float> w, Span<byte> levels, Span<int> scales,
-        Span<int> mins, ref Half d, ref Half dmin)
+    /// the reference's is lowest). <paramref name="withImportance"/>: whether <paramref name="w"/> holds an imatrix's
+    /// importance, which turns <see cref="SuperBlockSpec.NeighbourIntegers"/> off.</summary>
+    public static void Improve(SuperBlockSpec spec, ReadOnlySpan<float> x, ReadOnlySpan<float> w, bool withImportance, Span<byte> levels,
+        Span<int> scales, Span<int> mins, ref Half d, ref Half dmin)
     {
+        var neighbourIntegers = spec.NeighbourIntegers && !withImportance;
         var length = spec.SubBlock;
         var subBlocks = x.Length / length;
         if (subBlocks % Lanes != 0 || subBlocks * length != x.Length)
@@ -200,7 +202,7 @@ internal static class SuperBlockSearch
         {
             var dValue = Fp16Value(superScale);
             if (dValue == 0 || !float.IsFinite(dValue)) continue;
-            if (spec.NeighbourIntegers) ChooseNeighbourIntegers(spec, block, sums, freeScales, freeOffsets, dValue, dminValue, storedScales, storedMins);
+            if (neighbourIntegers) ChooseNeighbourIntegers(spec, block, sums, freeScales, freeOffsets, dValue, dminValue, storedScales, storedMins);
             else QuantizeScales(spec, freeScales, freeOffsets, dValue, dminValue, storedScales, storedMins);
             var error = RoundAtStoredScales(spec, block, sums, storedScales, storedMins, dValue, dminValue, laneScales, laneOffsets);
             best.Keep(error, storedScales, storedMins, dValue, dminValue, bestScales, bestMins);
@@ -218,7 +220,7 @@ internal static class SuperBlockSearch
             for (var round = 1; round < StoredRounds; round++)
             {
                 if (!RefitSuperScales(spec, sums, storedScales, storedMins, ref storedD, ref storedDMin)) break;
-                if (spec.NeighbourIntegers) ChooseNeighbourIntegers(spec, block, sums, freeScales, freeOffsets, storedD, storedDMin, storedScales, storedMins);
+                if (neighbourIntegers) ChooseNeighbourIntegers(spec, block, sums, freeScales, freeOffsets, storedD, storedDMin, storedScales, storedMins);
                 else ChooseIntegerScales(spec, sums, storedScales, storedMins, storedD, storedDMin);
                 var error = RoundAtStoredScales(spec, block, sums, storedScales, storedMins, storedD, storedDMin, laneScales, laneOffsets);
                 best.Keep(error, storedScales, storedMins, storedD, storedDMin, bestScales, bestMins);
