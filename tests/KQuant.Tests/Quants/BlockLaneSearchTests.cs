@@ -89,7 +89,7 @@ public sealed class BlockLaneSearchTests(ITestOutputHelper output)
             var scalarRow = scalar.AsSpan(r * rowBytes, rowBytes);
             codec.Quantize(row, reference.AsSpan(r * rowBytes, rowBytes), importance);
             ((IOptimalRowCodec)codec).QuantizeOptimal(row, laneRow, importance, RowRole.Product);
-            KeepBestBlocks.Quantize<BlockIQ4NL>(codec, 32, row, scalarRow, importance, RowRole.Product, (block, w, _, ref encoded) =>
+            KeepBestBlocks.Quantize<BlockIQ4NL>(codec, 32, row, scalarRow, importance, RowRole.Product, (block, w, ref encoded) =>
             {
                 var indices = new int[32];
                 for (var j = 0; j < 16; j++) (indices[j], indices[j + 16]) = (encoded.Qs[j] & 0xF, encoded.Qs[j] >> 4);

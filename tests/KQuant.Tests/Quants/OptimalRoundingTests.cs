@@ -8,8 +8,9 @@ using Xunit.Abstractions;
 namespace KQuant.Tests.Quants;
 
 /// <summary>The optimal rounding path: per row never a larger weighted error than the reference path at unit gain (the
-/// weighting it optimises for the format and row role, KeepBestBlocks.WeightingFor), unit gain per block, output that ggml
-/// decodes to our floats, files llama.cpp loads.</summary>
+/// weighting it optimises for the format and row role, KeepBestBlocks.WeightingFor) where it starts from the reference
+/// encoding, a lower one in total where it encodes from its own start, unit gain per block, output that ggml decodes to
+/// our floats, files llama.cpp loads.</summary>
 public sealed class OptimalRoundingTests(ITestOutputHelper output)
 {
     /// <summary>Every block format with an optimal path.</summary>
@@ -35,8 +36,8 @@ public sealed class OptimalRoundingTests(ITestOutputHelper output)
         Assert.Equal(ErrorWeighting.Importance, KeepBestBlocks.WeightingFor(GgmlType.Q3_K, true, RowRole.Product));
         Assert.Equal(ErrorWeighting.ImportanceTimesSquare, KeepBestBlocks.WeightingFor(GgmlType.Q2_K, true, RowRole.Product));
         Assert.Equal(ErrorWeighting.Importance, KeepBestBlocks.WeightingFor(GgmlType.Q2_K, true, RowRole.Lookup));
-        Assert.Equal(ErrorWeighting.ImportanceTimesMagnitude, KeepBestBlocks.WeightingFor(GgmlType.Q4_K, false, RowRole.Product));
-        Assert.Equal(ErrorWeighting.ImportanceTimesMagnitude, KeepBestBlocks.WeightingFor(GgmlType.Q5_K, false, RowRole.Product));
+        Assert.Equal(ErrorWeighting.SubBlockRmsPlusMagnitude, KeepBestBlocks.WeightingFor(GgmlType.Q4_K, false, RowRole.Product));
+        Assert.Equal(ErrorWeighting.SubBlockRmsPlusMagnitude, KeepBestBlocks.WeightingFor(GgmlType.Q5_K, false, RowRole.Product));
         Assert.Equal(ErrorWeighting.Importance, KeepBestBlocks.WeightingFor(GgmlType.Q4_K, true, RowRole.Product));
         Assert.Equal(ErrorWeighting.Importance, KeepBestBlocks.WeightingFor(GgmlType.Q4_K, false, RowRole.Lookup));
         Assert.Equal(ErrorWeighting.ReferenceAtUnitGain, KeepBestBlocks.WeightingFor(GgmlType.Q5_K, true, RowRole.Product));
@@ -54,7 +55,32 @@ public sealed class OptimalRoundingTests(ITestOutputHelper output)
         // σ² = 2·mean(x²) = 3.5 over the block.
         KeepBestBlocks.ErrorWeights(ErrorWeighting.ImportanceTimesMagnitude, [1f, -2f, 0.5f], [2f, 1f, 4f], w);
         Assert.Equal([2 * MathF.Sqrt(4.5f), MathF.Sqrt(7.5f), 4 * MathF.Sqrt(3.75f)], w.ToArray(), (a, b) => MathF.Abs(a - b) <= 1e-6f * b);
+        // rms + |x| per 32-weight sub-block: the first sub-block all 3 (rms 3), the second half −1 and half 7 (rms 5).
+        var x = new float[64];
+        Array.Fill(x, 3f, 0, 32);
+        Array.Fill(x, -1f, 32, 16);
+        Array.Fill(x, 7f, 48, 16);
+        var w64 = new float[64];
+        KeepBestBlocks.ErrorWeights(ErrorWeighting.SubBlockRmsPlusMagnitude, x, default, w64);
+        Assert.Equal(6f, w64[0], 1e-6f);
+        Assert.Equal(6f, w64[33], 1e-6f);
+        Assert.Equal(12f, w64[50], 1e-6f);
     }
+
+    /// <summary>The formats whose optimal path encodes without an imatrix from its own start, not from the reference
+    /// encoding (SuperBlockSearch.Encode), so that nothing compares each block with the reference's.</summary>
+    private static readonly GgmlType[] OwnStartTypes = [GgmlType.Q2_K, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.IQ4_XS];
+
+    /// <summary>How much larger than the reference's a row's error may be where the search starts on its own: it can end in
+    /// another local optimum than the reference's. Measured on these rows: worst row 1.42× (Q4_K, an outlier row),
+    /// 1.33× (Q2_K), 1.01× (Q5_K, IQ4_XS); on debdocs-llama-10m, per 256-weight block, worst 1.19× (Q2_K), with 0.6%
+    /// (Q2_K) to 8% (Q4_K) of the blocks above the reference's error and the totals below it.</summary>
+    private const double OwnStartRowSlack = 1.6;
+
+    /// <summary>Rows both paths encode almost exactly (constant rows) may differ by far more than <see cref="OwnStartRowSlack"/>
+    /// in ratio: which fp16 super-scale and integers land nearest is luck at that level. Allowed: 10⁻⁴ of the weighted
+    /// signal (an RMSE of 1% of it), a tenth of the error of the finest format here on ordinary rows.</summary>
+    private const double OwnStartNearExact = 1e-4;
 
     private static IEnumerable<GgmlType> OptimalTypes => RowCodecs.Supported.Where(t => RowCodecs.Get(t) is IOptimalRowCodec);
 
@@ -69,6 +95,8 @@ public sealed class OptimalRoundingTests(ITestOutputHelper output)
     [MemberData(nameof(TypesAndImportance))]
     public void NeverWorseThanReferenceOnAnyRow(GgmlType type, bool withImportance, RowRole role)
     {
+        var ownStart = !withImportance && OwnStartTypes.Contains(type);
+        var worstRow = 0.0;
         GgmlReference.Require();
         var traits = GgmlTypeTraits.Of(type);
         var weighting = KeepBestBlocks.WeightingFor(type, withImportance, role);
@@ -79,7 +107,7 @@ public sealed class OptimalRoundingTests(ITestOutputHelper output)
             foreach (var length in lengths)
             {
                 var rows = Math.Max(2, 8192 / length);
-                var seed = HashCode.Combine(kind, length);
+                var seed = TestRows.Seed(kind, length);
                 var x = TestRows.Make(kind, rows, length, seed);
                 var importance = withImportance ? TestRows.Importance(length, seed) : null;
                 var rowBytes = (int)traits.RowBytes(length);
@@ -117,8 +145,12 @@ public sealed class OptimalRoundingTests(ITestOutputHelper output)
                     var row = new Range(r * length, (r + 1) * length);
                     var referenceError = WeightedError(weighting, traits.BlockSize, x.AsSpan(row), referenceFloats.AsSpan(row), importance);
                     var optimalError = WeightedError(weighting, traits.BlockSize, x.AsSpan(row), optimalFloats.AsSpan(row), importance);
-                    Assert.True(optimalError <= referenceError,
+                    // The weighted signal Σw·x² (the error of an all-zero encoding).
+                    var signal = WeightedError(weighting, traits.BlockSize, x.AsSpan(row), new float[length], importance);
+                    var allowed = ownStart ? Math.Max(referenceError * OwnStartRowSlack, OwnStartNearExact * signal) : referenceError;
+                    Assert.True(optimalError <= allowed,
                         $"{traits.Name} {kind} length {length} row {r}: optimal error {optimalError:R} > reference {referenceError:R}");
+                    if (referenceError > OwnStartNearExact * signal && double.IsFinite(referenceError)) worstRow = Math.Max(worstRow, optimalError / referenceError);
                     if (kind is "gaussian" or "student-t3" or "outliers" or "cosine")
                     {
                         referenceTotal += referenceError;
@@ -128,7 +160,8 @@ public sealed class OptimalRoundingTests(ITestOutputHelper output)
             }
         }
         if (weighting is ErrorWeighting.ReferenceAtUnitGain or ErrorWeighting.Reference) return;
-        output.WriteLine($"{traits.Name}{(withImportance ? " with importance" : "")} {role}: weighted RMSE optimal/reference = {Math.Sqrt(optimalTotal / referenceTotal):0.0000}");
+        output.WriteLine($"{traits.Name}{(withImportance ? " with importance" : "")} {role}: weighted RMSE optimal/reference = " +
+                         $"{Math.Sqrt(optimalTotal / referenceTotal):0.0000}, worst row {worstRow:0.000}x the reference's error");
         Assert.True(optimalTotal < referenceTotal, $"{traits.Name}: the search improved nothing on the ordinary cases");
     }
 

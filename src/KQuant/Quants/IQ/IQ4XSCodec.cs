@@ -11,7 +11,7 @@ namespace KQuant.Quants.IQ;
 internal sealed class IQ4XSCodec : BlockRowCodec<BlockIQ4XS>, IOptimalRowCodec
 {
     private static readonly SuperBlockSpec OptimalSpec =
-        new(GroupWeights, IQ4Grid.Levels.ToArray().Select(v => (float)v).ToArray(), Affine: false, -32, 31) { FreeRounds = 4, NeighbourIntegers = true };
+        new(GroupWeights, IQ4Grid.Levels.ToArray().Select(v => (float)v).ToArray(), Affine: false, -32, 31) { FreeRounds = 4, NeighbourIntegers = true, StartScales = [0.95f, 1.05f] };
 
     private const int Groups = BlockIQ4XS.SubBlocks;
     private const int GroupWeights = IQ4Grid.BlockWeights;
@@ -74,9 +74,19 @@ internal sealed class IQ4XSCodec : BlockRowCodec<BlockIQ4XS>, IOptimalRowCodec
     }
 
     public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role) =>
-        KeepBestBlocks.Quantize<BlockIQ4XS>(this, BlockIQ4XS.Weights, source, destination, importance, role, ImproveBlock);
+        KeepBestBlocks.Quantize<BlockIQ4XS>(this, BlockIQ4XS.Weights, source, destination, importance, role, ImproveBlock, EncodeBlock);
 
-    private static void ImproveBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, bool withImportance, ref BlockIQ4XS block)
+    private static bool EncodeBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref BlockIQ4XS block)
+    {
+        Span<byte> levels = stackalloc byte[BlockIQ4XS.Weights];
+        Span<int> scales = stackalloc int[Groups];
+        if (!SuperBlockSearch.Encode(OptimalSpec, x, w, levels, scales, default, out var d, out _)) return false;
+        block.D = BitConverter.HalfToUInt16Bits(d);
+        Pack(levels, scales, ref block);
+        return true;
+    }
+
+    private static void ImproveBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref BlockIQ4XS block)
     {
         Span<byte> levels = stackalloc byte[BlockIQ4XS.Weights];
         ReadOnlySpan<byte> qs = block.Qs;
@@ -92,8 +102,14 @@ internal sealed class IQ4XSCodec : BlockRowCodec<BlockIQ4XS>, IOptimalRowCodec
         }
         var d = BitConverter.UInt16BitsToHalf(block.D);
         var dmin = Half.Zero;
-        SuperBlockSearch.Improve(OptimalSpec, x, w, withImportance, levels, scales, default, ref d, ref dmin);
+        SuperBlockSearch.Improve(OptimalSpec, x, w, levels, scales, default, ref d, ref dmin);
         block.D = BitConverter.HalfToUInt16Bits(d);
+        Pack(levels, scales, ref block);
+    }
+
+    /// <summary>Levels (two per byte) and 6-bit group scales (stored + 32, split into low and high bits) into the block.</summary>
+    private static void Pack(ReadOnlySpan<byte> levels, ReadOnlySpan<int> scales, ref BlockIQ4XS block)
+    {
         Span<byte> packed = block.Qs;
         ushort scalesHigh = 0;
         for (var ib = 0; ib < Groups; ib++)

@@ -32,13 +32,30 @@ internal static class AffineSuperBlock
 
     /// <summary>The optimal path's improvement of one super-block (<see cref="SuperBlockSearch"/>): the unpacked levels,
     /// packed scales and super-scales of the reference encoding in, a candidate out.</summary>
-    public static void Improve(Format format, ReadOnlySpan<float> x, ReadOnlySpan<float> w, bool withImportance, Span<byte> levels,
+    public static void Improve(Format format, ReadOnlySpan<float> x, ReadOnlySpan<float> w, Span<byte> levels,
         Span<byte> packedScales, ref Half d, ref Half dmin)
     {
         Span<int> scales = stackalloc int[SubBlocks];
         Span<int> mins = stackalloc int[SubBlocks];
         for (var j = 0; j < SubBlocks; j++) (scales[j], mins[j]) = KQuantLayout.UnpackScaleMin(j, packedScales);
-        SuperBlockSearch.Improve(format.Nmax == 15 ? Q4Spec : Q5Spec, x, w, withImportance, levels, scales, mins, ref d, ref dmin);
+        SuperBlockSearch.Improve(format.Nmax == 15 ? Q4Spec : Q5Spec, x, w, levels, scales, mins, ref d, ref dmin);
+        Pack(scales, mins, packedScales);
+    }
+
+    /// <summary>The optimal path's encoding of one super-block without a reference start (<see cref="SuperBlockSearch.Encode"/>):
+    /// fills the unpacked levels, packed scales and super-scales; false when it found nothing finite.</summary>
+    public static bool Encode(Format format, ReadOnlySpan<float> x, ReadOnlySpan<float> w, Span<byte> levels, Span<byte> packedScales,
+        out Half d, out Half dmin)
+    {
+        Span<int> scales = stackalloc int[SubBlocks];
+        Span<int> mins = stackalloc int[SubBlocks];
+        if (!SuperBlockSearch.Encode(format.Nmax == 15 ? Q4Spec : Q5Spec, x, w, levels, scales, mins, out d, out dmin)) return false;
+        Pack(scales, mins, packedScales);
+        return true;
+    }
+
+    private static void Pack(ReadOnlySpan<int> scales, ReadOnlySpan<int> mins, Span<byte> packedScales)
+    {
         Span<byte> scaleLevels = stackalloc byte[SubBlocks];
         Span<byte> minLevels = stackalloc byte[SubBlocks];
         for (var j = 0; j < SubBlocks; j++) (scaleLevels[j], minLevels[j]) = ((byte)scales[j], (byte)mins[j]);
@@ -46,10 +63,19 @@ internal static class AffineSuperBlock
         KQuantLayout.PackScaleMins(scaleLevels, minLevels, packedScales);
     }
 
-    private static readonly SuperBlockSpec Q4Spec =
-        new(SubBlock, SuperBlockSpec.IntegerLevels(0, 15), Affine: true, 0, 63, 63) { NeighbourIntegers = true };
-    private static readonly SuperBlockSpec Q5Spec =
-        new(SubBlock, SuperBlockSpec.IntegerLevels(0, 31), Affine: true, 0, 63, 63) { NeighbourIntegers = true };
+    // The trial starts: the reference path's scale grid (make_qkx2_quants, δ from −1 for Q4_K), for Q5_K widened down
+    // from −0.5 to −1, so that the largest weight can land below the top level: the reference gets there only through the
+    // tie at δ = −0.5, which it rounds to even (an outlier sub-block of Q5_K had 3.2× the reference's error without).
+    private static readonly SuperBlockSpec Q4Spec = new(SubBlock, SuperBlockSpec.IntegerLevels(0, 15), Affine: true, 0, 63, 63)
+    {
+        NeighbourIntegers = true,
+        StartScales = SuperBlockSpec.SpanSteps(15, -1f, 21),
+    };
+    private static readonly SuperBlockSpec Q5Spec = new(SubBlock, SuperBlockSpec.IntegerLevels(0, 31), Affine: true, 0, 63, 63)
+    {
+        NeighbourIntegers = true,
+        StartScales = SuperBlockSpec.SpanSteps(31, -1f, 21),
+    };
 
     /// <summary>The effective scales and mins (d·sc, dmin·m) of sub-blocks 2·pair and 2·pair + 1, as the dequantizers use them.</summary>
     public static (float Scale1, float Min1, float Scale2, float Min2) PairScales(float d, float dmin, ReadOnlySpan<byte> packedScales, int pair)

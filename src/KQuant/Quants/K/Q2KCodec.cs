@@ -24,7 +24,14 @@ internal struct BlockQ2K
 /// (make_qkx3_quants on qw·sqrt(σ² + x²) with σ² = mean(x²), make_qp_quants for the 4-bit scales and mins).</summary>
 internal sealed class Q2KCodec : IOptimalRowCodec
 {
-    private static readonly SuperBlockSpec OptimalSpec = new(16, SuperBlockSpec.IntegerLevels(0, 3), Affine: true, 0, 15, 15) { NeighbourIntegers = true };
+    /// <summary>The trial starts: the reference path's scale grid (make_qkx2_quants from nmax − 0.5), widened down to
+    /// nmax − 1 so that the largest weight can land below the top level (the reference gets there only through the tie
+    /// at nmax − 0.5, rounded to even; a cosine test row had 3.1× the reference's error without).</summary>
+    private static readonly SuperBlockSpec OptimalSpec = new(16, SuperBlockSpec.IntegerLevels(0, 3), Affine: true, 0, 15, 15)
+    {
+        NeighbourIntegers = true,
+        StartScales = SuperBlockSpec.SpanSteps(3, -1f, 21),
+    };
 
     private const int SubBlock = 16;
     private const int SubBlocks = KQuantLayout.SuperBlock / SubBlock;
@@ -56,9 +63,25 @@ internal sealed class Q2KCodec : IOptimalRowCodec
     }
 
     public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role) =>
-        KeepBestBlocks.Quantize<BlockQ2K>(this, KQuantLayout.SuperBlock, source, destination, importance, role, ImproveBlock);
+        KeepBestBlocks.Quantize<BlockQ2K>(this, KQuantLayout.SuperBlock, source, destination, importance, role, ImproveBlock, EncodeBlock);
 
-    private static void ImproveBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, bool withImportance, ref BlockQ2K block)
+    private static bool EncodeBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref BlockQ2K block)
+    {
+        Span<byte> levels = stackalloc byte[KQuantLayout.SuperBlock];
+        Span<int> scales = stackalloc int[SubBlocks];
+        Span<int> mins = stackalloc int[SubBlocks];
+        if (!SuperBlockSearch.Encode(OptimalSpec, x, w, levels, scales, mins, out block.D, out block.DMin)) return false;
+        PackScales(scales, mins, block.Scales);
+        KQuantLayout.Pack2Bit(levels, block.Qs);
+        return true;
+    }
+
+    private static void PackScales(ReadOnlySpan<int> scales, ReadOnlySpan<int> mins, Span<byte> packed)
+    {
+        for (var j = 0; j < SubBlocks; j++) packed[j] = (byte)(scales[j] | (mins[j] << 4));
+    }
+
+    private static void ImproveBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref BlockQ2K block)
     {
         Span<byte> levels = stackalloc byte[KQuantLayout.SuperBlock];
         KQuantLayout.Unpack2Bit(block.Qs, levels);
@@ -66,8 +89,8 @@ internal sealed class Q2KCodec : IOptimalRowCodec
         Span<int> mins = stackalloc int[SubBlocks];
         Span<byte> packed = block.Scales;
         for (var j = 0; j < SubBlocks; j++) (scales[j], mins[j]) = (packed[j] & 0xF, packed[j] >> 4);
-        SuperBlockSearch.Improve(OptimalSpec, x, w, withImportance, levels, scales, mins, ref block.D, ref block.DMin);
-        for (var j = 0; j < SubBlocks; j++) packed[j] = (byte)(scales[j] | (mins[j] << 4));
+        SuperBlockSearch.Improve(OptimalSpec, x, w, levels, scales, mins, ref block.D, ref block.DMin);
+        PackScales(scales, mins, packed);
         KQuantLayout.Pack2Bit(levels, block.Qs);
     }
 

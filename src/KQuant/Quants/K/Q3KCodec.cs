@@ -62,7 +62,7 @@ internal sealed class Q3KCodec : IOptimalRowCodec
     public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role) =>
         KeepBestBlocks.Quantize<BlockQ3K>(this, KQuantLayout.SuperBlock, source, destination, importance, role, ImproveBlock);
 
-    private static void ImproveBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, bool withImportance, ref BlockQ3K block)
+    private static void ImproveBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref BlockQ3K block)
     {
         Span<byte> levels = stackalloc byte[KQuantLayout.SuperBlock];
         KQuantLayout.Unpack2Bit(block.Qs, levels);
@@ -77,7 +77,7 @@ internal sealed class Q3KCodec : IOptimalRowCodec
         Span<int> scales = stackalloc int[SubBlocks];
         for (var j = 0; j < SubBlocks; j++) scales[j] = UnpackScale(j, block.Scales);
         var dmin = Half.Zero;
-        SuperBlockSearch.Improve(OptimalSpec, x, w, withImportance, levels, scales, default, ref block.D, ref dmin);
+        SuperBlockSearch.Improve(OptimalSpec, x, w, levels, scales, default, ref block.D, ref dmin);
         Span<sbyte> scaleLevels = stackalloc sbyte[SubBlocks];
         for (var j = 0; j < SubBlocks; j++) scaleLevels[j] = (sbyte)(scales[j] + 32);
         PackScales(scaleLevels, block.Scales);

@@ -45,9 +45,17 @@ internal sealed class Q4KCodec : IOptimalRowCodec
     }
 
     public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role) =>
-        KeepBestBlocks.Quantize<BlockQ4K>(this, KQuantLayout.SuperBlock, source, destination, importance, role, ImproveBlock);
+        KeepBestBlocks.Quantize<BlockQ4K>(this, KQuantLayout.SuperBlock, source, destination, importance, role, ImproveBlock, EncodeBlock);
 
-    private static void ImproveBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, bool withImportance, ref BlockQ4K block)
+    private static bool EncodeBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref BlockQ4K block)
+    {
+        Span<byte> levels = stackalloc byte[KQuantLayout.SuperBlock];
+        if (!AffineSuperBlock.Encode(Format, x, w, levels, block.Scales, out block.D, out block.DMin)) return false;
+        PackNibbles(levels, block.Qs);
+        return true;
+    }
+
+    private static void ImproveBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref BlockQ4K block)
     {
         Span<byte> levels = stackalloc byte[KQuantLayout.SuperBlock];
         ReadOnlySpan<byte> qs = block.Qs;
@@ -59,7 +67,7 @@ internal sealed class Q4KCodec : IOptimalRowCodec
                 levels[64 * pair + 32 + l] = (byte)(qs[32 * pair + l] >> 4);
             }
         }
-        AffineSuperBlock.Improve(Format, x, w, withImportance, levels, block.Scales, ref block.D, ref block.DMin);
+        AffineSuperBlock.Improve(Format, x, w, levels, block.Scales, ref block.D, ref block.DMin);
         PackNibbles(levels, block.Qs);
     }
 

@@ -44,9 +44,17 @@ internal sealed class Q5KCodec : IOptimalRowCodec
     }
 
     public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role) =>
-        KeepBestBlocks.Quantize<BlockQ5K>(this, KQuantLayout.SuperBlock, source, destination, importance, role, ImproveBlock);
+        KeepBestBlocks.Quantize<BlockQ5K>(this, KQuantLayout.SuperBlock, source, destination, importance, role, ImproveBlock, EncodeBlock);
 
-    private static void ImproveBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, bool withImportance, ref BlockQ5K block)
+    private static bool EncodeBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref BlockQ5K block)
+    {
+        Span<byte> levels = stackalloc byte[KQuantLayout.SuperBlock];
+        if (!AffineSuperBlock.Encode(Format, x, w, levels, block.Scales, out block.D, out block.DMin)) return false;
+        PackLevels(levels, block.Qs, block.Qh);
+        return true;
+    }
+
+    private static void ImproveBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref BlockQ5K block)
     {
         Span<byte> levels = stackalloc byte[KQuantLayout.SuperBlock];
         ReadOnlySpan<byte> qs = block.Qs;
@@ -59,7 +67,7 @@ internal sealed class Q5KCodec : IOptimalRowCodec
                 levels[64 * pair + 32 + l] = (byte)((qs[32 * pair + l] >> 4) | (((qh[l] >> (2 * pair + 1)) & 1) << 4));
             }
         }
-        AffineSuperBlock.Improve(Format, x, w, withImportance, levels, block.Scales, ref block.D, ref block.DMin);
+        AffineSuperBlock.Improve(Format, x, w, levels, block.Scales, ref block.D, ref block.DMin);
         PackLevels(levels, block.Qs, block.Qh);
     }
 

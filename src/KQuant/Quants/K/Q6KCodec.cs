@@ -71,7 +71,7 @@ internal sealed class Q6KCodec : IOptimalRowCodec
     public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role) =>
         KeepBestBlocks.Quantize<BlockQ6K>(this, KQuantLayout.SuperBlock, source, destination, importance, role, ImproveBlock);
 
-    private static void ImproveBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, bool withImportance, ref BlockQ6K block)
+    private static void ImproveBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref BlockQ6K block)
     {
         Span<byte> levels = stackalloc byte[KQuantLayout.SuperBlock];
         ReadOnlySpan<byte> ql = block.Ql;
@@ -91,7 +91,7 @@ internal sealed class Q6KCodec : IOptimalRowCodec
         Span<sbyte> stored = block.Scales;
         for (var j = 0; j < SubBlocks; j++) scales[j] = stored[j];
         var dmin = Half.Zero;
-        SuperBlockSearch.Improve(OptimalSpec, x, w, withImportance, levels, scales, default, ref block.D, ref dmin);
+        SuperBlockSearch.Improve(OptimalSpec, x, w, levels, scales, default, ref block.D, ref dmin);
         for (var j = 0; j < SubBlocks; j++) stored[j] = (sbyte)scales[j];
         PackLevels(levels, block.Ql, block.Qh);
     }

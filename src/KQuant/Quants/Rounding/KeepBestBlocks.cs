@@ -1,14 +1,17 @@
 using System.Numerics;
+using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using KQuant.Gguf;
 
 namespace KQuant.Quants;
 
 /// <summary>Proposes a better encoding of one block: <paramref name="candidate"/> arrives holding the reference block and
-/// may be rewritten. <paramref name="w"/> are the error weights of the block's values; <paramref name="withImportance"/>
-/// whether they include an imatrix's column importance.</summary>
-internal delegate void BlockImprover<TBlock>(ReadOnlySpan<float> x, ReadOnlySpan<float> w, bool withImportance, ref TBlock candidate)
-    where TBlock : unmanaged;
+/// may be rewritten. <paramref name="w"/> are the error weights of the block's values.</summary>
+internal delegate void BlockImprover<TBlock>(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref TBlock candidate) where TBlock : unmanaged;
+
+/// <summary>Encodes one block with no reference encoding to start from (<paramref name="w"/>: the error weights); false
+/// when it found no encoding with a finite error.</summary>
+internal delegate bool BlockEncoder<TBlock>(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref TBlock block) where TBlock : unmanaged;
 
 /// <summary>What the optimal path minimises (<see cref="KeepBestBlocks.WeightingFor"/>).</summary>
 internal enum ErrorWeighting
@@ -28,6 +31,10 @@ internal enum ErrorWeighting
     /// <summary>w = c·sqrt(σ² + x²) with σ² = 2·mean(x²) over the block: the reference searches' own weighting (Q4_K, Q5_K
     /// and IQ4 with an imatrix), which favours large weights less than c·x².</summary>
     ImportanceTimesMagnitude,
+
+    /// <summary>w = rms + |x|, rms over each 32-weight sub-block (no importance): the reference search's own weighting of
+    /// Q4_K and Q5_K without an imatrix, which favours large weights more than sqrt(σ² + x²) does.</summary>
+    SubBlockRmsPlusMagnitude,
 }
 
 /// <summary>The optimal path's frame for the super-block formats and IQ4_NL (the linear legacy formats make the same
@@ -35,14 +42,24 @@ internal enum ErrorWeighting
 /// better encoding per block, bring both to unit gain (<see cref="UnitGain"/>: super-block formats and IQ4_NL), and keep
 /// the proposal only when its dequantized weighted error (through the codec's own dequantizer, i.e. what a reader of the
 /// file sees) is smaller. This makes "never worse than the reference at unit gain" structural (in the weighted error of
-/// <see cref="WeightingFor"/>; the KL divergence it is chosen for is measured, not guaranteed).</summary>
+/// <see cref="WeightingFor"/>; the KL divergence it is chosen for is measured, not guaranteed). Except without an imatrix
+/// in the formats that pass an encoder (Q2_K, Q4_K, Q5_K, IQ4_XS): there the reference encoding took as long as the
+/// search, and the search from its own start (<see cref="SuperBlockSearch.Encode"/>) reaches the same error and KLD in
+/// total, so no reference is made and a block can be worse than the reference's (on debdocs-llama-10m 0.6–8% of the
+/// blocks, at most 1.19× its error).</summary>
 internal static class KeepBestBlocks
 {
     public static void Quantize<TBlock>(IRowCodec codec, int blockWeights, ReadOnlySpan<float> source, Span<byte> destination,
-        ReadOnlySpan<float> importance, RowRole role, BlockImprover<TBlock> improve) where TBlock : unmanaged
+        ReadOnlySpan<float> importance, RowRole role, BlockImprover<TBlock> improve, BlockEncoder<TBlock>? encodeWithoutImportance = null)
+        where TBlock : unmanaged
     {
-        codec.Quantize(source, destination, importance);
         var weighting = WeightingFor(codec.Type, !importance.IsEmpty, role);
+        if (encodeWithoutImportance is not null && importance.IsEmpty && weighting is not (ErrorWeighting.Reference or ErrorWeighting.ReferenceAtUnitGain))
+        {
+            Encode(codec, blockWeights, source, destination, weighting, encodeWithoutImportance);
+            return;
+        }
+        codec.Quantize(source, destination, importance);
         if (weighting == ErrorWeighting.Reference) return;
         var unitGain = UnitGain.Applies(codec.Type);
         var blocks = MemoryMarshal.Cast<byte, TBlock>(destination);
@@ -61,8 +78,31 @@ internal static class KeepBestBlocks
             }
             ErrorWeights(weighting, x, c, weights);
             candidate[0] = blocks[i];
-            improve(x, weights, !importance.IsEmpty, ref candidate[0]);
+            improve(x, weights, ref candidate[0]);
             if (KeepCandidate(codec, unitGain, ref blocks[i], ref candidate[0], x, c, weights, dequantized, candidateDequantized)) blocks[i] = candidate[0];
+        }
+    }
+
+    /// <summary>The rows of the formats whose search starts from its own encoding without an imatrix (no reference
+    /// encoding to compare with: on Q4_K computing it took 1.0× the reference mode's time, the search from it 1.5×, the
+    /// search from its own start 0.3–0.4× more). Each block is brought to unit gain where the format takes it; a block the
+    /// encoder finds nothing finite for (all zero, fp16 overflow), or whose gain is too far from 1 to correct, is encoded
+    /// the reference way (and corrected) instead.</summary>
+    private static void Encode<TBlock>(IRowCodec codec, int blockWeights, ReadOnlySpan<float> source, Span<byte> destination,
+        ErrorWeighting weighting, BlockEncoder<TBlock> encode) where TBlock : unmanaged
+    {
+        var unitGain = UnitGain.Applies(codec.Type);
+        var blocks = MemoryMarshal.Cast<byte, TBlock>(destination);
+        Span<float> weights = stackalloc float[blockWeights];
+        Span<float> decoded = stackalloc float[blockWeights];
+        for (var i = 0; i < blocks.Length; i++)
+        {
+            var x = source.Slice(i * blockWeights, blockWeights);
+            var bytes = MemoryMarshal.AsBytes(blocks.Slice(i, 1));
+            ErrorWeights(weighting, x, default, weights);
+            if (encode(x, weights, ref blocks[i]) && (!unitGain || UnitGain.Correct(codec, bytes, x, default, decoded, decodeResult: false))) continue;
+            codec.Quantize(x, bytes, default);
+            if (unitGain) UnitGain.Correct(codec, bytes, x, default, decoded, decodeResult: false);
         }
     }
 
@@ -109,9 +149,12 @@ internal static class KeepBestBlocks
     /// the KLD (Q2_K: +35% without an imatrix, +12% with one, before unit gain); c·x² lowered it. Except Q3_K with an
     /// imatrix: c (Q3_K_M ×0.887 on debdocs-llama-10m against ×0.902 with c·x²; on debdocs-tiny Q3_K_S ×0.970 against
     /// ×1.030, the one K-quant row c·x² left above the reference).</item>
-    /// <item>Q4_K and Q5_K products without an imatrix: sqrt(σ² + x²) (Q4_K_M ×0.978; c = 1 gave ×0.970 here but ×1.007 on
-    /// debdocs-tiny, where sqrt(σ² + x²) gives ×0.999; x² ×1.022). With one: c for Q4_K; no search for Q5_K, the
-    /// reference at unit gain (Q5_K_M ×0.996; its search raised the KLD with every weighting tried before unit gain).</item>
+    /// <item>Q4_K and Q5_K products without an imatrix: rms + |x| per 32-weight sub-block, the reference search's own
+    /// weights. With the search from its own start, Q4_K_M's KLD over three trial grids (debdocs-llama-10m / debdocs-tiny):
+    /// ×0.958 / ×0.987 with it, ×0.970 / ×1.06 with sqrt(σ² + x²); on debdocs-tiny 0.5·rms + |x| gave ×0.999 and
+    /// 2·rms + |x| ×1.021. (From the reference start: sqrt(σ² + x²) ×0.978; c = 1 ×0.970 here but ×1.007 on debdocs-tiny;
+    /// x² ×1.022.) With an imatrix: c for Q4_K; no search for Q5_K, the reference at unit gain (Q5_K_M ×0.996; its search
+    /// raised the KLD with every weighting tried before unit gain).</item>
     /// <item>IQ4_XS products: c·sqrt(σ² + x²) (×0.963 / ×0.944; with c alone ×0.966 without an imatrix, and worse than
     /// the reference with one before unit gain).</item>
     /// <item>IQ4_NL products: c·sqrt(σ² + x²) too, at unit gain (×0.982 / ×0.962; with c and no unit gain ×1.026 /
@@ -126,7 +169,7 @@ internal static class KeepBestBlocks
         _ when role == RowRole.Lookup => ErrorWeighting.Importance,
         GgmlType.Q3_K when hasImportance => ErrorWeighting.Importance,
         GgmlType.Q2_K or GgmlType.Q3_K => ErrorWeighting.ImportanceTimesSquare,
-        GgmlType.Q4_K or GgmlType.Q5_K when !hasImportance => ErrorWeighting.ImportanceTimesMagnitude,
+        GgmlType.Q4_K or GgmlType.Q5_K when !hasImportance => ErrorWeighting.SubBlockRmsPlusMagnitude,
         GgmlType.Q5_K => ErrorWeighting.ReferenceAtUnitGain,
         GgmlType.IQ4_XS or GgmlType.IQ4_NL => ErrorWeighting.ImportanceTimesMagnitude,
         _ => ErrorWeighting.Importance,
@@ -136,6 +179,19 @@ internal static class KeepBestBlocks
     public static void ErrorWeights(ErrorWeighting weighting, ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<float> w)
     {
         var j = 0;
+        if (weighting == ErrorWeighting.SubBlockRmsPlusMagnitude)
+        {
+            // |x| + rms(x) of each 32-weight sub-block, as ggml's quantize_row_q4_K_ref / q5_K_ref weight their search.
+            const int subBlock = 32;
+            for (; j < x.Length; j += subBlock)
+            {
+                var group = x.Slice(j, Math.Min(subBlock, x.Length - j));
+                var rms = MathF.Sqrt(TensorPrimitives.SumOfSquares(group) / group.Length);
+                TensorPrimitives.Abs(group, w.Slice(j, group.Length));
+                TensorPrimitives.Add(w.Slice(j, group.Length), rms, w.Slice(j, group.Length));
+            }
+            return;
+        }
         if (weighting == ErrorWeighting.ImportanceTimesMagnitude)
         {
             var squareSums = Vector<float>.Zero;

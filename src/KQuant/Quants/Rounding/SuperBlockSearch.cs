@@ -17,16 +17,27 @@ internal sealed record SuperBlockSpec(int SubBlock, float[] Levels, bool Affine,
     /// ×0.966 to ×0.949 without an imatrix and from ×0.944 to ×0.933 with one.</summary>
     public int FreeRounds { get; init; } = 2;
 
-    /// <summary>Whether each sub-block's stored integers are chosen among the neighbours of its free fit, each scored after
-    /// the sub-block is rounded at it (<see cref="SuperBlockSearch"/>), instead of rounded from the free fit and then
-    /// refined on fixed levels, when the block has no imatrix importance (<see cref="SuperBlockSearch.Improve"/>). Costs
-    /// three to four rounding passes per super-scale candidate instead of one. Set for Q2_K, Q4_K, Q5_K and IQ4_XS: on debdocs-llama-10m it took the KLD of Q4_K_M from ×0.980 of the
-    /// reference's to ×0.953, Q4_K_S ×0.979 → ×0.963, Q5_K_M ×0.974 → ×0.957, Q5_K_S ×0.981 → ×0.969, IQ4_XS ×0.948 →
-    /// ×0.941, Q2_K ×0.911 → ×0.900, Q3_K_M (through its Q4_K and Q5_K tensors) ×0.930 → ×0.915. With an imatrix it
-    /// raised the KLD of Q4_K_M (×0.929 → ×0.942), Q4_K_S (×0.937 → ×0.946) and IQ4_XS (×0.932 → ×0.947), also on
-    /// debdocs-tiny's Q4_K_M (×0.966 → ×0.978), so with one the integers are chosen the old way. Not set for Q3_K: in
-    /// Q3_K_M it gave ×0.939 against ×0.930.</summary>
+    /// <summary>Whether <see cref="SuperBlockSearch.Encode"/> chooses each sub-block's stored integers among the neighbours
+    /// of its free fit for every super-scale candidate, each scored after the sub-block is rounded at it, instead of
+    /// rounding them from the free fit: a scale step moves many weights across a rounding boundary. Costs three to four
+    /// rounding passes per candidate instead of one. Set for Q2_K, Q4_K, Q5_K and IQ4_XS, the formats that encode
+    /// without an imatrix from their own start: from the reference start it took the KLD of Q4_K_M on debdocs-llama-10m
+    /// from ×0.980 of the reference's to ×0.953, Q5_K_M ×0.974 → ×0.957, IQ4_XS ×0.948 → ×0.941, Q2_K ×0.911 → ×0.900.
+    /// With an imatrix (the path from the reference start, <see cref="SuperBlockSearch.Improve"/>) it raised the KLD of
+    /// Q4_K_M (×0.929 → ×0.942), Q4_K_S and IQ4_XS, so that path rounds them. Refining them so in the stored rounds as
+    /// well changed the weighted error by under 0.1%, so those keep the fixed-level choice.</summary>
     public bool NeighbourIntegers { get; init; }
+
+    /// <summary>The trial scales that start <see cref="SuperBlockSearch.Encode"/>, as factors of the sub-block's scale
+    /// that puts its range on the levels' span (affine), or its value of largest magnitude on an end level (type-0).
+    /// The grid's fineness matters more than its width: on debdocs-tiny Q4_K_M's KLD was ×1.083 of the reference's with
+    /// 9 trials from 0.93 to 1.07 and ×1.044 with 21 (both with sqrt(σ² + x²) weights).</summary>
+    public float[] StartScales { get; init; } = [1f];
+
+    /// <summary>Trial factors (span + first + 0.1·i)/span, i = 0 … count − 1: the scale range/(span + δ) for δ from
+    /// <paramref name="first"/> in steps of 0.1, as ggml's make_qkx2_quants tries them for the reference encoding.</summary>
+    public static float[] SpanSteps(int span, float first, int count) =>
+        Enumerable.Range(0, count).Select(i => (span + first + 0.1f * i) / span).ToArray();
 
     /// <summary>The levels lowest, lowest + 1, …, highest as a table.</summary>
     public static float[] IntegerLevels(int lowest, int highest) =>
@@ -67,15 +78,17 @@ internal sealed record SuperBlockSpec(int SubBlock, float[] Levels, bool Affine,
 /// The optimal path of the super-block formats (Q2_K–Q6_K, IQ4_XS): alternating minimisation of the weighted error
 /// Σ w·(y − x)², each step exact for the variables it changes, so the error never grows:
 /// <list type="number">
-/// <item>free sub-block scales (and offsets): from the reference encoding, least-squares scale (and offset) for the levels,
-/// then the nearest levels for that scale, a few times (Lloyd iterations);</item>
+/// <item>free sub-block scales (and offsets): least-squares scale (and offset) for the levels, then the nearest levels for
+/// that scale, a few times (Lloyd iterations), from the reference encoding (<see cref="Improve"/>) or from the best of a
+/// grid of trial scales (<see cref="Encode"/>);</item>
 /// <item>the sub-block scales quantized to their integers under a few fp16 super-scales (the reference one, max/high and,
-/// for signed scales, max/low), each scored after one rounding; with <see cref="SuperBlockSpec.NeighbourIntegers"/>,
-/// each sub-block's integers are the best of the neighbours of its free fit, each scored after its own rounding;</item>
+/// for signed scales, max/low), each scored after one rounding; in <see cref="Encode"/> with
+/// <see cref="SuperBlockSpec.NeighbourIntegers"/>, each sub-block's integers are the best of the neighbours of its free
+/// fit, each scored after its own rounding;</item>
 /// <item>from the best of those: the least-squares super-scales (D, Dmin) for the fixed integers, the best integer scale
-/// (and min) of each sub-block among the neighbours of its least-squares value on fixed levels (with
-/// <see cref="SuperBlockSpec.NeighbourIntegers"/>: of its free fit, each re-rounded), and the nearest levels for the
-/// stored scales, repeated, keeping the lowest-error encoding seen (the reference's included).</item>
+/// (and min) of each sub-block among the neighbours of its least-squares value on fixed levels, and the nearest levels
+/// for the stored scales, repeated, keeping the lowest-error encoding seen (the reference's included, where there is
+/// one).</item>
 /// </list>
 /// Every step works on all sub-blocks at once, one sub-block per SIMD lane: the block is transposed once (weight i of
 /// sub-block j at i·S + j), so a rounding pass is 256/8 vector steps that leave each lane's sums (Σw·t, Σw·t², Σw·x·t)
@@ -94,12 +107,35 @@ internal static class SuperBlockSearch
 
     /// <summary>Improves one super-block in place: level indices, integer scales and mins (empty for type-0 formats) and
     /// fp16 super-scales arrive as the reference encoding and leave as the lowest-error encoding found (unchanged when
-    /// the reference's is lowest). <paramref name="withImportance"/>: whether <paramref name="w"/> holds an imatrix's
-    /// importance, which turns <see cref="SuperBlockSpec.NeighbourIntegers"/> off.</summary>
-    public static void Improve(SuperBlockSpec spec, ReadOnlySpan<float> x, ReadOnlySpan<float> w, bool withImportance, Span<byte> levels,
+    /// the reference's is lowest). The integers of each candidate are rounded from the free fits (not
+    /// <see cref="SuperBlockSpec.NeighbourIntegers"/>, which raised the KLD with an imatrix).</summary>
+    public static void Improve(SuperBlockSpec spec, ReadOnlySpan<float> x, ReadOnlySpan<float> w, Span<byte> levels, Span<int> scales,
+        Span<int> mins, ref Half d, ref Half dmin) =>
+        Search(spec, x, w, fromReference: true, levels, scales, mins, ref d, ref dmin);
+
+    /// <summary>Encodes one super-block from the search's own start, with no reference encoding: the free fits begin from
+    /// <see cref="SuperBlockSpec.StartScales"/> trial scales over each sub-block's range (then one Lloyd round), the
+    /// super-scale candidates are those of the free fits, and each candidate's integers are chosen as
+    /// <see cref="SuperBlockSpec.NeighbourIntegers"/> says. The optimal path without an imatrix (Q2_K, Q4_K, Q5_K, IQ4_XS):
+    /// the reference encoding it replaces cost as much as the search, and the search from it reached the same error
+    /// (src/KQuant/Quants/README.md). False when no candidate had a finite error (an all-zero block, fp16 overflow); the
+    /// outputs then hold nothing usable.</summary>
+    public static bool Encode(SuperBlockSpec spec, ReadOnlySpan<float> x, ReadOnlySpan<float> w, Span<byte> levels, Span<int> scales,
+        Span<int> mins, out Half d, out Half dmin)
+    {
+        levels.Clear();
+        scales.Clear();
+        mins.Clear();
+        (d, dmin) = (Half.Zero, Half.Zero);
+        return Search(spec, x, w, fromReference: false, levels, scales, mins, ref d, ref dmin);
+    }
+
+    /// <summary><see cref="Improve"/> (<paramref name="fromReference"/>: the outputs arrive as the reference encoding, which
+    /// is the first candidate) or <see cref="Encode"/>. True when the outputs were rewritten.</summary>
+    private static bool Search(SuperBlockSpec spec, ReadOnlySpan<float> x, ReadOnlySpan<float> w, bool fromReference, Span<byte> levels,
         Span<int> scales, Span<int> mins, ref Half d, ref Half dmin)
     {
-        var neighbourIntegers = spec.NeighbourIntegers && !withImportance;
+        var neighbourIntegers = spec.NeighbourIntegers && !fromReference;
         var length = spec.SubBlock;
         var subBlocks = x.Length / length;
         if (subBlocks % Lanes != 0 || subBlocks * length != x.Length)
@@ -108,8 +144,12 @@ internal static class SuperBlockSearch
         }
         Span<float> blockData = stackalloc float[3 * x.Length];
         var block = new LaneBlock(blockData, subBlocks, length);
-        LevelValues(spec, levels, block.X); // the reference's level values, untransposed, in the space x takes next
-        Transpose(block.X, block.T, subBlocks, length);
+        if (fromReference)
+        {
+            LevelValues(spec, levels, block.X); // the reference's level values, untransposed, in the space x takes next
+            Transpose(block.X, block.T, subBlocks, length);
+        }
+        else block.T.Clear(); // a lane with a zero scale keeps its levels: level 0
         Transpose(x, block.X, subBlocks, length);
         Transpose(w, block.W, subBlocks, length);
         Span<float> laneData = stackalloc float[LaneSums.Count * subBlocks];
@@ -127,7 +167,8 @@ internal static class SuperBlockSearch
         var laneOffsets = encodings.Slice(5 * subBlocks, subBlocks);
         for (var j = 0; j < subBlocks; j++) (storedScales[j], storedMins[j]) = (scales[j], mins.IsEmpty ? 0 : mins[j]);
         var (referenceD, referenceDMin) = ((float)d, spec.Affine ? (float)dmin : 0f);
-        var best = new Best(StoredError(spec, sums, storedScales, storedMins, referenceD, referenceDMin), referenceD, referenceDMin);
+        var best = new Best(fromReference ? StoredError(spec, sums, storedScales, storedMins, referenceD, referenceDMin) : double.PositiveInfinity,
+            referenceD, referenceDMin);
         storedScales.CopyTo(bestScales);
         storedMins.CopyTo(bestMins);
 
@@ -141,10 +182,15 @@ internal static class SuperBlockSearch
         // sub-block differently with either sign, so the reference scale negated; the affine formats, the sub-block's
         // range [min(x, 0), max(x)] spread over the levels.
         var signed = spec.ScaleLow < 0;
-        var starts = spec.Affine || (signed && spec.Levels[0] != -spec.Levels[^1]) ? 2 : 1;
+        var starts = !fromReference ? 1 : spec.Affine || (signed && spec.Levels[0] != -spec.Levels[^1]) ? 2 : 1;
         for (var start = 0; start < starts; start++)
         {
-            for (var g = 0; g < subBlocks; g += Lanes)
+            if (!fromReference)
+            {
+                TrialStarts(spec, block, sums, freeScales, freeOffsets, freeErrors, laneScales, laneOffsets);
+                RoundAndSum(spec, block, laneScales, laneOffsets, sums);
+            }
+            else for (var g = 0; g < subBlocks; g += Lanes)
             {
                 var s = Vector256.Create(referenceD) * Load(storedScales, g);
                 var o = Vector256.Create(-referenceDMin) * Load(storedMins, g);
@@ -158,7 +204,9 @@ internal static class SuperBlockSearch
                 Store(laneOffsets, g, o);
             }
             if (start > 0) RoundAndSum(spec, block, laneScales, laneOffsets, sums);
-            for (var round = 0; round < spec.FreeRounds; round++)
+            // From the trial starts, one Lloyd round: more changed the weighted error by under 0.1% (Q4_K, IQ4_XS).
+            var freeRounds = fromReference ? spec.FreeRounds : 1;
+            for (var round = 0; round < freeRounds; round++)
             {
                 for (var g = 0; g < subBlocks; g += Lanes)
                 {
@@ -173,12 +221,12 @@ internal static class SuperBlockSearch
                     Store(laneScales, g, Vector256.ConditionalSelect(valid, s, Load(laneScales, g)));
                     Store(laneOffsets, g, Vector256.ConditionalSelect(valid, o, Load(laneOffsets, g)));
                 }
-                if (round + 1 == spec.FreeRounds) break;
+                if (round + 1 == freeRounds) break;
                 RoundAndSum(spec, block, laneScales, laneOffsets, sums);
             }
         }
-        // Sub-blocks no fit improved keep the reference scale.
-        for (var g = 0; g < subBlocks; g += Lanes)
+        // Sub-blocks no fit improved keep the reference scale (without a reference, the trial start's).
+        for (var g = 0; g < subBlocks && fromReference; g += Lanes)
         {
             var found = Vector256.LessThan(Load(freeErrors, g), Vector256.Create(float.PositiveInfinity));
             Store(freeScales, g, Vector256.ConditionalSelect(found, Load(freeScales, g), Vector256.Create(referenceD) * Load(storedScales, g)));
@@ -220,13 +268,12 @@ internal static class SuperBlockSearch
             for (var round = 1; round < StoredRounds; round++)
             {
                 if (!RefitSuperScales(spec, sums, storedScales, storedMins, ref storedD, ref storedDMin)) break;
-                if (neighbourIntegers) ChooseNeighbourIntegers(spec, block, sums, freeScales, freeOffsets, storedD, storedDMin, storedScales, storedMins);
-                else ChooseIntegerScales(spec, sums, storedScales, storedMins, storedD, storedDMin);
+                ChooseIntegerScales(spec, sums, storedScales, storedMins, storedD, storedDMin);
                 var error = RoundAtStoredScales(spec, block, sums, storedScales, storedMins, storedD, storedDMin, laneScales, laneOffsets);
                 best.Keep(error, storedScales, storedMins, storedD, storedDMin, bestScales, bestMins);
             }
         }
-        if (best.IsReference) return;
+        if (best.IsReference) return false;
         for (var j = 0; j < subBlocks; j++)
         {
             scales[j] = (int)bestScales[j];
@@ -240,6 +287,122 @@ internal static class SuperBlockSearch
             var scale = best.D * bestScales[j];
             if (scale != 0) RoundSubBlock(spec, x, levels, j, scale, -best.DMin * bestMins[j]);
         }
+        return true;
+    }
+
+    /// <summary>The start of <see cref="Encode"/>: for every lane, <see cref="SuperBlockSpec.StartScales"/> trial scales
+    /// (affine formats: the sub-block's range [min(x, 0), max(x)] over the levels' span, divided by each factor, offset at
+    /// the range's low end; type-0: the value of largest magnitude on the lowest and on the highest level, times each
+    /// factor), each rounded and refitted by least squares. The lowest-error fit of each lane is left in the free fits
+    /// and in the lane scales and offsets, for the Lloyd rounds that follow. Two trials per pass over the block, summed
+    /// without storing their levels.</summary>
+    private static void TrialStarts(SuperBlockSpec spec, in LaneBlock block, in LaneSums sums, Span<float> freeScales, Span<float> freeOffsets,
+        Span<float> freeErrors, Span<float> laneScales, Span<float> laneOffsets)
+    {
+        if (spec.LinearLowest is { } lowest)
+        {
+            TrialStarts(new ConsecutiveLevels(lowest, lowest + spec.Levels.Length - 1), spec, block, sums, freeScales, freeOffsets, freeErrors);
+        }
+        else if (Avx2.IsSupported && spec.GridMidpoints is { } midpoints && spec.GridLevels is { } levels)
+        {
+            TrialStarts(new Grid16Levels(midpoints, levels), spec, block, sums, freeScales, freeOffsets, freeErrors);
+        }
+        else TrialStarts(new TableLevels(spec), spec, block, sums, freeScales, freeOffsets, freeErrors);
+        freeScales.CopyTo(laneScales);
+        freeOffsets.CopyTo(laneOffsets);
+    }
+
+    private static void TrialStarts<TLevels>(TLevels levels, SuperBlockSpec spec, in LaneBlock block, in LaneSums sums, Span<float> freeScales,
+        Span<float> freeOffsets, Span<float> freeErrors) where TLevels : struct, INearestLevel
+    {
+        // Trials as (factor, end): affine formats have one end, type-0 formats two (the lowest and the highest level).
+        var ends = spec.Affine ? 1 : 2;
+        var trials = spec.StartScales.Length * ends;
+        for (var g = 0; g < block.SubBlocks; g += Lanes)
+        {
+            var (min, max) = (Load(sums.Min, g), Load(sums.Max, g));
+            var low = Vector256.Min(min, Vector256<float>.Zero);
+            var largest = Vector256.ConditionalSelect(Vector256.GreaterThan(max, -min), max, min);
+            // Not-found lanes (all-zero data) keep scale 0 at the offset of the range's low end.
+            var fit = new TrialFit(spec, sums, g, Vector256<float>.Zero, spec.Affine ? low : Vector256<float>.Zero);
+            for (var k = 0; k < trials; k += 2)
+            {
+                // Affine trials round from the best offset so far, as make_qkx2_quants does: a sub-block with an outlier
+                // reaches its much better fit with the bulk on level 1 only from an offset below min(x).
+                var a = Trial(spec, k, ends, fit.Offset, max, largest);
+                var b = k + 1 < trials ? Trial(spec, k + 1, ends, fit.Offset, max, largest) : a;
+                var (sumsA, sumsB) = SumsOfTwo(levels, block, g, a, b);
+                fit.Keep(sumsA);
+                if (k + 1 < trials) fit.Keep(sumsB);
+            }
+            Store(freeScales, g, fit.Scale);
+            Store(freeOffsets, g, fit.Offset);
+            Store(freeErrors, g, fit.Error);
+        }
+
+        static (Vector256<float> Scale, Vector256<float> Offset) Trial(SuperBlockSpec spec, int k, int ends, Vector256<float> low,
+            Vector256<float> max, Vector256<float> largest)
+        {
+            var factor = spec.StartScales[k / ends];
+            if (spec.Affine) return ((max - low) / Vector256.Create((spec.Levels[^1] - spec.Levels[0]) * factor), low);
+            return (largest / Vector256.Create((k % ends == 0 ? spec.Levels[0] : spec.Levels[^1]) * factor), Vector256<float>.Zero);
+        }
+    }
+
+    /// <summary>The lowest-error least-squares fit of a lane group among the trials given to <see cref="Keep"/>.</summary>
+    private struct TrialFit(SuperBlockSpec spec, in LaneSums sums, int g, Vector256<float> scale, Vector256<float> offset)
+    {
+        private readonly bool affine = spec.Affine, signed = spec.ScaleLow < 0;
+        private readonly Vector256<float> w = Load(sums.W, g), x = Load(sums.X, g), xx = Load(sums.XX, g);
+        public Vector256<float> Scale = scale, Offset = offset, Error = Vector256.Create(float.PositiveInfinity);
+
+        /// <summary>Fits the trial's levels (their sums Σw·t, Σw·t², Σw·x·t) and keeps the fit where its error is lower.</summary>
+        public void Keep((Vector256<float> T, Vector256<float> TT, Vector256<float> XT) levelSums)
+        {
+            var (s, o) = LaneSums.FitOf(levelSums.T, levelSums.TT, levelSums.XT, w, x, affine);
+            var valid = Vector256.GreaterThan(s, Vector256<float>.Zero);
+            if (signed) valid |= Vector256.LessThan(s, Vector256<float>.Zero);
+            var error = LaneSums.ErrorOf(xx, w, x, levelSums.T, levelSums.TT, levelSums.XT, s, o);
+            var better = valid & Vector256.LessThan(error, Error);
+            Error = Vector256.ConditionalSelect(better, error, Error);
+            Scale = Vector256.ConditionalSelect(better, s, Scale);
+            Offset = Vector256.ConditionalSelect(better, o, Offset);
+        }
+    }
+
+    /// <summary>Σw·t, Σw·t², Σw·x·t of lanes g..g+7 for two (scale, offset) pairs, t the nearest level to (x − o)/s (level
+    /// 0's value where the scale has no finite inverse), without storing the levels.</summary>
+    private static ((Vector256<float>, Vector256<float>, Vector256<float>), (Vector256<float>, Vector256<float>, Vector256<float>)) SumsOfTwo<TLevels>(
+        TLevels levels, in LaneBlock block, int g, (Vector256<float> Scale, Vector256<float> Offset) a, (Vector256<float> Scale, Vector256<float> Offset) b)
+        where TLevels : struct, INearestLevel
+    {
+        ReadOnlySpan<float> xs = block.X, ws = block.W;
+        var stride = block.SubBlocks;
+        var (inverseA, shiftA) = FiniteInverse(a);
+        var (inverseB, shiftB) = FiniteInverse(b);
+        Vector256<float> tA = default, ttA = default, xtA = default, tB = default, ttB = default, xtB = default;
+        for (var at = g; at < xs.Length; at += stride)
+        {
+            var (x, w) = (Load(xs, at), Load(ws, at));
+            var levelA = levels.Nearest(Vector256.FusedMultiplyAdd(x, inverseA, shiftA));
+            var levelB = levels.Nearest(Vector256.FusedMultiplyAdd(x, inverseB, shiftB));
+            var (wA, wB) = (w * levelA, w * levelB);
+            tA += wA;
+            ttA = Vector256.FusedMultiplyAdd(wA, levelA, ttA);
+            xtA = Vector256.FusedMultiplyAdd(wA, x, xtA);
+            tB += wB;
+            ttB = Vector256.FusedMultiplyAdd(wB, levelB, ttB);
+            xtB = Vector256.FusedMultiplyAdd(wB, x, xtB);
+        }
+        return ((tA, ttA, xtA), (tB, ttB, xtB));
+    }
+
+    /// <summary>1/scale and −offset/scale, for v = x·inverse + shift; 0 for both where the inverse is not finite.</summary>
+    private static (Vector256<float> Inverse, Vector256<float> Shift) FiniteInverse((Vector256<float> Scale, Vector256<float> Offset) pair)
+    {
+        var inverse = Vector256<float>.One / pair.Scale;
+        inverse = Vector256.ConditionalSelect(Vector256.Equals(inverse - inverse, Vector256<float>.Zero), inverse, Vector256<float>.Zero);
+        return (inverse, -pair.Offset * inverse);
     }
 
     /// <summary>The lowest error seen and its super-scales (the integer scales are copied by <see cref="Keep"/>).</summary>
@@ -284,13 +447,16 @@ internal static class SuperBlockSearch
         /// <summary>Least-squares scale and offset of lanes g..g+7 (type-0: offset 0). The affine formats store −Dmin·m with
         /// m ≥ 0 under a positive Dmin, so a positive offset is replaced by the best fit with offset 0; so is a
         /// near-singular system (all levels of the sub-block equal: det at the rounding noise of the float sums).</summary>
-        public (Vector256<float> Scale, Vector256<float> Offset) Fit(int g, bool affine)
+        public (Vector256<float> Scale, Vector256<float> Offset) Fit(int g, bool affine) =>
+            FitOf(Load(T, g), Load(TT, g), Load(XT, g), Load(W, g), Load(X, g), affine);
+
+        /// <summary><see cref="Fit"/> from the sums themselves.</summary>
+        public static (Vector256<float> Scale, Vector256<float> Offset) FitOf(Vector256<float> t, Vector256<float> tt, Vector256<float> xt,
+            Vector256<float> w, Vector256<float> x, bool affine)
         {
-            var (t, tt, xt) = (Load(T, g), Load(TT, g), Load(XT, g));
             var positive = Vector256.GreaterThan(tt, Vector256<float>.Zero);
             var scale = Vector256.ConditionalSelect(positive, xt / tt, Vector256<float>.Zero);
             if (!affine) return (scale, Vector256<float>.Zero);
-            var (w, x) = (Load(W, g), Load(X, g));
             var det = w * tt - t * t;
             var affineScale = (w * xt - t * x) / det;
             var affineOffset = (tt * x - t * xt) / det;
@@ -299,10 +465,15 @@ internal static class SuperBlockSearch
         }
 
         /// <summary>Σ w·(s·t + o − x)² of lanes g..g+7, from the sums.</summary>
-        public Vector256<float> Error(int g, Vector256<float> s, Vector256<float> o)
+        public Vector256<float> Error(int g, Vector256<float> s, Vector256<float> o) =>
+            ErrorOf(Load(XX, g), Load(W, g), Load(X, g), Load(T, g), Load(TT, g), Load(XT, g), s, o);
+
+        /// <summary><see cref="Error"/> from the sums themselves.</summary>
+        public static Vector256<float> ErrorOf(Vector256<float> xx, Vector256<float> w, Vector256<float> x, Vector256<float> t,
+            Vector256<float> tt, Vector256<float> xt, Vector256<float> s, Vector256<float> o)
         {
             var two = Vector256.Create(2f);
-            return Load(XX, g) + s * (s * Load(TT, g) - two * Load(XT, g)) + o * (o * Load(W, g) - two * Load(X, g)) + two * s * o * Load(T, g);
+            return xx + s * (s * tt - two * xt) + o * (o * w - two * x) + two * s * o * t;
         }
     }
 
@@ -692,9 +863,9 @@ internal static class SuperBlockSearch
     {
         ReadOnlySpan<float> xs = block.X, ws = block.W;
         var stride = block.SubBlocks;
-        var (inverseA, shiftA) = Inverse(a);
-        var (inverseB, shiftB) = Inverse(b);
-        var (inverseC, shiftC) = Inverse(c);
+        var (inverseA, shiftA) = FiniteInverse(a);
+        var (inverseB, shiftB) = FiniteInverse(b);
+        var (inverseC, shiftC) = FiniteInverse(c);
         Vector256<float> errorA = default, errorB = default, errorC = default;
         for (var at = g; at < xs.Length; at += stride)
         {
@@ -710,13 +881,6 @@ internal static class SuperBlockSearch
             errorC = Vector256.FusedMultiplyAdd(w * r, r, errorC);
         }
         return (Scaled(errorA, a, inverseA, sums, g), Scaled(errorB, b, inverseB, sums, g), Scaled(errorC, c, inverseC, sums, g));
-
-        static (Vector256<float> Inverse, Vector256<float> Shift) Inverse((Vector256<float> Scale, Vector256<float> Offset) pair)
-        {
-            var inverse = Vector256<float>.One / pair.Scale;
-            inverse = Vector256.ConditionalSelect(Vector256.Equals(inverse - inverse, Vector256<float>.Zero), inverse, Vector256<float>.Zero);
-            return (inverse, -pair.Offset * inverse);
-        }
 
         static Vector256<float> Scaled(Vector256<float> error, (Vector256<float> Scale, Vector256<float> Offset) pair, Vector256<float> inverse,
             in LaneSums sums, int g)
