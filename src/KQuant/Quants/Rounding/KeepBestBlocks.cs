@@ -155,8 +155,10 @@ internal static class KeepBestBlocks
     /// 2·rms + |x| ×1.021. (From the reference start: sqrt(σ² + x²) ×0.978; c = 1 ×0.970 here but ×1.007 on debdocs-tiny;
     /// x² ×1.022.) With an imatrix: c for Q4_K; no search for Q5_K, the reference at unit gain (Q5_K_M ×0.996; its search
     /// raised the KLD with every weighting tried before unit gain).</item>
-    /// <item>IQ4_XS products: c·sqrt(σ² + x²) (×0.963 / ×0.944; with c alone ×0.966 without an imatrix, and worse than
-    /// the reference with one before unit gain).</item>
+    /// <item>IQ4_XS products: with an imatrix c·sqrt(σ² + x²) (×0.944; c alone was worse than the reference before unit
+    /// gain). Without one c = 1, searched from its own start: ×0.944 here and ×0.953 on debdocs-tiny, against ×0.939 and
+    /// ×0.983 with sqrt(σ² + x²) and ×1.009 on debdocs-tiny with x² (the reference's own weights). From the reference
+    /// start sqrt(σ² + x²) had given ×0.963 and c ×0.966 here.</item>
     /// <item>IQ4_NL products: c·sqrt(σ² + x²) too, at unit gain (×0.982 / ×0.962; with c and no unit gain ×1.026 /
     /// ×0.999, the 10m row furthest above the reference before this rule).</item>
     /// <item>Token embeddings (lookups) and the legacy formats: c.</item>
@@ -171,6 +173,7 @@ internal static class KeepBestBlocks
         GgmlType.Q2_K or GgmlType.Q3_K => ErrorWeighting.ImportanceTimesSquare,
         GgmlType.Q4_K or GgmlType.Q5_K when !hasImportance => ErrorWeighting.SubBlockRmsPlusMagnitude,
         GgmlType.Q5_K => ErrorWeighting.ReferenceAtUnitGain,
+        GgmlType.IQ4_XS when !hasImportance => ErrorWeighting.Importance,
         GgmlType.IQ4_XS or GgmlType.IQ4_NL => ErrorWeighting.ImportanceTimesMagnitude,
         _ => ErrorWeighting.Importance,
     };
