@@ -150,8 +150,9 @@ internal static class KeepBestBlocks
     /// imatrix: c (Q3_K_M ×0.887 on debdocs-llama-10m against ×0.902 with c·x²; on debdocs-tiny Q3_K_S ×0.970 against
     /// ×1.030, the one K-quant row c·x² left above the reference).</item>
     /// <item>Q4_K and Q5_K products without an imatrix: rms + |x| per 32-weight sub-block, the reference search's own
-    /// weights. With the search from its own start, Q4_K_M's KLD over three trial grids (debdocs-llama-10m / debdocs-tiny):
-    /// ×0.958 / ×0.987 with it, ×0.970 / ×1.06 with sqrt(σ² + x²); on debdocs-tiny 0.5·rms + |x| gave ×0.999 and
+    /// weights. With the search from its own start (before its trials kept the running offset), Q4_K_M's KLD, mean over
+    /// three trial grids (debdocs-llama-10m / debdocs-tiny): ×0.958 / ×0.987 with it, ×0.970 / ×1.044 (one grid) with
+    /// sqrt(σ² + x²); on debdocs-tiny 0.5·rms + |x| gave ×0.999 and
     /// 2·rms + |x| ×1.021. (From the reference start: sqrt(σ² + x²) ×0.978; c = 1 ×0.970 here but ×1.007 on debdocs-tiny;
     /// x² ×1.022.) With an imatrix: c for Q4_K; no search for Q5_K, the reference at unit gain (Q5_K_M ×0.996; its search
     /// raised the KLD with every weighting tried before unit gain).</item>
