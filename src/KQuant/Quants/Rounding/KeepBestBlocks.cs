@@ -2,6 +2,7 @@ using System.Numerics;
 using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using KQuant.Gguf;
+using KQuant.Quants.K;
 
 namespace KQuant.Quants;
 
@@ -185,14 +186,13 @@ internal static class KeepBestBlocks
         var j = 0;
         if (weighting == ErrorWeighting.SubBlockRmsPlusMagnitude)
         {
-            // |x| + rms(x) of each 32-weight sub-block, as ggml's quantize_row_q4_K_ref / q5_K_ref weight their search.
+            // |x| + rms(x) of each 32-weight sub-block, as ggml's quantize_row_q4_K_ref / q5_K_ref weight their search
+            // (AffineSuperBlock's reference path; its Σx² runs left to right, this one in vector order).
             const int subBlock = 32;
             for (; j < x.Length; j += subBlock)
             {
                 var group = x.Slice(j, Math.Min(subBlock, x.Length - j));
-                var rms = MathF.Sqrt(TensorPrimitives.SumOfSquares(group) / group.Length);
-                TensorPrimitives.Abs(group, w.Slice(j, group.Length));
-                TensorPrimitives.Add(w.Slice(j, group.Length), rms, w.Slice(j, group.Length));
+                SuperBlockRounding.AddAbsolute(MathF.Sqrt(TensorPrimitives.SumOfSquares(group) / group.Length), group, w.Slice(j, group.Length));
             }
             return;
         }

@@ -210,14 +210,11 @@ internal static class SuperBlockSearch
             {
                 for (var g = 0; g < subBlocks; g += Lanes)
                 {
-                    var (s, o) = sums.Fit(g, spec.Affine);
-                    var valid = Vector256.GreaterThan(s, Vector256<float>.Zero);
-                    if (signed) valid |= Vector256.LessThan(s, Vector256<float>.Zero);
-                    var error = sums.Error(g, s, o);
-                    var better = valid & Vector256.LessThan(error, Load(freeErrors, g));
-                    Store(freeErrors, g, Vector256.ConditionalSelect(better, error, Load(freeErrors, g)));
-                    Store(freeScales, g, Vector256.ConditionalSelect(better, s, Load(freeScales, g)));
-                    Store(freeOffsets, g, Vector256.ConditionalSelect(better, o, Load(freeOffsets, g)));
+                    var fit = new LaneFit(spec, sums, g, Load(freeScales, g), Load(freeOffsets, g), Load(freeErrors, g));
+                    var (s, o, valid) = fit.Keep((Load(sums.T, g), Load(sums.TT, g), Load(sums.XT, g)));
+                    Store(freeErrors, g, fit.Error);
+                    Store(freeScales, g, fit.Scale);
+                    Store(freeOffsets, g, fit.Offset);
                     Store(laneScales, g, Vector256.ConditionalSelect(valid, s, Load(laneScales, g)));
                     Store(laneOffsets, g, Vector256.ConditionalSelect(valid, o, Load(laneOffsets, g)));
                 }
@@ -324,7 +321,8 @@ internal static class SuperBlockSearch
             var low = Vector256.Min(min, Vector256<float>.Zero);
             var largest = Vector256.ConditionalSelect(Vector256.GreaterThan(max, -min), max, min);
             // Not-found lanes (all-zero data) keep scale 0 at the offset of the range's low end.
-            var fit = new TrialFit(spec, sums, g, Vector256<float>.Zero, spec.Affine ? low : Vector256<float>.Zero);
+            var fit = new LaneFit(spec, sums, g, Vector256<float>.Zero, spec.Affine ? low : Vector256<float>.Zero,
+                Vector256.Create(float.PositiveInfinity));
             for (var k = 0; k < trials; k += 2)
             {
                 // Affine trials round from the best offset so far, as make_qkx2_quants does: a sub-block with an outlier
@@ -349,15 +347,18 @@ internal static class SuperBlockSearch
         }
     }
 
-    /// <summary>The lowest-error least-squares fit of a lane group among the trials given to <see cref="Keep"/>.</summary>
-    private struct TrialFit(SuperBlockSpec spec, in LaneSums sums, int g, Vector256<float> scale, Vector256<float> offset)
+    /// <summary>The lowest-error free fit of a lane group (scale, offset and its error, from the given ones) among the
+    /// level sets given to <see cref="Keep"/>: the trial starts' and the Lloyd rounds'.</summary>
+    private struct LaneFit(SuperBlockSpec spec, in LaneSums sums, int g, Vector256<float> scale, Vector256<float> offset, Vector256<float> error)
     {
         private readonly bool affine = spec.Affine, signed = spec.ScaleLow < 0;
         private readonly Vector256<float> w = Load(sums.W, g), x = Load(sums.X, g), xx = Load(sums.XX, g);
-        public Vector256<float> Scale = scale, Offset = offset, Error = Vector256.Create(float.PositiveInfinity);
+        public Vector256<float> Scale = scale, Offset = offset, Error = error;
 
-        /// <summary>Fits the trial's levels (their sums Σw·t, Σw·t², Σw·x·t) and keeps the fit where its error is lower.</summary>
-        public void Keep((Vector256<float> T, Vector256<float> TT, Vector256<float> XT) levelSums)
+        /// <summary>Fits one set of levels (their sums Σw·t, Σw·t², Σw·x·t) by least squares and keeps the fit where it is
+        /// valid (a positive scale; either sign for signed scales) and its error lower. Returns the fit and its validity.</summary>
+        public (Vector256<float> Scale, Vector256<float> Offset, Vector256<float> Valid) Keep(
+            (Vector256<float> T, Vector256<float> TT, Vector256<float> XT) levelSums)
         {
             var (s, o) = LaneSums.FitOf(levelSums.T, levelSums.TT, levelSums.XT, w, x, affine);
             var valid = Vector256.GreaterThan(s, Vector256<float>.Zero);
@@ -367,6 +368,7 @@ internal static class SuperBlockSearch
             Error = Vector256.ConditionalSelect(better, error, Error);
             Scale = Vector256.ConditionalSelect(better, s, Scale);
             Offset = Vector256.ConditionalSelect(better, o, Offset);
+            return (s, o, valid);
         }
     }
 
