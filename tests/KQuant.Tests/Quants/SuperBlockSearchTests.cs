@@ -15,6 +15,7 @@ public sealed class SuperBlockSearchTests(ITestOutputHelper output)
     private static SuperBlockSpec Spec(string format) => format switch
     {
         "Q2_K" => new(16, SuperBlockSpec.IntegerLevels(0, 3), Affine: true, 0, 15, 15) { StartScales = SuperBlockSpec.SpanSteps(3, -0.5f, 16) },
+        "Q3_K" => new(16, SuperBlockSpec.IntegerLevels(-4, 3), Affine: false, -32, 31) { StartScales = [0.93f, 1f, 1.07f] },
         "Q4_K" => new(32, SuperBlockSpec.IntegerLevels(0, 15), Affine: true, 0, 63, 63) { StartScales = SuperBlockSpec.SpanSteps(15, -1f, 21) },
         "Q5_K" => new(32, SuperBlockSpec.IntegerLevels(0, 31), Affine: true, 0, 63, 63) { StartScales = SuperBlockSpec.SpanSteps(31, -1f, 21) },
         "IQ4_XS" => new(32, IQ4Grid.Levels.ToArray().Select(v => (float)v).ToArray(), Affine: false, -32, 31)
@@ -78,6 +79,7 @@ public sealed class SuperBlockSearchTests(ITestOutputHelper output)
     /// one with a single non-zero sub-block is encoded, that sub-block closely and the rest at zero.</summary>
     [Theory]
     [InlineData("Q2_K")]
+    [InlineData("Q3_K")]
     [InlineData("Q4_K")]
     [InlineData("Q5_K")]
     [InlineData("IQ4_XS")]
@@ -99,6 +101,39 @@ public sealed class SuperBlockSearchTests(ITestOutputHelper output)
         // The one sub-block at 2-4 bits: its relative error is that of a few levels (Q2_K's 4 levels: about 0.1 of the signal).
         Assert.True(Error(spec, x, Enumerable.Repeat(1f, SuperBlock).ToArray(), e) < 0.15 * signal,
             $"{format}: error {Error(spec, x, Enumerable.Repeat(1f, SuperBlock).ToArray(), e)} of signal {signal}");
+    }
+
+    /// <summary>Q3_K's levels include 0, so a sub-block scale of ±1 is never worse than 0. Next to an outlier sub-block
+    /// (one value of 100: D near 100/128), sub-blocks whose free scale is below D/2 (values of ±0.3) must keep a non-zero
+    /// integer scale, and those with a value above D/2 then a level: their error must be below that of zeros.</summary>
+    [Fact]
+    public void EncodeKeepsSubBlocksBelowHalfTheSuperScale()
+    {
+        var spec = Spec("Q3_K");
+        var x = new float[SuperBlock];
+        var small = TestRows.Make("gaussian", 1, SuperBlock, seed: 11);
+        for (var i = 0; i < SuperBlock; i++) x[i] = 0.3f * small[i];
+        x[5] = 100f;
+        var (levels, scales) = (new byte[SuperBlock], new int[SuperBlock / spec.SubBlock]);
+        Assert.True(SuperBlockSearch.Encode(spec, x, Weights(x), levels, scales, [], out var d, out _));
+        var e = new Encoding(levels, scales, new int[scales.Length], d, Half.Zero);
+        var checkedSubBlocks = 0;
+        for (var j = 1; j < scales.Length; j++)
+        {
+            var sub = x.AsSpan(j * spec.SubBlock, spec.SubBlock);
+            var zerosError = 0.0;
+            foreach (var v in sub) zerosError += (double)v * v;
+            var mask = new float[SuperBlock];
+            Array.Fill(mask, 1f, j * spec.SubBlock, spec.SubBlock);
+            Assert.NotEqual(0, scales[j]);
+            var largest = sub.ToArray().Max(MathF.Abs);
+            if (largest > 0.6f * (float)d)
+            {
+                Assert.True(Error(spec, x, mask, e) < zerosError, $"sub-block {j}: error {Error(spec, x, mask, e)} against {zerosError} as zeros (D {d})");
+                checkedSubBlocks++;
+            }
+        }
+        Assert.True(checkedSubBlocks >= 8, $"only {checkedSubBlocks} sub-blocks reach 0.6·D"); // the rows must test something
     }
 
     /// <summary>The optimal path's default weighting without an imatrix for these formats: sqrt(σ² + x²), σ² = 2·mean(x²).</summary>

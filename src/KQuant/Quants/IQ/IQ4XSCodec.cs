@@ -74,7 +74,8 @@ internal sealed class IQ4XSCodec : BlockRowCodec<BlockIQ4XS>, IOptimalRowCodec
     }
 
     public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role) =>
-        KeepBestBlocks.Quantize<BlockIQ4XS>(this, BlockIQ4XS.Weights, source, destination, importance, role, ImproveBlock, EncodeBlock);
+        KeepBestBlocks.Quantize<BlockIQ4XS>(this, BlockIQ4XS.Weights, source, destination, importance, role, ImproveBlock,
+            importance.IsEmpty ? EncodeBlock : null); // with an imatrix the search from the reference had the lower KLD
 
     private static bool EncodeBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref BlockIQ4XS block)
     {

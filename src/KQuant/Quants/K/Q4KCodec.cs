@@ -45,7 +45,8 @@ internal sealed class Q4KCodec : IOptimalRowCodec
     }
 
     public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role) =>
-        KeepBestBlocks.Quantize<BlockQ4K>(this, KQuantLayout.SuperBlock, source, destination, importance, role, ImproveBlock, EncodeBlock);
+        KeepBestBlocks.Quantize<BlockQ4K>(this, KQuantLayout.SuperBlock, source, destination, importance, role, ImproveBlock,
+            importance.IsEmpty ? EncodeBlock : null); // with an imatrix the search from the reference had the lower KLD
 
     private static bool EncodeBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref BlockQ4K block)
     {

@@ -44,7 +44,8 @@ internal sealed class Q5KCodec : IOptimalRowCodec
     }
 
     public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role) =>
-        KeepBestBlocks.Quantize<BlockQ5K>(this, KQuantLayout.SuperBlock, source, destination, importance, role, ImproveBlock, EncodeBlock);
+        KeepBestBlocks.Quantize<BlockQ5K>(this, KQuantLayout.SuperBlock, source, destination, importance, role, ImproveBlock,
+            importance.IsEmpty ? EncodeBlock : null); // with an imatrix the search from the reference had the lower KLD
 
     private static bool EncodeBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref BlockQ5K block)
     {

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Numerics;
 using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
@@ -33,8 +34,8 @@ internal enum ErrorWeighting
     /// and IQ4 with an imatrix), which favours large weights less than c·x².</summary>
     ImportanceTimesMagnitude,
 
-    /// <summary>w = rms + |x|, rms over each 32-weight sub-block (no importance): the reference search's own weighting of
-    /// Q4_K and Q5_K without an imatrix, which favours large weights more than sqrt(σ² + x²) does.</summary>
+    /// <summary>w = c·(rms + |x|), rms over each 32-weight sub-block: the reference search's own weighting of Q4_K and
+    /// Q5_K without an imatrix, which favours large weights more than sqrt(σ² + x²) does.</summary>
     SubBlockRmsPlusMagnitude,
 }
 
@@ -43,21 +44,25 @@ internal enum ErrorWeighting
 /// better encoding per block, bring both to unit gain (<see cref="UnitGain"/>: super-block formats and IQ4_NL), and keep
 /// the proposal only when its dequantized weighted error (through the codec's own dequantizer, i.e. what a reader of the
 /// file sees) is smaller. This makes "never worse than the reference at unit gain" structural (in the weighted error of
-/// <see cref="WeightingFor"/>; the KL divergence it is chosen for is measured, not guaranteed). Except without an imatrix
-/// in the formats that pass an encoder (Q2_K, Q4_K, Q5_K, IQ4_XS): there the reference encoding took as long as the
-/// search, and the search from its own start (<see cref="SuperBlockSearch.Encode"/>) reaches the same error and KLD in
-/// total, so no reference is made and a block can be worse than the reference's (on debdocs-llama-10m 0.6–8% of the
-/// blocks, at most 1.19× its error).</summary>
+/// <see cref="WeightingFor"/>; the KL divergence it is chosen for is measured, not guaranteed). Except where a format
+/// passes an encoder (Q2_K, Q3_K, Q4_K, Q5_K and IQ4_XS without an imatrix): there the reference encoding took as
+/// long as the search, and the search from its own start (<see cref="SuperBlockSearch.Encode"/>) reaches the same error
+/// and a lower KLD in total, so no reference is made and a block can be worse than the reference's (on
+/// debdocs-llama-10m 0.6–8% of the blocks, at most 1.19× its error).</summary>
 internal static class KeepBestBlocks
 {
+    /// <summary>Quantizes a row: with <paramref name="encode"/> (the format searches from its own start in this case),
+    /// block by block from no reference; otherwise the reference encoding, each block improved by
+    /// <paramref name="improve"/> and kept only when better (or only brought to unit gain, as the weighting says). Q3_K
+    /// passes no improver: without an imatrix it encodes from its own start, with one it takes the reference at unit gain.</summary>
     public static void Quantize<TBlock>(IRowCodec codec, int blockWeights, ReadOnlySpan<float> source, Span<byte> destination,
-        ReadOnlySpan<float> importance, RowRole role, BlockImprover<TBlock> improve, BlockEncoder<TBlock>? encodeWithoutImportance = null)
+        ReadOnlySpan<float> importance, RowRole role, BlockImprover<TBlock>? improve, BlockEncoder<TBlock>? encode = null)
         where TBlock : unmanaged
     {
         var weighting = WeightingFor(codec.Type, !importance.IsEmpty, role);
-        if (encodeWithoutImportance is not null && importance.IsEmpty && weighting is not (ErrorWeighting.Reference or ErrorWeighting.ReferenceAtUnitGain))
+        if (encode is not null && weighting is not (ErrorWeighting.Reference or ErrorWeighting.ReferenceAtUnitGain))
         {
-            Encode(codec, blockWeights, source, destination, weighting, encodeWithoutImportance);
+            Encode(codec, blockWeights, source, destination, importance, weighting, encode);
             return;
         }
         codec.Quantize(source, destination, importance);
@@ -77,6 +82,7 @@ internal static class KeepBestBlocks
                 UnitGain.Correct(codec, MemoryMarshal.AsBytes(blocks.Slice(i, 1)), x, c, dequantized, decodeResult: false);
                 continue;
             }
+            if (improve is null) throw new InvalidOperationException($"{codec.Type}: no search from the reference for weighting {weighting}");
             ErrorWeights(weighting, x, c, weights);
             candidate[0] = blocks[i];
             improve(x, weights, ref candidate[0]);
@@ -84,13 +90,13 @@ internal static class KeepBestBlocks
         }
     }
 
-    /// <summary>The rows of the formats whose search starts from its own encoding without an imatrix (no reference
-    /// encoding to compare with: on Q4_K computing it took 1.0× the reference mode's time, the search from it 1.5×, the
-    /// search from its own start 0.3–0.4× more). Each block is brought to unit gain where the format takes it; a block the
-    /// encoder finds nothing finite for (all zero, fp16 overflow), or whose gain is too far from 1 to correct, is encoded
-    /// the reference way (and corrected) instead.</summary>
+    /// <summary>The rows of the formats whose search starts from its own encoding (no reference encoding to compare with:
+    /// on Q4_K computing it took 1.0× the reference mode's time, the search from it 1.5×, the search from its own start
+    /// 0.3–0.4× more). Each block is brought to unit gain where the format takes it; a block the encoder finds nothing
+    /// finite for (all zero, fp16 overflow), or whose gain is too far from 1 to correct, is encoded the reference way (and
+    /// corrected) instead.</summary>
     private static void Encode<TBlock>(IRowCodec codec, int blockWeights, ReadOnlySpan<float> source, Span<byte> destination,
-        ErrorWeighting weighting, BlockEncoder<TBlock> encode) where TBlock : unmanaged
+        ReadOnlySpan<float> importance, ErrorWeighting weighting, BlockEncoder<TBlock> encode) where TBlock : unmanaged
     {
         var unitGain = UnitGain.Applies(codec.Type);
         var blocks = MemoryMarshal.Cast<byte, TBlock>(destination);
@@ -99,11 +105,12 @@ internal static class KeepBestBlocks
         for (var i = 0; i < blocks.Length; i++)
         {
             var x = source.Slice(i * blockWeights, blockWeights);
+            var c = importance.IsEmpty ? default : importance.Slice(i * blockWeights, blockWeights);
             var bytes = MemoryMarshal.AsBytes(blocks.Slice(i, 1));
-            ErrorWeights(weighting, x, default, weights);
-            if (encode(x, weights, ref blocks[i]) && (!unitGain || UnitGain.Correct(codec, bytes, x, default, decoded, decodeResult: false))) continue;
-            codec.Quantize(x, bytes, default);
-            if (unitGain) UnitGain.Correct(codec, bytes, x, default, decoded, decodeResult: false);
+            ErrorWeights(weighting, x, c, weights);
+            if (encode(x, weights, ref blocks[i]) && (!unitGain || UnitGain.Correct(codec, bytes, x, c, decoded, decodeResult: false))) continue;
+            codec.Quantize(x, bytes, c);
+            if (unitGain) UnitGain.Correct(codec, bytes, x, c, decoded, decodeResult: false);
         }
     }
 
@@ -146,10 +153,16 @@ internal static class KeepBestBlocks
     /// tensors (Q4_K_M ×0.978 / ×0.931 without it, ×0.985 / ×0.943 with it; IQ4_XS likewise). Without an imatrix the
     /// reference at unit gain (the Q6_K recipe ×0.989 on debdocs-llama-10m, ×0.993 on debdocs-tiny); with one, the
     /// reference as it is: unit gain under c gave ×0.990 on debdocs-llama-10m but ×1.011 on debdocs-tiny.</item>
-    /// <item>2- and 3-bit K-quants (Q2_K, Q3_K) in products: c·x². Searching on c alone lowers the weight RMSE but raised
-    /// the KLD (Q2_K: +35% without an imatrix, +12% with one, before unit gain); c·x² lowered it. Except Q3_K with an
-    /// imatrix: c (Q3_K_M ×0.887 on debdocs-llama-10m against ×0.902 with c·x²; on debdocs-tiny Q3_K_S ×0.970 against
-    /// ×1.030, the one K-quant row c·x² left above the reference).</item>
+    /// <item>Q2_K products: c·x². Searching on c alone lowers the weight RMSE but raised the KLD (+35% without an imatrix,
+    /// +12% with one, before unit gain); c·x² lowered it.</item>
+    /// <item>Q3_K products without an imatrix, searched from its own start (session 11): rms + |x|, rms per 32 weights.
+    /// Q3_K_M / Q3_K_S on debdocs-tiny ×0.961 / ×0.979 with one trial factor, against ×1.061 / ×1.062 with x² (the
+    /// reference's own make_q3_quants weights, which the search from the reference had used) and ×1.010 / ×0.992 with
+    /// c = 1; rms over its own 16-weight sub-blocks ×0.965 / ×0.975. With an imatrix no search, the reference at unit
+    /// gain: ×0.888 / ×0.930 here and ×0.973 / ×0.971 on debdocs-tiny, against ×0.887 / ×0.928 and ×0.963 / ×0.970
+    /// for the search on c from the reference at 2.6× the codec's time. The own start with c·(rms + |x|) measured
+    /// ×0.894 / ×0.911 and ×0.933 / ×0.991, but on test rows with widely spread importance reached 2.3× the reference's
+    /// error: its trial scales come from the largest value, which an imatrix can make unimportant.</item>
     /// <item>Q4_K and Q5_K products without an imatrix: rms + |x| per 32-weight sub-block, the reference search's own
     /// weights. With the search from its own start (before its trials kept the running offset), Q4_K_M's KLD, mean over
     /// three trial grids (debdocs-llama-10m / debdocs-tiny): ×0.958 / ×0.987 with it, ×0.970 / ×1.044 (one grid) with
@@ -170,9 +183,10 @@ internal static class KeepBestBlocks
     {
         GgmlType.Q6_K when hasImportance => ErrorWeighting.Reference,
         GgmlType.Q6_K => ErrorWeighting.ReferenceAtUnitGain,
+        GgmlType.Q3_K when hasImportance => ErrorWeighting.ReferenceAtUnitGain,
         _ when role == RowRole.Lookup => ErrorWeighting.Importance,
-        GgmlType.Q3_K when hasImportance => ErrorWeighting.Importance,
-        GgmlType.Q2_K or GgmlType.Q3_K => ErrorWeighting.ImportanceTimesSquare,
+        GgmlType.Q2_K => ErrorWeighting.ImportanceTimesSquare,
+        GgmlType.Q3_K => ErrorWeighting.SubBlockRmsPlusMagnitude,
         GgmlType.Q4_K or GgmlType.Q5_K when !hasImportance => ErrorWeighting.SubBlockRmsPlusMagnitude,
         GgmlType.Q5_K => ErrorWeighting.ReferenceAtUnitGain,
         GgmlType.IQ4_XS when !hasImportance => ErrorWeighting.Importance,
@@ -194,6 +208,7 @@ internal static class KeepBestBlocks
                 var group = x.Slice(j, Math.Min(subBlock, x.Length - j));
                 SuperBlockRounding.AddAbsolute(MathF.Sqrt(TensorPrimitives.SumOfSquares(group) / group.Length), group, w.Slice(j, group.Length));
             }
+            if (!importance.IsEmpty) TensorPrimitives.Multiply(w[..x.Length], importance[..x.Length], w);
             return;
         }
         if (weighting == ErrorWeighting.ImportanceTimesMagnitude)

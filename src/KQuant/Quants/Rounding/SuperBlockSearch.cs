@@ -115,10 +115,11 @@ internal static class SuperBlockSearch
 
     /// <summary>Encodes one super-block from the search's own start, with no reference encoding: the free fits begin from
     /// <see cref="SuperBlockSpec.StartScales"/> trial scales over each sub-block's range (then one Lloyd round), the
-    /// super-scale candidates are those of the free fits, and each candidate's integers are chosen as
-    /// <see cref="SuperBlockSpec.NeighbourIntegers"/> says. The optimal path without an imatrix (Q2_K, Q4_K, Q5_K, IQ4_XS):
-    /// the reference encoding it replaces cost as much as the search, and the search from it reached the same error
-    /// (src/KQuant/Quants/README.md). False when no candidate had a finite error (an all-zero block, fp16 overflow); the
+    /// super-scale candidates are those of the free fits (and, for signed scales on asymmetric levels, the finest that
+    /// reaches the block's largest value), and each candidate's integers are chosen as
+    /// <see cref="SuperBlockSpec.NeighbourIntegers"/> says. The optimal path without an imatrix (Q2_K, Q3_K, Q4_K, Q5_K,
+    /// IQ4_XS) and for Q3_K with one: the reference encoding it replaces cost as much as the search, and the search from
+    /// it reached the same error (src/KQuant/Quants/README.md). False when no candidate had a finite error (an all-zero block, fp16 overflow); the
     /// outputs then hold nothing usable.</summary>
     public static bool Encode(SuperBlockSpec spec, ReadOnlySpan<float> x, ReadOnlySpan<float> w, Span<byte> levels, Span<int> scales,
         Span<int> mins, out Half d, out Half dmin)
@@ -238,7 +239,14 @@ internal static class SuperBlockSearch
             maxMin = Math.Max(maxMin, -freeOffsets[j]);
         }
         var minScale = spec.Affine && maxMin > 0 ? maxMin / spec.MinHigh : referenceDMin;
-        Span<float> superScales = [referenceD, signed ? signedMax / spec.ScaleHigh : maxAbs / spec.ScaleHigh, signed ? signedMax / spec.ScaleLow : 0];
+        // Without a reference, signed scales on asymmetric levels (Q3_K's −4..3, IQ4's grid) take as first candidate the
+        // finest super-scale that still reaches the block's value of largest magnitude: that value on the lowest level at
+        // the lowest integer scale (Q3_K: −4·−32), the reference's choice. The free fits' candidates miss it when the
+        // largest value's sub-block fits it on the other end level (equally well, the rest of it rounding to 0): then
+        // every other sub-block's step is 4/3 too coarse (Q3_K), and an outlier test row had 2.9× the reference's error.
+        var first = fromReference ? referenceD
+            : signed && !spec.Affine && spec.Levels[0] != -spec.Levels[^1] ? LargestValue(sums) / (spec.Levels[0] * spec.ScaleLow) : 0;
+        Span<float> superScales = [first, signed ? signedMax / spec.ScaleHigh : maxAbs / spec.ScaleHigh, signed ? signedMax / spec.ScaleLow : 0];
         var dminValue = spec.Affine ? Fp16Value(minScale) : 0;
         Span<float> saved = stackalloc float[x.Length + (2 + LaneSums.LevelCount) * subBlocks];
         var savedD = float.NaN;
@@ -479,6 +487,18 @@ internal static class SuperBlockSearch
         }
     }
 
+    /// <summary>The block's value of largest magnitude, with its sign, from every lane's min(x) and max(x).</summary>
+    private static float LargestValue(in LaneSums sums)
+    {
+        var largest = 0f;
+        for (var j = 0; j < sums.Min.Length; j++)
+        {
+            if (-sums.Min[j] > MathF.Abs(largest)) largest = sums.Min[j];
+            if (sums.Max[j] > MathF.Abs(largest)) largest = sums.Max[j];
+        }
+        return largest;
+    }
+
     /// <summary>Σw, Σw·x, Σw·x², min(x) and max(x) of every lane.</summary>
     private static void SumData(in LaneBlock block, in LaneSums sums)
     {
@@ -637,9 +657,21 @@ internal static class SuperBlockSearch
         float dmin, Span<float> scales, Span<float> mins)
     {
         var (low, high, minHigh) = (Vector256.Create((float)spec.ScaleLow), Vector256.Create((float)spec.ScaleHigh), Vector256.Create((float)spec.MinHigh));
+        // Type-0 levels that include 0 (Q3_K): a sub-block scale of ±1 is never worse than 0, as each weight may still
+        // round to level 0. So a free scale below D/2 takes ±1: at 0 the sub-block decodes to zeros, and the stored
+        // rounds, at fixed levels, could not bring it back (an outlier test row had 1.6× the reference's error).
+        var neverZero = !spec.Affine && spec.Levels.Contains(0f);
         for (var g = 0; g < scales.Length; g += Lanes)
         {
-            Store(scales, g, Clamp(Vector256.Round(Load(freeScales, g) / Vector256.Create(d)), low, high));
+            var ratio = Load(freeScales, g) / Vector256.Create(d);
+            var rounded = Vector256.Round(ratio);
+            if (neverZero)
+            {
+                var lost = Vector256.Equals(rounded, Vector256<float>.Zero) & ~Vector256.Equals(ratio, Vector256<float>.Zero);
+                rounded = Vector256.ConditionalSelect(lost,
+                    Vector256.ConditionalSelect(Vector256.LessThan(ratio, Vector256<float>.Zero), -Vector256<float>.One, Vector256<float>.One), rounded);
+            }
+            Store(scales, g, Clamp(rounded, low, high));
             Store(mins, g, spec.Affine && dmin != 0
                 ? Clamp(Vector256.Round(-Load(freeOffsets, g) / Vector256.Create(dmin)), Vector256<float>.Zero, minHigh)
                 : Vector256<float>.Zero);
