@@ -23,15 +23,18 @@ internal struct BlockQ3K
 
 /// <summary>Q3_K. Without importance ggml_quantize_chunk runs quantize_row_q3_K_ref (make_q3_quants per sub-block, the
 /// largest |scale| sets d); with importance quantize_row_q3_K_impl (make_qx_quants on qw·sqrt(σ² + x²), σ² = 2·mean(x²),
-/// and make_qx_quants again, weighted by each sub-block's Σw, for the 6-bit scales).</summary>
+/// and make_qx_quants again, weighted by each sub-block's Σw, for the 6-bit scales). The optimal path has no search from
+/// the reference encoding: it encodes from its own start without an imatrix and takes the reference at unit gain with one.</summary>
 internal sealed class Q3KCodec : IOptimalRowCodec
 {
-    /// <summary>The trial starts without an imatrix: the value of largest magnitude on level −4 (the reference's choice) or
-    /// on level 3, times 0.93, 1 and 1.07. On debdocs-llama-10m, over three such grids shifted by 0.01, Q3_K_M's KLD was
-    /// ×0.895 of the reference's and Q3_K_S's ×0.964 (×0.915 and ×0.999 searched from the reference encoding); on
-    /// debdocs-tiny ×0.958 and ×0.958 (×0.956 and ×0.960). One factor gave ×0.911 / ×0.976 on debdocs-llama-10m, two (0.95,
-    /// 1.05) ×0.913 / ×0.993. Neighbour integers raised debdocs-tiny's KLD (×0.991 / ×0.991 against ×0.961 / ×0.979 with one
-    /// factor), so the candidates round their integers.</summary>
+    /// <summary>The search without an imatrix (with one Q3_K takes the reference at unit gain,
+    /// <see cref="KeepBestBlocks.WeightingFor"/>): trial starts with the value of largest magnitude on level −4 (the
+    /// reference's choice) or on level 3, times 0.93, 1 and 1.07. On debdocs-llama-10m, over three such grids shifted by
+    /// 0.01, Q3_K_M's KLD was ×0.895 of the reference's and Q3_K_S's ×0.964 (×0.915 and ×0.999 searched from the reference
+    /// encoding); one factor gave ×0.911 / ×0.976, two (0.95, 1.05) ×0.913 / ×0.993. With the final candidates
+    /// (SuperBlockSearch.Encode) ×0.881 / ×0.955, and on debdocs-tiny ×0.932 / ×0.945 (from the reference ×0.956 /
+    /// ×0.960). Neighbour integers raised debdocs-tiny's KLD (×0.991 / ×0.991 against ×0.961 / ×0.979 with one factor),
+    /// so the candidates round their integers.</summary>
     private static readonly SuperBlockSpec OptimalSpec = new(16, SuperBlockSpec.IntegerLevels(-4, 3), Affine: false, -32, 31)
     {
         StartScales = [0.93f, 1f, 1.07f],
