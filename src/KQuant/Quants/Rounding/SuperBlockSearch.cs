@@ -20,8 +20,9 @@ internal sealed record SuperBlockSpec(int SubBlock, float[] Levels, bool Affine,
     /// <summary>Whether <see cref="SuperBlockSearch.Encode"/> chooses each sub-block's stored integers among the neighbours
     /// of its free fit for every super-scale candidate, each scored after the sub-block is rounded at it, instead of
     /// rounding them from the free fit: a scale step moves many weights across a rounding boundary. Costs three to four
-    /// rounding passes per candidate instead of one. Set for Q2_K, Q4_K, Q5_K and IQ4_XS, the formats that encode
-    /// without an imatrix from their own start: from the reference start it took the KLD of Q4_K_M on debdocs-llama-10m
+    /// rounding passes per candidate instead of one (the largest-value candidate always rounds). Set for Q2_K, Q4_K, Q5_K
+    /// and IQ4_XS, which encode without an imatrix from their own start (not for Q3_K, which does too: on debdocs-tiny
+    /// they raised its KLD, ×0.961 → ×0.991): from the reference start it took the KLD of Q4_K_M on debdocs-llama-10m
     /// from ×0.980 of the reference's to ×0.953, Q5_K_M ×0.974 → ×0.957, IQ4_XS ×0.948 → ×0.941, Q2_K ×0.911 → ×0.900.
     /// With an imatrix (the path from the reference start, <see cref="SuperBlockSearch.Improve"/>) it raised the KLD of
     /// Q4_K_M (×0.929 → ×0.942), Q4_K_S and IQ4_XS, so that path rounds them. Refining them so in the stored rounds as
