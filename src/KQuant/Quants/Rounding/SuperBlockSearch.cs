@@ -335,7 +335,16 @@ internal static class SuperBlockSearch
             // Not-found lanes (all-zero data) keep scale 0 at the offset of the range's low end.
             var fit = new LaneFit(spec, sums, g, Vector256<float>.Zero, spec.Affine ? low : Vector256<float>.Zero,
                 Vector256.Create(float.PositiveInfinity));
-            for (var k = 0; k < trials; k += 2)
+            // Type-0 trials (no offset to carry from one to the next) run three to a pass.
+            for (var k = 0; !spec.Affine && k + 2 < trials; k += 3)
+            {
+                var (sumsA, sumsB, sumsC) = SumsOfThree(levels, block, g, Trial(spec, k, ends, fit.Offset, max, largest),
+                    Trial(spec, k + 1, ends, fit.Offset, max, largest), Trial(spec, k + 2, ends, fit.Offset, max, largest));
+                fit.Keep(sumsA);
+                fit.Keep(sumsB);
+                fit.Keep(sumsC);
+            }
+            for (var k = spec.Affine ? 0 : trials - trials % 3; k < trials; k += 2)
             {
                 // Affine trials round from the best offset so far, as make_qkx2_quants does: a sub-block with an outlier
                 // reaches its much better fit with the bulk on level 1 only from an offset below min(x).
@@ -409,6 +418,39 @@ internal static class SuperBlockSearch
             xtB = Vector256.FusedMultiplyAdd(wB, x, xtB);
         }
         return ((tA, ttA, xtA), (tB, ttB, xtB));
+    }
+
+    /// <summary><see cref="SumsOfTwo"/> for three (scale, offset) pairs.</summary>
+    private static ((Vector256<float>, Vector256<float>, Vector256<float>), (Vector256<float>, Vector256<float>, Vector256<float>),
+        (Vector256<float>, Vector256<float>, Vector256<float>)) SumsOfThree<TLevels>(TLevels levels, in LaneBlock block, int g,
+        (Vector256<float> Scale, Vector256<float> Offset) a, (Vector256<float> Scale, Vector256<float> Offset) b,
+        (Vector256<float> Scale, Vector256<float> Offset) c) where TLevels : struct, INearestLevel
+    {
+        ReadOnlySpan<float> xs = block.X, ws = block.W;
+        var stride = block.SubBlocks;
+        var (inverseA, shiftA) = FiniteInverse(a);
+        var (inverseB, shiftB) = FiniteInverse(b);
+        var (inverseC, shiftC) = FiniteInverse(c);
+        Vector256<float> tA = default, ttA = default, xtA = default, tB = default, ttB = default, xtB = default;
+        Vector256<float> tC = default, ttC = default, xtC = default;
+        for (var at = g; at < xs.Length; at += stride)
+        {
+            var (x, w) = (Load(xs, at), Load(ws, at));
+            var levelA = levels.Nearest(Vector256.FusedMultiplyAdd(x, inverseA, shiftA));
+            var levelB = levels.Nearest(Vector256.FusedMultiplyAdd(x, inverseB, shiftB));
+            var levelC = levels.Nearest(Vector256.FusedMultiplyAdd(x, inverseC, shiftC));
+            var (wA, wB, wC) = (w * levelA, w * levelB, w * levelC);
+            tA += wA;
+            ttA = Vector256.FusedMultiplyAdd(wA, levelA, ttA);
+            xtA = Vector256.FusedMultiplyAdd(wA, x, xtA);
+            tB += wB;
+            ttB = Vector256.FusedMultiplyAdd(wB, levelB, ttB);
+            xtB = Vector256.FusedMultiplyAdd(wB, x, xtB);
+            tC += wC;
+            ttC = Vector256.FusedMultiplyAdd(wC, levelC, ttC);
+            xtC = Vector256.FusedMultiplyAdd(wC, x, xtC);
+        }
+        return ((tA, ttA, xtA), (tB, ttB, xtB), (tC, ttC, xtC));
     }
 
     /// <summary>1/scale and −offset/scale, for v = x·inverse + shift; 0 for both where the inverse is not finite.</summary>
