@@ -48,6 +48,10 @@ internal sealed record SuperBlockSpec(int SubBlock, float[] Levels, bool Affine,
     /// IQ4's grid): nearest levels are then computed by rounding, not by comparisons with the midpoints.</summary>
     public int? LinearLowest { get; } = IsLinear(Levels) ? (int)Levels[0] : null;
 
+    /// <summary>Whether 0 is one of the levels (Q3_K's −4..3, not IQ4's grid): a type-0 sub-block scale of ±1 is then never
+    /// worse than 0, as every weight may still round to level 0.</summary>
+    public bool ZeroIsALevel { get; } = Levels.Contains(0f);
+
     /// <summary>Midpoints between consecutive levels: a value above Midpoints[k] is nearer to level k + 1 than to level k.</summary>
     public float[] Midpoints { get; } = MidpointsOf(Levels);
 
@@ -184,7 +188,8 @@ internal static class SuperBlockSearch
         // sub-block differently with either sign, so the reference scale negated; the affine formats, the sub-block's
         // range [min(x, 0), max(x)] spread over the levels.
         var signed = spec.ScaleLow < 0;
-        var starts = !fromReference ? 1 : spec.Affine || (signed && spec.Levels[0] != -spec.Levels[^1]) ? 2 : 1;
+        var signedAsymmetric = signed && spec.Levels[0] != -spec.Levels[^1]; // Q3_K's −4..3, IQ4's grid (no affine spec is signed)
+        var starts = !fromReference ? 1 : spec.Affine || signedAsymmetric ? 2 : 1;
         for (var start = 0; start < starts; start++)
         {
             if (!fromReference)
@@ -247,7 +252,7 @@ internal static class SuperBlockSearch
         // every other sub-block's step is 4/3 too coarse (Q3_K), and an outlier test row had 2.9× the reference's error.
         // On IQ4_XS it left debdocs-llama-10m's KLD at ×0.940 of the reference's (×0.944 without it).
         var first = fromReference ? referenceD
-            : signed && !spec.Affine && spec.Levels[0] != -spec.Levels[^1] ? LargestValue(sums) / (spec.Levels[0] * spec.ScaleLow) : 0;
+            : signedAsymmetric ? LargestValue(sums) / (spec.Levels[0] * spec.ScaleLow) : 0;
         Span<float> superScales = [first, signed ? signedMax / spec.ScaleHigh : maxAbs / spec.ScaleHigh, signed ? signedMax / spec.ScaleLow : 0];
         var dminValue = spec.Affine ? Fp16Value(minScale) : 0;
         Span<float> saved = stackalloc float[x.Length + (2 + LaneSums.LevelCount) * subBlocks];
@@ -709,10 +714,10 @@ internal static class SuperBlockSearch
         float dmin, Span<float> scales, Span<float> mins)
     {
         var (low, high, minHigh) = (Vector256.Create((float)spec.ScaleLow), Vector256.Create((float)spec.ScaleHigh), Vector256.Create((float)spec.MinHigh));
-        // Type-0 levels that include 0 (Q3_K): a sub-block scale of ±1 is never worse than 0, as each weight may still
-        // round to level 0. So a free scale below D/2 takes ±1: at 0 the sub-block decodes to zeros, and the stored
-        // rounds, at fixed levels, could not bring it back (an outlier test row had 1.6× the reference's error).
-        var neverZero = !spec.Affine && spec.Levels.Contains(0f);
+        // Type-0 levels that include 0 (Q3_K): a free scale below D/2 takes ±1, never worse than 0. At 0 the sub-block
+        // decodes to zeros, and the stored rounds, at fixed levels, could not bring it back (an outlier test row had 1.6×
+        // the reference's error).
+        var neverZero = !spec.Affine && spec.ZeroIsALevel;
         for (var g = 0; g < scales.Length; g += Lanes)
         {
             var ratio = Load(freeScales, g) / Vector256.Create(d);
