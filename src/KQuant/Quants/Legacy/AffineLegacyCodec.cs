@@ -90,8 +90,18 @@ internal abstract class AffineLegacyCodec<TBlock> : LegacyCodec<TBlock>, IOptima
         }
     }
 
-    public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role) =>
-        BlockLaneSearch.Quantize<TBlock, LinearLaneLevels>(this, OptimalLevels, source, destination, importance, role, ReadLevels, WriteLevels);
+    /// <summary>Without importance, trial ranges against the reference computed in lanes (<see cref="ScaleTrialLaneSearch"/>);
+    /// with it, the greedy step search from make_qkx3_quants' encoding (<see cref="BlockLaneSearch"/>).</summary>
+    public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role)
+    {
+        if (importance.IsEmpty) ScaleTrialLaneSearch.QuantizeAffine<TBlock, TrialFormat>(this, source, destination, WriteLevels);
+        else BlockLaneSearch.Quantize<TBlock, LinearLaneLevels>(this, OptimalLevels, source, destination, importance, role, ReadLevels, WriteLevels);
+    }
+
+    private readonly struct TrialFormat : IAffineTrialFormat
+    {
+        public static int Highest => Nmax;
+    }
 
     private static void ReadLevels(in TBlock block, Span<float> levels, out float scale, out float offset)
     {

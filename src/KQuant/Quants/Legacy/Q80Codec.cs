@@ -12,9 +12,6 @@ namespace KQuant.Quants.Legacy;
 /// type): scale = max|x| / 127, code = roundf(x/scale), rounding halves away from zero.</summary>
 internal sealed class Q80Codec : LegacyCodec<BlockQ80>, IOptimalRowCodec
 {
-    /// <summary>Every signed byte as a level (the reference uses ±127; −128 decodes fine).</summary>
-    private static readonly BlockLevelRange OptimalLevels = new(sbyte.MinValue, sbyte.MaxValue, Affine: false);
-
     private const int Nmax = 127;
 
     public Q80Codec() : this(VectorizedByDefault) { }
@@ -25,13 +22,25 @@ internal sealed class Q80Codec : LegacyCodec<BlockQ80>, IOptimalRowCodec
 
     public override bool UsesImportance => false;
 
+    /// <summary>Trial scales against the reference computed in lanes (<see cref="ScaleTrialLaneSearch"/>), with and without
+    /// importance: the reference ignores it, so it is as cheap either way.</summary>
     public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role) =>
-        BlockLaneSearch.Quantize<BlockQ80, LinearLaneLevels>(this, OptimalLevels, source, destination, importance, role, ReadLevels, WriteLevels);
+        ScaleTrialLaneSearch.Quantize<BlockQ80, TrialFormat>(this, source, destination, importance, WriteLevels);
 
-    private static void ReadLevels(in BlockQ80 block, Span<float> levels, out float scale, out float offset)
+    /// <summary>quantize_row_q8_0_ref in lanes: d = max|x|/127, level = roundf(x/d). A searched block may use every signed
+    /// byte (−128 decodes fine).</summary>
+    private readonly struct TrialFormat : IScaleTrialFormat
     {
-        for (var j = 0; j < BlockWeights; j++) levels[j] = (sbyte)block.Qs[j];
-        (scale, offset) = (Fp16.ToFloat(block.D), 0f);
+        public static int Lowest => sbyte.MinValue;
+
+        public static int Highest => sbyte.MaxValue;
+
+        public static int ReferenceSpan => Nmax;
+
+        public static Vector256<float> ReferenceScale(Vector256<float> signedMax, Vector256<float> absMax) =>
+            absMax / Vector256.Create((float)Nmax);
+
+        public static Vector256<float> ReferenceLevel(Vector256<float> x, Vector256<float> inverse) => RoundHalfAwayFromZero(x * inverse);
     }
 
     private static void WriteLevels(ref BlockQ80 block, ReadOnlySpan<float> levels, ushort scale, ushort offset)

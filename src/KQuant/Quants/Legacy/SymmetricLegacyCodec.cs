@@ -84,8 +84,31 @@ internal abstract class SymmetricLegacyCodec<TBlock> : LegacyCodec<TBlock>, IOpt
         }
     }
 
-    public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role) =>
-        BlockLaneSearch.Quantize<TBlock, LinearLaneLevels>(this, OptimalLevels, source, destination, importance, role, ReadLevels, WriteLevels);
+    /// <summary>Without importance, trial scales against the reference computed in lanes (<see cref="ScaleTrialLaneSearch"/>);
+    /// with it, the greedy step search from make_qx_quants' encoding (<see cref="BlockLaneSearch"/>).</summary>
+    public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role)
+    {
+        if (importance.IsEmpty) ScaleTrialLaneSearch.Quantize<TBlock, TrialFormat>(this, source, destination, importance, WriteLevels);
+        else BlockLaneSearch.Quantize<TBlock, LinearLaneLevels>(this, OptimalLevels, source, destination, importance, role, ReadLevels, WriteLevels);
+    }
+
+    /// <summary>quantize_row_q{4,5}_0_ref in lanes: d = m/−nmax (m the value of largest magnitude), level =
+    /// min(nmax − 1, ⌊x/d + nmax + ½⌋ − nmax); the argument of ⌊⌋ is positive, so it equals the reference's truncation.</summary>
+    private readonly struct TrialFormat : IScaleTrialFormat
+    {
+        public static int Lowest => -Nmax;
+
+        public static int Highest => Nmax - 1;
+
+        public static int ReferenceSpan => Nmax;
+
+        public static Vector256<float> ReferenceScale(Vector256<float> signedMax, Vector256<float> absMax) =>
+            signedMax / Vector256.Create((float)-Nmax);
+
+        public static Vector256<float> ReferenceLevel(Vector256<float> x, Vector256<float> inverse) =>
+            Vector256.MinNative(Vector256.Floor(x * inverse + Vector256.Create(Nmax + 0.5f)), Vector256.Create((float)MaxCode))
+            - Vector256.Create((float)Nmax);
+    }
 
     private static void ReadLevels(in TBlock block, Span<float> levels, out float scale, out float offset)
     {
