@@ -46,7 +46,16 @@ internal sealed class Q80Codec : LegacyCodec<BlockQ80>, IOptimalRowCodec
     private static void WriteLevels(ref BlockQ80 block, ReadOnlySpan<float> levels, ushort scale, ushort offset)
     {
         block.D = scale;
-        for (var j = 0; j < BlockWeights; j++) block.Qs[j] = (byte)(sbyte)levels[j];
+        if (!Avx2.IsSupported)
+        {
+            for (var j = 0; j < BlockWeights; j++) block.Qs[j] = (byte)(sbyte)levels[j];
+            return;
+        }
+        // The levels are integers in −128..127: their low bytes are the codes.
+        NibblePacking.LowBytes(Vector256.ConvertToInt32(Vector256.Create(levels)), Vector256.ConvertToInt32(Vector256.Create(levels[8..])))
+            .StoreUnsafe(ref block.Qs[0]);
+        NibblePacking.LowBytes(Vector256.ConvertToInt32(Vector256.Create(levels[16..])), Vector256.ConvertToInt32(Vector256.Create(levels[24..])))
+            .StoreUnsafe(ref block.Qs[16]);
     }
 
     protected override void QuantizeScalar(ReadOnlySpan<float> source, Span<BlockQ80> blocks)

@@ -38,8 +38,8 @@ internal enum ErrorWeighting
     SubBlockRmsPlusMagnitude,
 }
 
-/// <summary>The optimal path's frame for the super-block formats and IQ4_NL (the linear legacy formats make the same
-/// comparison in SIMD lanes, <see cref="BlockLaneSearch"/>): quantize the row the reference way, let the format propose a
+/// <summary>The optimal path's frame for the super-block formats (the legacy formats and IQ4_NL make the same comparison in
+/// SIMD lanes, <see cref="BlockLaneSearch"/> and <see cref="ScaleTrialLaneSearch"/>): quantize the row the reference way, let the format propose a
 /// better encoding per block, bring both to unit gain (<see cref="UnitGain"/>: super-block formats and IQ4_NL), and keep
 /// the proposal only when its dequantized weighted error (through the codec's own dequantizer, i.e. what a reader of the
 /// file sees) is smaller. This makes "never worse than the reference at unit gain" structural (in the weighted error of

@@ -6,11 +6,12 @@ public enum RoundingMode
     /// <summary>llama.cpp v0.5.0's quantizers: the bytes llama-quantize writes.</summary>
     Reference,
 
-    /// <summary>Start from the reference solution and improve it (super-block formats: alternating minimisation of scales,
-    /// integer sub-block scales and levels, <see cref="SuperBlockSearch"/>; the others: the greedy quant-step search of
-    /// ik_llama.cpp PR 295, eight blocks at a time, <see cref="BlockLaneSearch"/>), keeping whichever of the two has the
-    /// smaller final (dequantized)
-    /// error. The output is the same llama.cpp format.</summary>
+    /// <summary>Search for a lower error than the reference's (super-block formats: alternating minimisation of scales,
+    /// integer sub-block scales and levels, <see cref="SuperBlockSearch"/>; the legacy formats where their reference is
+    /// round-to-nearest: trial scales, <see cref="ScaleTrialLaneSearch"/>; the others: the greedy quant-step search of
+    /// ik_llama.cpp PR 295, <see cref="BlockLaneSearch"/>), keeping per block whichever of the search's and the
+    /// reference's encodings has the smaller final (dequantized) error, except where a format searches from its own
+    /// start (<see cref="KeepBestBlocks"/>). The output is the same llama.cpp format.</summary>
     Optimal,
 }
 
