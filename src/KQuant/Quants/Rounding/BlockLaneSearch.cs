@@ -45,7 +45,8 @@ internal delegate void BlockLevelWriter<TBlock>(ref TBlock block, ReadOnlySpan<f
     where TBlock : unmanaged;
 
 /// <summary>
-/// The optimal path of the 32-weight block formats (Q4_0, Q5_0, Q8_0, Q4_1, Q5_1 and IQ4_NL): the greedy quant-step search
+/// The optimal path of IQ4_NL, and of Q4_0, Q5_0, Q4_1 and Q5_1 with an imatrix (without one, and Q8_0 always,
+/// <see cref="ScaleTrialLaneSearch"/>): the greedy quant-step search
 /// of ik_llama.cpp PR 295 (from the reference's levels, each round takes the single ±1 index step that most lowers the
 /// error of the least-squares fit; stop when none does) run on eight blocks at once, one block per SIMD lane, with the keep-the-better comparison of
 /// <see cref="KeepBestBlocks"/> (unit gain included, for IQ4_NL) done in the same lanes. A block of 32 is too small for SIMD
