@@ -3,6 +3,7 @@ using KQuant.Quants;
 using KQuant.Quants.Float;
 using KQuant.Quants.IQ;
 using Xunit.Abstractions;
+using static KQuant.Tests.Quants.LaneSearchRows;
 
 namespace KQuant.Tests.Quants;
 
@@ -10,9 +11,6 @@ namespace KQuant.Tests.Quants;
 /// IQ4_NL against the scalar step search in double it was derived from, on the same reference start.</summary>
 public sealed class BlockLaneSearchTests(ITestOutputHelper output)
 {
-    /// <summary>41 blocks per row: five groups of eight, then one block with seven empty lanes.</summary>
-    private const int Length = 41 * 32, Rows = 12;
-
     /// <summary>Q4_0 and Q5_0 with importance (without it they take <see cref="ScaleTrialLaneSearch"/>): per block, the
     /// scalar <see cref="ScalarStepSearch.RefineScale"/> from the reference levels under the same weights c, its scale to
     /// fp16, every weight re-rounded, and the better of that and the reference, exactly as the lane path does it. Both
@@ -126,25 +124,5 @@ public sealed class BlockLaneSearchTests(ITestOutputHelper output)
             }
             return sum;
         }
-    }
-
-    /// <summary>The rows quantized in both rounding modes: the reference's bytes, and both decoded.</summary>
-    private static (byte[] Reference, float[] ReferenceValues, float[] OptimalValues) BothModes(GgmlType type, float[] x, float[]? importance = null)
-    {
-        var bytes = (int)GgmlTypeTraits.Of(type).RowBytes(Length) * Rows;
-        var (reference, optimal) = (new byte[bytes], new byte[bytes]);
-        RowQuantizer.Quantize(type, x, reference, Length, importance);
-        RowQuantizer.Quantize(type, x, optimal, Length, importance, rounding: RoundingMode.Optimal);
-        var (referenceValues, optimalValues) = (new float[x.Length], new float[x.Length]);
-        RowQuantizer.Dequantize(type, reference, referenceValues);
-        RowQuantizer.Dequantize(type, optimal, optimalValues);
-        return (reference, referenceValues, optimalValues);
-    }
-
-    private static double Error(ReadOnlySpan<float> x, ReadOnlySpan<float> y, ReadOnlySpan<float> c = default)
-    {
-        double sum = 0;
-        for (var j = 0; j < x.Length; j++) sum += (c.IsEmpty ? 1 : c[j]) * ((double)y[j] - x[j]) * ((double)y[j] - x[j]);
-        return sum;
     }
 }

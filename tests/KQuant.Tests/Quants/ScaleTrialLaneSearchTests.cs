@@ -2,6 +2,7 @@ using KQuant.Gguf;
 using KQuant.Quants;
 using KQuant.Quants.Float;
 using Xunit.Abstractions;
+using static KQuant.Tests.Quants.LaneSearchRows;
 
 namespace KQuant.Tests.Quants;
 
@@ -9,9 +10,6 @@ namespace KQuant.Tests.Quants;
 /// imatrix, and Q8_0 always): against a scalar twin in double, and the reference's bytes wherever it keeps the reference.</summary>
 public sealed class ScaleTrialLaneSearchTests(ITestOutputHelper output)
 {
-    /// <summary>41 blocks per row: five groups of eight, then one block with seven empty lanes.</summary>
-    private const int Length = 41 * 32, Rows = 12;
-
     /// <summary>Per block, the same search in double: the reference, and trials putting the largest value 1, ½, −½ and −1
     /// level beyond the reference's end level; the one with the largest F = (Σc·x·q)²/Σc·q² gives d = Σc·x·q/Σc·q², which
     /// goes to fp16 with every weight rounded again; the better of that and the reference. The lanes sum in float and may
@@ -198,24 +196,5 @@ public sealed class ScaleTrialLaneSearchTests(ITestOutputHelper output)
         foreach (var b in kept) Assert.Equal(reference.AsSpan(b * blockBytes, blockBytes).ToArray(), optimal.AsSpan(b * blockBytes, blockBytes).ToArray());
         var changed = Enumerable.Range(0, Length / 32).Count(b => !reference.AsSpan(b * blockBytes, blockBytes).SequenceEqual(optimal.AsSpan(b * blockBytes, blockBytes)));
         Assert.True(changed >= Length / 32 / 5, $"{type}: only {changed} Gaussian blocks took a trial"); // 16 of them are plain Gaussian
-    }
-
-    private static (byte[] Reference, float[] ReferenceValues, float[] OptimalValues) BothModes(GgmlType type, float[] x, float[]? importance)
-    {
-        var bytes = (int)GgmlTypeTraits.Of(type).RowBytes(Length) * Rows;
-        var (reference, optimal) = (new byte[bytes], new byte[bytes]);
-        RowQuantizer.Quantize(type, x, reference, Length, importance);
-        RowQuantizer.Quantize(type, x, optimal, Length, importance, rounding: RoundingMode.Optimal);
-        var (referenceValues, optimalValues) = (new float[x.Length], new float[x.Length]);
-        RowQuantizer.Dequantize(type, reference, referenceValues);
-        RowQuantizer.Dequantize(type, optimal, optimalValues);
-        return (reference, referenceValues, optimalValues);
-    }
-
-    private static double Error(ReadOnlySpan<float> x, ReadOnlySpan<float> y, ReadOnlySpan<float> c)
-    {
-        double sum = 0;
-        for (var j = 0; j < x.Length; j++) sum += c[j] * ((double)y[j] - x[j]) * ((double)y[j] - x[j]);
-        return sum;
     }
 }

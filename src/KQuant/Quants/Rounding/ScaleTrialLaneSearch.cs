@@ -223,8 +223,9 @@ internal static class ScaleTrialLaneSearch
             var q = TFormat.ReferenceLevel(x, inverse);
             Store(referenceLevels, at, q);
             var e = q * stored - x; // the product is exact (an fp16 times a small integer): y − x as the reader sees it
-            var cq = TWeights.Present ? Load(cs, at) * q : q;
-            referenceError = Vector256.FusedMultiplyAdd(TWeights.Present ? Load(cs, at) * e : e, e, referenceError);
+            var c = TWeights.Present ? Load(cs, at) : default;
+            var cq = TWeights.Present ? c * q : q;
+            referenceError = Vector256.FusedMultiplyAdd(TWeights.Present ? c * e : e, e, referenceError);
             bestXq = Vector256.FusedMultiplyAdd(cq, x, bestXq);
             bestQq = Vector256.FusedMultiplyAdd(cq, q, bestQq);
         }
@@ -243,7 +244,8 @@ internal static class ScaleTrialLaneSearch
                 var x = Load(xs, at);
                 var qA = Vector256.MinNative(Vector256.MaxNative(Vector256.Round(x * inverseA), low), high);
                 var qB = Vector256.MinNative(Vector256.MaxNative(Vector256.Round(x * inverseB), low), high);
-                var (cqA, cqB) = TWeights.Present ? (Load(cs, at) * qA, Load(cs, at) * qB) : (qA, qB);
+                var c = TWeights.Present ? Load(cs, at) : default;
+                var (cqA, cqB) = TWeights.Present ? (c * qA, c * qB) : (qA, qB);
                 xqA = Vector256.FusedMultiplyAdd(cqA, x, xqA);
                 qqA = Vector256.FusedMultiplyAdd(cqA, qA, qqA);
                 xqB = Vector256.FusedMultiplyAdd(cqB, x, xqB);
@@ -396,19 +398,21 @@ internal static class ScaleTrialLaneSearch
         var det = Determinant(sumT, sumTt);
         var better = Vector256.GreaterThan(sumCt * sumCt * Determinant(bestT, bestTt), bestCt * bestCt * det)
             & Vector256.GreaterThan(det, Vector256<float>.Zero);
-        (bestT, bestTt, bestCt) = (Vector256.ConditionalSelect(better, sumT, bestT), Vector256.ConditionalSelect(better, sumTt, bestTt),
-            Vector256.ConditionalSelect(better, sumCt, bestCt));
+        KeepWhere(better, sumT, sumTt, sumCt, ref bestT, ref bestTt, ref bestCt);
     }
 
     /// <summary>Takes the refitted sums wherever they can be solved (a refit never raises the least-squares error).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void KeepNonDegenerate(Vector256<float> sumT, Vector256<float> sumTt, Vector256<float> sumCt,
-        ref Vector256<float> bestT, ref Vector256<float> bestTt, ref Vector256<float> bestCt)
-    {
-        var solvable = Vector256.GreaterThan(Determinant(sumT, sumTt), Vector256<float>.Zero);
-        (bestT, bestTt, bestCt) = (Vector256.ConditionalSelect(solvable, sumT, bestT), Vector256.ConditionalSelect(solvable, sumTt, bestTt),
-            Vector256.ConditionalSelect(solvable, sumCt, bestCt));
-    }
+        ref Vector256<float> bestT, ref Vector256<float> bestTt, ref Vector256<float> bestCt) =>
+        KeepWhere(Vector256.GreaterThan(Determinant(sumT, sumTt), Vector256<float>.Zero), sumT, sumTt, sumCt, ref bestT, ref bestTt, ref bestCt);
+
+    /// <summary>The fit sums (Σt, Σt², Σc·t) replace the best ones in the lanes of <paramref name="mask"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void KeepWhere(Vector256<float> mask, Vector256<float> sumT, Vector256<float> sumTt, Vector256<float> sumCt,
+        ref Vector256<float> bestT, ref Vector256<float> bestTt, ref Vector256<float> bestCt) =>
+        (bestT, bestTt, bestCt) = (Vector256.ConditionalSelect(mask, sumT, bestT), Vector256.ConditionalSelect(mask, sumTt, bestTt),
+            Vector256.ConditionalSelect(mask, sumCt, bestCt));
 
     /// <summary>The least-squares scale and (centred) offset of c ≈ d·t + m from the sums; zero where det ≤ 0.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
