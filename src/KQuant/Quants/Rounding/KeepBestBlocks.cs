@@ -44,7 +44,7 @@ internal enum ErrorWeighting
 /// the proposal only when its dequantized weighted error (through the codec's own dequantizer, i.e. what a reader of the
 /// file sees) is smaller. This makes "never worse than the reference at unit gain" structural (in the weighted error of
 /// <see cref="WeightingFor"/>; the KL divergence it is chosen for is measured, not guaranteed). Except where a format
-/// passes an encoder (Q2_K, Q3_K, Q4_K, Q5_K and IQ4_XS without an imatrix): there the reference encoding took as
+/// passes an encoder (Q2_K, Q3_K, Q4_K and Q5_K without an imatrix, IQ4_XS always): there the reference encoding took as
 /// long as the search, and the search from its own start (<see cref="SuperBlockSearch.Encode"/>) reaches the same error
 /// and a lower KLD in total, so no reference is made and a block can be worse than the reference's (on
 /// debdocs-llama-10m 0.6–8% of the blocks, at most 1.19× its error).</summary>
@@ -53,7 +53,8 @@ internal static class KeepBestBlocks
     /// <summary>Quantizes a row: with <paramref name="encode"/> (the format searches from its own start in this case),
     /// block by block from no reference; otherwise the reference encoding, each block improved by
     /// <paramref name="improve"/> and kept only when better (or only brought to unit gain, as the weighting says). Q3_K
-    /// passes no improver: without an imatrix it encodes from its own start, with one it takes the reference at unit gain.</summary>
+    /// passes no improver: without an imatrix it encodes from its own start, with one it takes the reference at unit gain;
+    /// nor does IQ4_XS, which encodes from its own start in both modes.</summary>
     public static void Quantize<TBlock>(IRowCodec codec, int blockWeights, ReadOnlySpan<float> source, Span<byte> destination,
         ReadOnlySpan<float> importance, RowRole role, BlockImprover<TBlock>? improve, BlockEncoder<TBlock>? encode = null)
         where TBlock : unmanaged
@@ -169,10 +170,11 @@ internal static class KeepBestBlocks
     /// 2·rms + |x| ×1.021. (From the reference start: sqrt(σ² + x²) ×0.978; c = 1 ×0.970 here but ×1.007 on debdocs-tiny;
     /// x² ×1.022.) With an imatrix: c for Q4_K; no search for Q5_K, the reference at unit gain (Q5_K_M ×0.996; its search
     /// raised the KLD with every weighting tried before unit gain).</item>
-    /// <item>IQ4_XS products: with an imatrix c·sqrt(σ² + x²) (×0.944; c alone was worse than the reference before unit
-    /// gain). Without one c = 1, searched from its own start: ×0.944 here and ×0.953 on debdocs-tiny, against ×0.939 and
-    /// ×0.983 with sqrt(σ² + x²) and ×1.009 on debdocs-tiny with x² (the reference's own weights). From the reference
-    /// start sqrt(σ² + x²) had given ×0.963 and c ×0.966 here.</item>
+    /// <item>IQ4_XS products: c, searched from its own start. Without an imatrix ×0.944 here and ×0.953 on debdocs-tiny,
+    /// against ×0.939 and ×0.983 with sqrt(σ² + x²) and ×1.009 on debdocs-tiny with x² (the reference's own weights).
+    /// With one (session 13) ×0.928 here and ×0.950 on debdocs-tiny, against ×0.928 / ×1.020 with c·sqrt(σ² + x²),
+    /// ×1.054 (debdocs-tiny) with c·x² and ×1.061 with c·(rms + |x|); the search from the reference on c·sqrt(σ² + x²)
+    /// had given ×0.938 / ×0.988 (c alone had been worse than the reference there, before unit gain).</item>
     /// <item>IQ4_NL products: c·sqrt(σ² + x²) too, at unit gain (×0.982 / ×0.962; with c and no unit gain ×1.026 /
     /// ×0.999, the 10m row furthest above the reference before this rule).</item>
     /// <item>Token embeddings (lookups) and the legacy formats: c.</item>
@@ -188,8 +190,8 @@ internal static class KeepBestBlocks
         GgmlType.Q3_K => ErrorWeighting.SubBlockRmsPlusMagnitude,
         GgmlType.Q4_K or GgmlType.Q5_K when !hasImportance => ErrorWeighting.SubBlockRmsPlusMagnitude,
         GgmlType.Q5_K => ErrorWeighting.ReferenceAtUnitGain,
-        GgmlType.IQ4_XS when !hasImportance => ErrorWeighting.Importance,
-        GgmlType.IQ4_XS or GgmlType.IQ4_NL => ErrorWeighting.ImportanceTimesMagnitude,
+        GgmlType.IQ4_XS => ErrorWeighting.Importance,
+        GgmlType.IQ4_NL => ErrorWeighting.ImportanceTimesMagnitude,
         _ => ErrorWeighting.Importance,
     };
 
