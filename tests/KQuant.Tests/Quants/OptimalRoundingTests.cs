@@ -77,11 +77,12 @@ public sealed class OptimalRoundingTests(ITestOutputHelper output)
     }
 
     /// <summary>The formats whose optimal path encodes without an imatrix from its own start, not from the reference
-    /// encoding (SuperBlockSearch.Encode), so that nothing compares each block with the reference's.</summary>
-    private static readonly GgmlType[] OwnStartTypes = [GgmlType.Q2_K, GgmlType.Q3_K, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.IQ4_XS];
+    /// encoding (SuperBlockSearch.Encode; IQ4_NL's trial start in BlockLaneSearch), so that nothing compares each block
+    /// with the reference's.</summary>
+    private static readonly GgmlType[] OwnStartTypes = [GgmlType.Q2_K, GgmlType.Q3_K, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.IQ4_XS, GgmlType.IQ4_NL];
 
     /// <summary>Those that do so with an imatrix too.</summary>
-    private static readonly GgmlType[] OwnStartTypesWithImportance = [GgmlType.IQ4_XS];
+    private static readonly GgmlType[] OwnStartTypesWithImportance = [GgmlType.IQ4_XS, GgmlType.IQ4_NL];
 
     /// <summary>How much larger than the reference's a row's error may be where the search starts on its own: it can end in
     /// another local optimum than the reference's. Measured on these rows: worst row 1.42× (Q4_K, an outlier row),

@@ -39,8 +39,19 @@ internal sealed class IQ4NLCodec : BlockRowCodec<BlockIQ4NL>, IOptimalRowCodec
         }
     }
 
+    /// <summary>The trial scales of the optimal path's start, as the level value n the block's value of largest magnitude
+    /// m is put on (scale m/n; beyond the grid's ends, −127 and 113, it clips there): the reference's first guess (+127)
+    /// and seven of its fifteen trials (−134..−120), but scored on the search's weights and with no reference encoding
+    /// (src/KQuant/Quants/README.md). One pass over the block per trial: the reference's sixteen on these weights took
+    /// the optimal path to 1.64× the reference codec's time with an imatrix, these eight to 1.14×. Other sets measured on
+    /// the KLD: the largest value also on 113, 117 and 109 (five negative trials) gave debdocs-llama-10m ×0.951 / ×0.909
+    /// of the reference's without / with an imatrix but debdocs-tiny ×1.041 with one; −134..−120 in steps of 2 gave
+    /// debdocs-llama-10m ×0.995 without one.</summary>
+    private static readonly float[] StartTrials = [127, -134, -132, -130, -128, -126, -124, -121];
+
     public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role) =>
-        BlockLaneSearch.Quantize<BlockIQ4NL, IQ4LaneLevels>(this, OptimalLevels, source, destination, importance, role, ReadLevels, WriteLevels);
+        BlockLaneSearch.Quantize<BlockIQ4NL, IQ4LaneLevels>(this, OptimalLevels, source, destination, importance, role, ReadLevels, WriteLevels,
+            StartTrials);
 
     private static void ReadLevels(in BlockIQ4NL block, Span<float> levels, out float scale, out float offset)
     {
