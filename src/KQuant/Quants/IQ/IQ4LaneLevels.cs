@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
@@ -20,9 +21,11 @@ internal readonly struct IQ4LaneLevels : ILaneLevels
 
     public static bool Linear => false;
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> ValueOf(Vector256<float> index) =>
         LaneLayout.Lookup16(LowerLevels, UpperLevels, Vector256.ConvertToInt32(index));
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> Nearest(Vector256<float> scaled, BlockLevelRange range, out Vector256<float> value)
     {
         if (Avx2.IsSupported) return Vector256.ConvertToSingle(IQ4Grid.NearestLevel(scaled, out value));

@@ -139,11 +139,11 @@ internal static class BlockLaneSearch
                     codec.Quantize(rows.X.Slice(b * Weights, Weights), bytes, importance.IsEmpty ? default : importance.Slice((first + b) * Weights, Weights));
                     var levels = rows.Reference.Slice(b * Weights, Weights);
                     read(in blocks[first + b], levels, out referenceScales[b], out _);
-                    for (var j = 0; j < Weights; j++)
-                    {
-                        lanes.Reference[j * Lanes + b] = levels[j];
-                        lanes.ReferenceValues[j * Lanes + b] = TLevels.ValueOf(Vector256.Create(levels[j]))[0];
-                    }
+                    for (var j = 0; j < Weights; j++) lanes.Reference[j * Lanes + b] = levels[j];
+                }
+                if (fallback != 0 && !TLevels.Linear)
+                {
+                    for (var at = 0; at < Group; at += Lanes) Store(lanes.ReferenceValues, at, TLevels.ValueOf(Load(lanes.Reference, at)));
                 }
             }
             else
@@ -236,13 +236,15 @@ internal static class BlockLaneSearch
     /// scale in <paramref name="startScales"/> (fp16 bits in <paramref name="startBits"/>); returns the lanes it could not
     /// encode (bit b): all below ggml's GROUP_MAX_EPS, weights concentrated on a few values
     /// (<see cref="ConcentratedWeights"/>), or a scale that rounds to 0 or beyond fp16.</summary>
-    /// <summary>A block whose error weights are concentrated on fewer than this many of its weights, (Σw)²/Σw² below it,
+    /// <summary>A block whose error weights are concentrated on fewer than this many of its values, (Σw)²/Σw² below it,
     /// starts from the codec's encoding instead of the trials: its error is decided by where those few values fall
-    /// between levels, which the trials' scales, spaced for the largest value, can miss. On test rows with widely spread
-    /// importance the trial start left rows at 1.8–2.1× the reference's error; with this, 1.06×. Real imatrices hardly
-    /// reach it (debdocs-llama-10m's and debdocs-tiny's weighted errors equal to 4 digits with and without it), and
-    /// without an imatrix the weights c·sqrt(σ² + x²) with c = 1 stay above √σ², far from it.</summary>
-    private const float ConcentratedWeights = 8;
+    /// between levels, which the trials' scales, spaced for the largest value, can miss. On test rows with lognormal
+    /// importance (σ = 1.5, about 3.4 such values per block) the trial start alone left rows at 1.8–2.1× the reference's
+    /// error; with this, 1.06× (3 was too few). Real imatrices seldom reach it (by the importance alone: 3 of
+    /// debdocs-llama-10m's 576 blocks, 1 of debdocs-tiny's 144, 9% of the synthetic benchmark model's 6,784); the
+    /// threshold 8 cost that model 1.56× the reference codec's time instead of 1.36×. Without an imatrix the weights
+    /// sqrt(σ² + x²) stay above √σ², far from it.</summary>
+    private const float ConcentratedWeights = 4;
 
     private static int TrialStart<TLevels>(BlockLevelRange format, in GroupLanes lanes, ReadOnlySpan<float> trials, Span<float> startScales,
         Span<ushort> startBits) where TLevels : struct, ILaneLevels
