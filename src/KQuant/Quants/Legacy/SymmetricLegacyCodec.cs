@@ -89,8 +89,12 @@ internal abstract class SymmetricLegacyCodec<TBlock> : LegacyCodec<TBlock>, IOpt
     public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role)
     {
         if (importance.IsEmpty) ScaleTrialLaneSearch.Quantize<TBlock, TrialFormat>(this, source, destination, importance, WriteLevels);
-        else BlockLaneSearch.Quantize<TBlock, LinearLaneLevels>(this, OptimalLevels, source, destination, importance, role, ReadLevels, WriteLevels);
+        else BlockLaneSearch.Quantize<TBlock, LinearLaneLevels>(this, OptimalLevels, source, destination, importance, role, ReadLevels, WriteLevels,
+            ExpStart ? StartTrials : default);
     }
+
+    private static readonly bool ExpStart = Environment.GetEnvironmentVariable("KQ_LEGSTART") == "1";
+    private static readonly float[] StartTrials = [-(Nmax + 0.9f), -(Nmax + 0.6f), -(Nmax + 0.3f), -Nmax, -(Nmax - 0.3f), -(Nmax - 0.6f), -(Nmax - 0.9f), Nmax - 1];
 
     /// <summary>quantize_row_q{4,5}_0_ref in lanes: d = m/−nmax (m the value of largest magnitude), level =
     /// min(nmax − 1, ⌊x/d + nmax + ½⌋ − nmax); the argument of ⌊⌋ is positive, so it equals the reference's truncation.</summary>

@@ -87,7 +87,7 @@ internal static class BlockLaneSearch
         where TBlock : unmanaged where TLevels : struct, ILaneLevels
     {
         var ownStart = !trialStart.IsEmpty;
-        Debug.Assert(!ownStart || (!format.Affine && UnitGain.Applies(codec.Type)));
+        Debug.Assert(!ownStart || !format.Affine);
         if (!ownStart) codec.Quantize(source, destination, importance);
         var weighting = KeepBestBlocks.WeightingFor(codec.Type, !importance.IsEmpty, role);
         Debug.Assert(weighting is ErrorWeighting.Importance or ErrorWeighting.ImportanceTimesMagnitude);
@@ -158,7 +158,7 @@ internal static class BlockLaneSearch
             var decided = Decide<TLevels>(format, unitGain, lanes, d, m, referenceScales, referenceOffsets, scales);
             var mask = (1 << count) - 1;
             var (chosen, unsure) = (decided & mask, (decided >> Lanes) & mask);
-            if (chosen == 0 && unsure == 0 && !unitGain) continue;
+            if (chosen == 0 && unsure == 0 && !unitGain && !ownStart) continue;
             if ((chosen | unsure) != 0) Transpose(lanes.Candidate, rows.Candidate, Weights, Lanes);
             for (var b = 0; b < count; b++)
             {
@@ -182,6 +182,7 @@ internal static class BlockLaneSearch
                 }
                 else if ((chosen & (1 << b)) != 0) write(ref block, candidateLevels, scales.Candidate[b], scales.Offset[b]);
                 else if (unitGain) write(ref block, rows.Reference.Slice(b * Weights, Weights), scales.Reference[b], 0);
+                else if (ownStart && (fallback & (1 << b)) == 0) write(ref block, rows.Reference.Slice(b * Weights, Weights), scales.Start[b], 0);
             }
         }
     }
