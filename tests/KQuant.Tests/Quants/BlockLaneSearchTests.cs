@@ -13,10 +13,11 @@ namespace KQuant.Tests.Quants;
 public sealed class BlockLaneSearchTests(ITestOutputHelper output)
 {
     /// <summary>Q4_0 and Q5_0 with importance (without it they take <see cref="ScaleTrialLaneSearch"/>): per block, the
-    /// scalar <see cref="ScalarStepSearch.RefineScale"/> from the reference levels under the same weights c, its scale to
-    /// fp16, every weight re-rounded, and the better of that and the reference, exactly as the lane path does it. Both
-    /// searches take the same best step per round, so their totals may differ only where float and double rank two
-    /// near-equal steps differently: 0.2% allows that (measured: equal to 4 digits on debdocs-llama-10m).</summary>
+    /// trial start in double (the largest value on −nmax ± 0.9 in steps of 0.3 and on nmax − 1; the reference's levels
+    /// where the importance sits on fewer than four values), then the scalar <see cref="ScalarStepSearch.RefineScale"/>
+    /// from it under the same weights c, its scale to fp16, every weight re-rounded, and the better of that and the
+    /// start, as the lane path does it. Float and double may rank two near-equal trials or steps differently, so the
+    /// totals may differ slightly: 0.2% allows that (measured: equal to 5 digits on these rows).</summary>
     [Theory]
     [InlineData(GgmlType.Q4_0, 8)]
     [InlineData(GgmlType.Q5_0, 16)]
@@ -28,25 +29,57 @@ public sealed class BlockLaneSearchTests(ITestOutputHelper output)
         var blockBytes = reference.Length / (x.Length / 32);
 
         var levels = Enumerable.Range(-nmax, 2 * nmax).Select(v => (float)v).ToArray();
+        float[] trials = [-(nmax + 0.9f), -(nmax + 0.6f), -(nmax + 0.3f), -nmax, -(nmax - 0.3f), -(nmax - 0.6f), -(nmax - 0.9f), nmax - 1];
         var indices = new int[32];
         double referenceTotal = 0, scalarTotal = 0, laneTotal = 0;
         for (var b = 0; b < x.Length / 32; b++)
         {
             var block = x.AsSpan(b * 32, 32);
             var c = importance.AsSpan(b * 32 % Length, 32);
-            var d = Fp16.ToFloat(BitConverter.ToUInt16(reference, b * blockBytes));
             var referenceError = Error(block, referenceValues.AsSpan(b * 32, 32), c);
-            for (var j = 0; j < 32; j++) indices[j] = (int)MathF.Round(referenceValues[b * 32 + j] / d) + nmax;
+            float start;
+            if (Concentrated(c))
+            {
+                start = Fp16.ToFloat(BitConverter.ToUInt16(reference, b * blockBytes));
+                for (var j = 0; j < 32; j++) indices[j] = (int)MathF.Round(referenceValues[b * 32 + j] / start) + nmax;
+            }
+            else
+            {
+                start = Fp16.ToFloat(Fp16.FromFloat(TrialScale(block, c, trials, levels[0], levels[^1])));
+                for (var j = 0; j < 32; j++) indices[j] = (int)Math.Clamp(MathF.Round(block[j] / start), -nmax, nmax - 1) + nmax;
+            }
+            var startValues = indices.Select(k => levels[k] * start).ToArray();
             var scale = Fp16.ToFloat(Fp16.FromFloat(ScalarStepSearch.RefineScale(block, c, levels, indices)));
             var searched = new float[32];
             for (var j = 0; j < 32; j++) searched[j] = Math.Clamp(MathF.Round(block[j] / scale), -nmax, nmax - 1) * scale;
             referenceTotal += referenceError;
-            scalarTotal += Math.Min(referenceError, Error(block, searched, c));
+            scalarTotal += Math.Min(Error(block, startValues, c), Error(block, searched, c));
             laneTotal += Error(block, optimalValues.AsSpan(b * 32, 32), c);
         }
         output.WriteLine($"{type}: weighted error against the reference's: scalar search {scalarTotal / referenceTotal:F5}, lanes {laneTotal / referenceTotal:F5}");
         Assert.InRange(laneTotal / scalarTotal, 0.998, 1.002);
         Assert.True(scalarTotal < 0.99 * referenceTotal, "the scalar search found too little to compare with");
+    }
+
+    /// <summary>The least-squares scale of the best trial (the largest value on each trial level n, every value rounded to
+    /// the nearest integer level and clipped) by (Σw·x·v)²/Σw·v², in double.</summary>
+    private static float TrialScale(ReadOnlySpan<float> x, ReadOnlySpan<float> w, float[] trials, float lowest, float highest)
+    {
+        var largest = 0f;
+        foreach (var v in x) if (MathF.Abs(v) > MathF.Abs(largest)) largest = v;
+        double bestF = -1, bestD = 0;
+        foreach (var n in trials)
+        {
+            double xv = 0, vv = 0;
+            for (var j = 0; j < x.Length; j++)
+            {
+                double level = Math.Clamp(MathF.Round(x[j] * (n / largest)), lowest, highest);
+                xv += w[j] * x[j] * level;
+                vv += w[j] * level * level;
+            }
+            if (vv > 0 && xv * xv / vv > bestF) (bestF, bestD) = (xv * xv / vv, xv / vv);
+        }
+        return (float)bestD;
     }
 
     /// <summary>Q4_1 and Q5_1 with importance (scale and offset fitted together; without importance they take
