@@ -13,15 +13,15 @@ namespace KQuant.Tests.Quants;
 public sealed class BlockLaneSearchTests(ITestOutputHelper output)
 {
     /// <summary>Q4_0 and Q5_0 with importance (without it they take <see cref="ScaleTrialLaneSearch"/>): per block, the
-    /// trial start in double (the largest value on −nmax ± 0.9 in steps of 0.3 and on nmax − 1; the reference's levels
-    /// where the importance sits on fewer than four values), then the scalar <see cref="ScalarStepSearch.RefineScale"/>
+    /// start — Q4_0's trial start in double (the largest value on −nmax ± 0.9 in steps of 0.3 and on nmax − 1; the
+    /// reference's levels where the importance sits on fewer than four values), Q5_0's the reference's levels — then the scalar <see cref="ScalarStepSearch.RefineScale"/>
     /// from it under the same weights c, its scale to fp16, every weight re-rounded, and the better of that and the
     /// start, as the lane path does it. Float and double may rank two near-equal trials or steps differently, so the
     /// totals may differ slightly: 0.2% allows that (measured: equal to 5 digits on these rows).</summary>
     [Theory]
-    [InlineData(GgmlType.Q4_0, 8)]
-    [InlineData(GgmlType.Q5_0, 16)]
-    public void LaneSearchMatchesTheScalarSearchInDouble(GgmlType type, int nmax)
+    [InlineData(GgmlType.Q4_0, 8, true)]
+    [InlineData(GgmlType.Q5_0, 16, false)]
+    public void LaneSearchMatchesTheScalarSearchInDouble(GgmlType type, int nmax, bool trialStart)
     {
         var x = TestRows.Make("gaussian", Rows, Length, seed: 11);
         var importance = TestRows.Importance(Length, seed: 11);
@@ -38,7 +38,7 @@ public sealed class BlockLaneSearchTests(ITestOutputHelper output)
             var c = importance.AsSpan(b * 32 % Length, 32);
             var referenceError = Error(block, referenceValues.AsSpan(b * 32, 32), c);
             float start;
-            if (Concentrated(c))
+            if (!trialStart || Concentrated(c))
             {
                 start = Fp16.ToFloat(BitConverter.ToUInt16(reference, b * blockBytes));
                 for (var j = 0; j < 32; j++) indices[j] = (int)MathF.Round(referenceValues[b * 32 + j] / start) + nmax;

@@ -85,8 +85,9 @@ internal abstract class SymmetricLegacyCodec<TBlock> : LegacyCodec<TBlock>, IOpt
     }
 
     /// <summary>Without importance, trial scales against the reference computed in lanes (<see cref="ScaleTrialLaneSearch"/>);
-    /// with it, the greedy step search (<see cref="BlockLaneSearch"/>) from a trial start in the lanes (since session 13;
-    /// before, from make_qx_quants' encoding, whose nineteen trial scales cost as much as the search after them).</summary>
+    /// with it, the greedy step search (<see cref="BlockLaneSearch"/>): Q4_0's from a trial start in the lanes (since
+    /// session 13; make_qx_quants' nineteen trial scales cost as much as the search after them), Q5_0's from
+    /// make_qx_quants' encoding.</summary>
     public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role)
     {
         if (importance.IsEmpty) ScaleTrialLaneSearch.Quantize<TBlock, TrialFormat>(this, source, destination, importance, WriteLevels);
@@ -94,13 +95,16 @@ internal abstract class SymmetricLegacyCodec<TBlock> : LegacyCodec<TBlock>, IOpt
             StartTrials);
     }
 
-    /// <summary>The trial start of the search with importance, as the level the block's value of largest magnitude is put
-    /// on: −nmax ± 0.9 in steps of 0.3 (make_qx_quants tries −nmax ± 0.9 in steps of 0.1) and nmax − 1, the other end.
-    /// KLD against the search from make_qx_quants' encoding (debdocs-llama-10m / debdocs-tiny, of the reference's): Q4_0
-    /// ×0.988 / ×0.987 against ×0.973 / ×0.993, Q5_0 ×0.977 / ×0.979 against ×0.968 / ×0.997, at 0.8× the reference
-    /// codec's time instead of 1.7× (Gaussian rows, spread importance).</summary>
-    private static readonly float[] StartTrials =
-        [-(Nmax + 0.9f), -(Nmax + 0.6f), -(Nmax + 0.3f), -Nmax, -(Nmax - 0.3f), -(Nmax - 0.6f), -(Nmax - 0.9f), Nmax - 1];
+    /// <summary>The trial start of Q4_0's search with importance, as the level the block's value of largest magnitude is
+    /// put on: −8 ± 0.9 in steps of 0.3 (make_qx_quants tries −8 ± 0.9 in steps of 0.1) and 7, the other end. KLD against
+    /// the search from make_qx_quants' encoding (of the reference's; debdocs-llama-10m / debdocs-tiny / stories260K):
+    /// ×0.988 / ×0.987 / ×0.992 against ×0.973 / ×0.993 / ×0.998, at 0.8× the reference codec's time instead of 1.7×
+    /// (Gaussian rows, spread importance). Q5_0 (empty: from make_qx_quants' encoding) measured ×0.977 / ×0.979 against
+    /// ×0.968 / ×0.997 with the same start, but ×1.006 on stories260K, and the recipes whose Q4_K tensors fall back to
+    /// Q5_0 there ×1.013 (Q4_K_S) and ×1.020 (Q4_K_M) against ×0.960 and ×0.978.</summary>
+    private static readonly float[] StartTrials = TBlock.CodeBits == 4
+        ? [-(Nmax + 0.9f), -(Nmax + 0.6f), -(Nmax + 0.3f), -Nmax, -(Nmax - 0.3f), -(Nmax - 0.6f), -(Nmax - 0.9f), Nmax - 1]
+        : [];
 
     /// <summary>quantize_row_q{4,5}_0_ref in lanes: d = m/−nmax (m the value of largest magnitude), level =
     /// min(nmax − 1, ⌊x/d + nmax + ½⌋ − nmax); the argument of ⌊⌋ is positive, so it equals the reference's truncation.</summary>

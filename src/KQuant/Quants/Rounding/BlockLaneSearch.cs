@@ -47,8 +47,9 @@ internal delegate void BlockLevelWriter<TBlock>(ref TBlock block, ReadOnlySpan<f
 /// <summary>
 /// The optimal path of IQ4_NL, and of Q4_0, Q5_0, Q4_1 and Q5_1 with an imatrix (without one, and Q8_0 always,
 /// <see cref="ScaleTrialLaneSearch"/>): the greedy quant-step search
-/// of ik_llama.cpp PR 295 (from the reference's levels, each round takes the single ±1 index step that most lowers the
-/// error of the least-squares fit; stop when none does) run on eight blocks at once, one block per SIMD lane, with the keep-the-better comparison of
+/// of ik_llama.cpp PR 295 (from the reference's levels, or for IQ4_NL and for Q4_0 and Q5_0 with an imatrix from a trial
+/// start computed in the lanes, each round takes the single ±1 index step that most lowers the error of the
+/// least-squares fit; stop when none does) run on eight blocks at once, one block per SIMD lane, with the keep-the-better comparison of
 /// <see cref="KeepBestBlocks"/> (unit gain included, for IQ4_NL) done in the same lanes. A block of 32 is too small for SIMD
 /// across its weights to pay (every round would end in horizontal sums); across blocks, a round is 32 vector steps whose sums
 /// stay in their lanes. Sums are in float: each step's rise is computed from its residual and must clear a noise bound, so
@@ -77,8 +78,8 @@ internal static class BlockLaneSearch
 
     /// <summary>Quantizes a row the reference way, then searches every block from it and keeps the encoding with the lower
     /// error Σ w·(y − x)² as decoded, w the weighting of <see cref="KeepBestBlocks.WeightingFor"/>, both at unit gain where
-    /// the format takes it. Each block is never worse than the reference's. With <paramref name="trialStart"/> (IQ4_NL)
-    /// there is no reference encoding: each block starts from the best of those trial scales (<see cref="TrialStart"/>),
+    /// the format takes it. Each block is never worse than the reference's. With <paramref name="trialStart"/> (IQ4_NL;
+    /// Q4_0 and Q5_0 with an imatrix) there is no reference encoding: each block starts from the best of those trial scales (<see cref="TrialStart"/>),
     /// and is never worse than that start; a block the trials cannot encode (all zero, a scale beyond fp16) or should not
     /// (importance on a few weights) starts from the codec's encoding.</summary>
     public static void Quantize<TBlock, TLevels>(IRowCodec codec, BlockLevelRange format, ReadOnlySpan<float> source, Span<byte> destination,
@@ -230,13 +231,6 @@ internal static class BlockLaneSearch
         public readonly Span<ushort> Start = bits.Slice(4 * Lanes, Lanes);
     }
 
-    /// <summary>The start of a search with no reference encoding (type-0 formats): per lane, the value of largest magnitude
-    /// m, and for each trial n the levels nearest to x·n/m (m on level value n, clipped to the grid where n lies beyond
-    /// it); the trial with the largest F = (Σw·x·v)²/Σw·v² gives the least-squares scale, stored as fp16, and every weight
-    /// is rounded again against it. Leaves the levels and their values in the lanes' reference spans and the decoded
-    /// scale in <paramref name="startScales"/> (fp16 bits in <paramref name="startBits"/>); returns the lanes it could not
-    /// encode (bit b): all below ggml's GROUP_MAX_EPS, weights concentrated on a few values
-    /// (<see cref="ConcentratedWeights"/>), or a scale that rounds to 0 or beyond fp16.</summary>
     /// <summary>A block whose error weights are concentrated on fewer than this many of its values, (Σw)²/Σw² below it,
     /// starts from the codec's encoding instead of the trials: its error is decided by where those few values fall
     /// between levels, which the trials' scales, spaced for the largest value, can miss. On test rows with lognormal
@@ -247,6 +241,13 @@ internal static class BlockLaneSearch
     /// sqrt(σ² + x²) stay above √σ², far from it.</summary>
     private const float ConcentratedWeights = 4;
 
+    /// <summary>The start of a search with no reference encoding (type-0 formats): per lane, the value of largest magnitude
+    /// m, and for each trial n the levels nearest to x·n/m (m on level value n, clipped to the grid where n lies beyond
+    /// it); the trial with the largest F = (Σw·x·v)²/Σw·v² gives the least-squares scale, stored as fp16, and every weight
+    /// is rounded again against it. Leaves the levels and their values in the lanes' reference spans and the decoded
+    /// scale in <paramref name="startScales"/> (fp16 bits in <paramref name="startBits"/>); returns the lanes it could not
+    /// encode (bit b): all below ggml's GROUP_MAX_EPS, weights concentrated on a few values
+    /// (<see cref="ConcentratedWeights"/>), or a scale that rounds to 0 or beyond fp16.</summary>
     private static int TrialStart<TLevels>(BlockLevelRange format, in GroupLanes lanes, ReadOnlySpan<float> trials, Span<float> startScales,
         Span<ushort> startBits) where TLevels : struct, ILaneLevels
     {
