@@ -21,7 +21,8 @@ internal sealed record SuperBlockSpec(int SubBlock, float[] Levels, bool Affine,
     /// of its free fit for every super-scale candidate, each scored after the sub-block is rounded at it, instead of
     /// rounding them from the free fit: a scale step moves many weights across a rounding boundary. Costs three to four
     /// rounding passes per candidate instead of one (the largest-value candidate always rounds). Set for Q2_K, Q4_K, Q5_K
-    /// and IQ4_XS, which encode without an imatrix from their own start (not for Q3_K, which does too: on debdocs-tiny
+    /// and IQ4_XS, which encode without an imatrix from their own start (IQ4_XS with one too, but with it unset; not for
+    /// Q3_K, which encodes from its own start as well: on debdocs-tiny
     /// they raised its KLD, ×0.961 → ×0.991): from the reference start it took the KLD of Q4_K_M on debdocs-llama-10m
     /// from ×0.980 of the reference's to ×0.953, Q5_K_M ×0.974 → ×0.957, IQ4_XS ×0.948 → ×0.941, Q2_K ×0.911 → ×0.900.
     /// With an imatrix (the path from the reference start, <see cref="SuperBlockSearch.Improve"/>) it raised the KLD of
@@ -123,7 +124,7 @@ internal static class SuperBlockSearch
     /// super-scale candidates are those of the free fits (and, for signed scales on asymmetric levels, the finest that
     /// reaches the block's largest value), and each candidate's integers are chosen as
     /// <see cref="SuperBlockSpec.NeighbourIntegers"/> says. The optimal path without an imatrix (Q2_K, Q3_K, Q4_K, Q5_K,
-    /// IQ4_XS) and for Q3_K with one: the reference encoding it replaces cost as much as the search, and the search from
+    /// IQ4_XS) and for IQ4_XS with one (its <c>ImportanceSpec</c> rounds the integers): the reference encoding it replaces cost as much as the search, and the search from
     /// it reached the same error (src/KQuant/Quants/README.md). False when no candidate had a finite error (an all-zero block, fp16 overflow); the
     /// outputs then hold nothing usable.</summary>
     public static bool Encode(SuperBlockSpec spec, ReadOnlySpan<float> x, ReadOnlySpan<float> w, Span<byte> levels, Span<int> scales,
