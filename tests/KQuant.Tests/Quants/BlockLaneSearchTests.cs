@@ -45,7 +45,7 @@ public sealed class BlockLaneSearchTests(ITestOutputHelper output)
             }
             else
             {
-                start = Fp16.ToFloat(Fp16.FromFloat(TrialScale(block, c, trials, levels[0], levels[^1])));
+                start = Fp16.ToFloat(Fp16.FromFloat(TrialScale(block, c, trials, scaled => Math.Clamp(MathF.Round(scaled), -nmax, nmax - 1))));
                 for (var j = 0; j < 32; j++) indices[j] = (int)Math.Clamp(MathF.Round(block[j] / start), -nmax, nmax - 1) + nmax;
             }
             var startValues = indices.Select(k => levels[k] * start).ToArray();
@@ -61,9 +61,9 @@ public sealed class BlockLaneSearchTests(ITestOutputHelper output)
         Assert.True(scalarTotal < 0.99 * referenceTotal, "the scalar search found too little to compare with");
     }
 
-    /// <summary>The least-squares scale of the best trial (the largest value on each trial level n, every value rounded to
-    /// the nearest integer level and clipped) by (Σw·x·v)²/Σw·v², in double.</summary>
-    private static float TrialScale(ReadOnlySpan<float> x, ReadOnlySpan<float> w, float[] trials, float lowest, float highest)
+    /// <summary>The least-squares scale of the best trial by (Σw·x·v)²/Σw·v², in double: for each trial n, every value put
+    /// on its nearest level, <paramref name="level"/>(x·n/m), m the value of largest magnitude (the first of equal ones).</summary>
+    private static float TrialScale(ReadOnlySpan<float> x, ReadOnlySpan<float> w, float[] trials, Func<float, double> level)
     {
         var largest = 0f;
         foreach (var v in x) if (MathF.Abs(v) > MathF.Abs(largest)) largest = v;
@@ -73,9 +73,9 @@ public sealed class BlockLaneSearchTests(ITestOutputHelper output)
             double xv = 0, vv = 0;
             for (var j = 0; j < x.Length; j++)
             {
-                double level = Math.Clamp(MathF.Round(x[j] * (n / largest)), lowest, highest);
-                xv += w[j] * x[j] * level;
-                vv += w[j] * level * level;
+                var v = level(x[j] * (n / largest));
+                xv += w[j] * x[j] * v;
+                vv += w[j] * v * v;
             }
             if (vv > 0 && xv * xv / vv > bestF) (bestF, bestD) = (xv * xv / vv, xv / vv);
         }
@@ -187,22 +187,10 @@ public sealed class BlockLaneSearchTests(ITestOutputHelper output)
     /// least-squares scale as fp16 and every index re-chosen against it.</summary>
     private static BlockIQ4NL TrialStart(ReadOnlySpan<float> x, ReadOnlySpan<float> w, float[] table)
     {
-        float[] trials = [127, -134, -132, -130, -128, -126, -124, -121];
-        var largest = 0f;
-        foreach (var v in x) if (MathF.Abs(v) > MathF.Abs(largest)) largest = v;
-        double bestF = -1, bestD = 0;
-        foreach (var n in trials)
+        var block = new BlockIQ4NL
         {
-            double xv = 0, vv = 0;
-            for (var j = 0; j < x.Length; j++)
-            {
-                double level = table[IQ4Grid.NearestLevel(x[j] * (n / largest))];
-                xv += w[j] * x[j] * level;
-                vv += w[j] * level * level;
-            }
-            if (vv > 0 && xv * xv / vv > bestF) (bestF, bestD) = (xv * xv / vv, xv / vv);
-        }
-        var block = new BlockIQ4NL { D = Fp16.FromFloat((float)bestD) };
+            D = Fp16.FromFloat(TrialScale(x, w, [127, -134, -132, -130, -128, -126, -124, -121], scaled => table[IQ4Grid.NearestLevel(scaled)])),
+        };
         IQ4Grid.QuantizeGroup(x, 1 / Fp16.ToFloat(block.D), block.Qs);
         return block;
     }

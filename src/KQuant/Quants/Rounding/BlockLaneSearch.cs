@@ -253,13 +253,11 @@ internal static class BlockLaneSearch
     {
         var zero = Vector256<float>.Zero;
         Span<float> x0 = lanes.X, w0 = lanes.W;
-        Vector256<float> largest = zero, magnitude = zero, sumW = zero, sumWW = zero;
+        var largest = LargestValues(x0, out var magnitude);
+        Vector256<float> sumW = zero, sumWW = zero;
         for (var at = 0; at < Group; at += Lanes)
         {
-            var (x, w) = (Load(x0, at), Load(w0, at));
-            var larger = Vector256.GreaterThan(Vector256.Abs(x), magnitude);
-            magnitude = Vector256.ConditionalSelect(larger, Vector256.Abs(x), magnitude);
-            largest = Vector256.ConditionalSelect(larger, x, largest);
+            var w = Load(w0, at);
             sumW += w;
             sumWW = Vector256.FusedMultiplyAdd(w, w, sumWW);
         }

@@ -175,7 +175,7 @@ internal static class KeepBestBlocks
     /// With one (session 13) ×0.928 here and ×0.950 on debdocs-tiny, against ×0.928 / ×1.020 with c·sqrt(σ² + x²),
     /// ×1.054 (debdocs-tiny) with c·x² and ×1.061 with c·(rms + |x|); the search from the reference on c·sqrt(σ² + x²)
     /// had given ×0.938 / ×0.988 (c alone had been worse than the reference there, before unit gain).</item>
-    /// <item>IQ4_NL products: c·sqrt(σ² + x²) too, at unit gain (×0.982 / ×0.962; with c and no unit gain ×1.026 /
+    /// <item>IQ4_NL products: c·sqrt(σ² + x²), at unit gain (×0.982 / ×0.962; with c and no unit gain ×1.026 /
     /// ×0.999, the 10m row furthest above the reference before this rule).</item>
     /// <item>Token embeddings (lookups) and the legacy formats: c.</item>
     /// </list>

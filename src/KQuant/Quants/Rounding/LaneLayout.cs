@@ -61,6 +61,23 @@ internal static class LaneLayout
         value.StoreUnsafe(ref MemoryMarshal.GetReference(values), (nuint)at);
     }
 
+    /// <summary>Each lane's value of largest magnitude (the first on ties, as ggml's scans find it) over transposed values
+    /// (value i of lane b at i·8 + b), and that magnitude.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> LargestValues(ReadOnlySpan<float> values, out Vector256<float> magnitude)
+    {
+        Vector256<float> largest = Vector256<float>.Zero;
+        magnitude = Vector256<float>.Zero;
+        for (var at = 0; at < values.Length; at += Lanes)
+        {
+            var x = Load(values, at);
+            var larger = Vector256.GreaterThan(Vector256.Abs(x), magnitude);
+            largest = Vector256.ConditionalSelect(larger, x, largest);
+            magnitude = Vector256.ConditionalSelect(larger, Vector256.Abs(x), magnitude);
+        }
+        return largest;
+    }
+
     /// <summary>Entry <paramref name="index"/> (0–15) of a 16-entry table held as two vectors, in every lane.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> Lookup16(Vector256<float> low, Vector256<float> high, Vector256<int> index)

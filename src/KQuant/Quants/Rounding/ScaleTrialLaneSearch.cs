@@ -196,16 +196,7 @@ internal static class ScaleTrialLaneSearch
         // The spans as locals: read through `lanes` the JIT reloads them on every store.
         Span<float> xs = lanes.X, cs = lanes.C, referenceLevels = lanes.Reference, levels = lanes.Levels;
         var zero = Vector256<float>.Zero;
-        // The value of largest magnitude, the first on ties (as the reference finds it).
-        Vector256<float> signedMax = zero, absMax = zero;
-        for (var at = 0; at < Group; at += Lanes)
-        {
-            var x = Load(xs, at);
-            var magnitude = Vector256.Abs(x);
-            var larger = Vector256.GreaterThan(magnitude, absMax);
-            signedMax = Vector256.ConditionalSelect(larger, x, signedMax);
-            absMax = Vector256.ConditionalSelect(larger, magnitude, absMax);
-        }
+        var signedMax = LargestValues(xs, out var absMax); // the first on ties, as the reference finds it
         var referenceD = TFormat.ReferenceScale(signedMax, absMax);
         var inverse = Vector256<float>.One / referenceD;
         var referenceBits = Fp16.FromFloat(referenceD);
