@@ -25,8 +25,6 @@ internal struct BlockQ6K
 /// Q6_K does not use σ²).</summary>
 internal sealed class Q6KCodec : IOptimalRowCodec
 {
-    private static readonly SuperBlockSpec OptimalSpec = new(16, SuperBlockSpec.IntegerLevels(-32, 31), Affine: false, -128, 127);
-
     private const int SubBlock = 16;
     private const int SubBlocks = KQuantLayout.SuperBlock / SubBlock;
 
@@ -68,32 +66,18 @@ internal sealed class Q6KCodec : IOptimalRowCodec
         }
     }
 
+    /// <summary>The optimal path encodes every block from its own start (<see cref="IntegerScaleSweep"/>): no reference
+    /// encoding, and a block it cannot encode (nothing above GROUP_MAX_EPS, a D beyond fp16) goes to <see cref="Quantize"/>.</summary>
     public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role) =>
-        KeepBestBlocks.Quantize<BlockQ6K>(this, KQuantLayout.SuperBlock, source, destination, importance, role, ImproveBlock);
+        KeepBestBlocks.Quantize<BlockQ6K>(this, KQuantLayout.SuperBlock, source, destination, importance, role, improve: null, Encode);
 
-    private static void ImproveBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref BlockQ6K block)
+    private static bool Encode(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref BlockQ6K block)
     {
         Span<byte> levels = stackalloc byte[KQuantLayout.SuperBlock];
-        ReadOnlySpan<byte> ql = block.Ql;
-        ReadOnlySpan<byte> qh = block.Qh;
-        for (var half = 0; half < 2; half++)
-        {
-            for (var l = 0; l < 32; l++)
-            {
-                int low1 = ql[64 * half + l], low2 = ql[64 * half + 32 + l], high = qh[32 * half + l];
-                levels[128 * half + l] = (byte)((low1 & 0xF) | ((high & 3) << 4));
-                levels[128 * half + l + 32] = (byte)((low2 & 0xF) | (((high >> 2) & 3) << 4));
-                levels[128 * half + l + 64] = (byte)((low1 >> 4) | (((high >> 4) & 3) << 4));
-                levels[128 * half + l + 96] = (byte)((low2 >> 4) | (((high >> 6) & 3) << 4));
-            }
-        }
-        Span<int> scales = stackalloc int[SubBlocks];
-        Span<sbyte> stored = block.Scales;
-        for (var j = 0; j < SubBlocks; j++) scales[j] = stored[j];
-        var dmin = Half.Zero;
-        SuperBlockSearch.Improve(OptimalSpec, x, w, levels, scales, default, ref block.D, ref dmin);
-        for (var j = 0; j < SubBlocks; j++) stored[j] = (sbyte)scales[j];
+        if (!IntegerScaleSweep.Encode(x, w, block.Scales, levels, out var d)) return false;
+        block.D = d;
         PackLevels(levels, block.Ql, block.Qh);
+        return true;
     }
 
     private static void PackLevels(ReadOnlySpan<byte> levels, Span<byte> ql, Span<byte> qh)

@@ -17,9 +17,6 @@ internal delegate bool BlockEncoder<TBlock>(ReadOnlySpan<float> x, ReadOnlySpan<
 /// <summary>What the optimal path minimises (<see cref="KeepBestBlocks.WeightingFor"/>).</summary>
 internal enum ErrorWeighting
 {
-    /// <summary>No search and no unit gain: the reference's bytes.</summary>
-    Reference,
-
     /// <summary>No search: the reference encoding brought to unit gain (<see cref="UnitGain"/>).</summary>
     ReferenceAtUnitGain,
 
@@ -44,7 +41,7 @@ internal enum ErrorWeighting
 /// the proposal only when its dequantized weighted error (through the codec's own dequantizer, i.e. what a reader of the
 /// file sees) is smaller. This makes "never worse than the reference at unit gain" structural (in the weighted error of
 /// <see cref="WeightingFor"/>; the KL divergence it is chosen for is measured, not guaranteed). Except where a format
-/// passes an encoder (Q2_K, Q3_K, Q4_K and Q5_K without an imatrix, IQ4_XS always): there the reference encoding took as
+/// passes an encoder (Q2_K, Q3_K, Q4_K and Q5_K without an imatrix, Q6_K and IQ4_XS always): there the reference encoding took as
 /// long as the search, and the search from its own start (<see cref="SuperBlockSearch.Encode"/>) reaches the same error
 /// and a lower KLD in total, so no reference is made and a block can be worse than the reference's (on
 /// debdocs-llama-10m 0.6–8% of the blocks, at most 1.19× its error).</summary>
@@ -54,19 +51,18 @@ internal static class KeepBestBlocks
     /// block by block from no reference; otherwise the reference encoding, each block improved by
     /// <paramref name="improve"/> and kept only when better (or only brought to unit gain, as the weighting says). Q3_K
     /// passes no improver: without an imatrix it encodes from its own start, with one it takes the reference at unit gain;
-    /// nor does IQ4_XS, which encodes from its own start in both modes.</summary>
+    /// nor do Q6_K and IQ4_XS, which encode from their own start in both modes.</summary>
     public static void Quantize<TBlock>(IRowCodec codec, int blockWeights, ReadOnlySpan<float> source, Span<byte> destination,
         ReadOnlySpan<float> importance, RowRole role, BlockImprover<TBlock>? improve, BlockEncoder<TBlock>? encode = null)
         where TBlock : unmanaged
     {
         var weighting = WeightingFor(codec.Type, !importance.IsEmpty, role);
-        if (encode is not null && weighting is not (ErrorWeighting.Reference or ErrorWeighting.ReferenceAtUnitGain))
+        if (encode is not null && weighting != ErrorWeighting.ReferenceAtUnitGain)
         {
             Encode(codec, blockWeights, source, destination, importance, weighting, encode);
             return;
         }
         codec.Quantize(source, destination, importance);
-        if (weighting == ErrorWeighting.Reference) return;
         var unitGain = UnitGain.Applies(codec.Type);
         var blocks = MemoryMarshal.Cast<byte, TBlock>(destination);
         Span<float> weights = stackalloc float[blockWeights];
@@ -149,10 +145,11 @@ internal static class KeepBestBlocks
     /// without one. Chosen by whole-model KL divergence against F16 on debdocs-llama-10m, with every block at unit gain
     /// (ratios are of the reference's KLD, without / with an imatrix; src/KQuant/Quants/README.md has the rest):
     /// <list type="bullet">
-    /// <item>Q6_K: no search. Its search lowered the weight error by 2.5% but raised the KLD of every recipe holding Q6_K
-    /// tensors (Q4_K_M ×0.978 / ×0.931 without it, ×0.985 / ×0.943 with it; IQ4_XS likewise). Without an imatrix the
-    /// reference at unit gain (the Q6_K recipe ×0.989 on debdocs-llama-10m, ×0.993 on debdocs-tiny); with one, the
-    /// reference as it is: unit gain under c gave ×0.990 on debdocs-llama-10m but ×1.011 on debdocs-tiny.</item>
+    /// <item>Q6_K: c, swept from its own start (<see cref="IntegerScaleSweep"/>, session 14). The Q6_K recipe / Q4_K_M
+    /// ×0.936 / ×0.965 without an imatrix and ×0.955 / ×0.919 with one, against ×0.936 / ×0.968 and ×0.966 / ×0.928 with
+    /// c·(rms + |x|), ×0.935 / ×0.977 and ×0.963 / ×0.929 with c·sqrt(σ² + x²), ×0.967 / ×0.993 with x² (without);
+    /// debdocs-tiny alike. Until then no search: the search from the reference lowered the weight error by 2.5% and
+    /// raised the KLD; the sweep lowers it by 12%.</item>
     /// <item>Q2_K products: c·x². Searching on c alone lowers the weight RMSE but raised the KLD (+35% without an imatrix,
     /// +12% with one, before unit gain); c·x² lowered it.</item>
     /// <item>Q3_K products without an imatrix, searched from its own start (session 11): rms + |x|, rms per 32 weights.
@@ -182,8 +179,6 @@ internal static class KeepBestBlocks
     /// </summary>
     public static ErrorWeighting WeightingFor(GgmlType type, bool hasImportance, RowRole role) => type switch
     {
-        GgmlType.Q6_K when hasImportance => ErrorWeighting.Reference,
-        GgmlType.Q6_K => ErrorWeighting.ReferenceAtUnitGain,
         GgmlType.Q3_K when hasImportance => ErrorWeighting.ReferenceAtUnitGain,
         _ when role == RowRole.Lookup => ErrorWeighting.Importance,
         GgmlType.Q2_K => ErrorWeighting.ImportanceTimesSquare,

@@ -81,7 +81,7 @@ internal sealed record SuperBlockSpec(int SubBlock, float[] Levels, bool Affine,
 }
 
 /// <summary>
-/// The optimal path of the super-block formats (Q2_K–Q6_K, IQ4_XS): alternating minimisation of the weighted error
+/// The optimal path of the super-block formats (Q2_K–Q5_K, IQ4_XS): alternating minimisation of the weighted error
 /// Σ w·(y − x)², each step exact for the variables it changes, so the error never grows:
 /// <list type="number">
 /// <item>free sub-block scales (and offsets): least-squares scale (and offset) for the levels, then the nearest levels for
