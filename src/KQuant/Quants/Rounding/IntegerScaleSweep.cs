@@ -16,7 +16,7 @@ namespace KQuant.Quants;
 /// magnitude on the lowest level (−32), and as many from the one that puts it on the highest (31), away from zero, each
 /// scored by its weighted error with nearest levels. D is set so that the block's largest value reaches −32 at integer
 /// scale 127/<see cref="Headroom"/>, which keeps every window inside the 8-bit range. Eight sub-blocks at once, one per
-/// SIMD lane (transposed as <see cref="SuperBlockSearch"/> does), two candidates per pass.
+/// SIMD lane (transposed as <see cref="SuperBlockSearch"/> does), four candidates per pass.
 /// </summary>
 [SkipLocalsInit]
 internal static class IntegerScaleSweep
@@ -45,23 +45,31 @@ internal static class IntegerScaleSweep
         var dValue = (float)d;
         if (dValue == 0 || !float.IsFinite(dValue)) return false;
 
-        Span<float> lanes = stackalloc float[2 * Lanes * SubBlock];
-        var xs = lanes[..(Lanes * SubBlock)];
-        var ws = lanes[(Lanes * SubBlock)..];
+        Span<float> lanes = stackalloc float[3 * Lanes * SubBlock + SuperBlock];
         const int half = Lanes * SubBlock;
+        var xs = lanes[..half];
+        var ws = lanes.Slice(half, half);
+        var ts = lanes.Slice(2 * half, half);
+        var levelValues = lanes[(3 * half)..];
+        var (low, high) = (Vector256.Create((float)LowestLevel), Vector256.Create((float)HighestLevel));
         for (var g = 0; g < SubBlocks; g += Lanes)
         {
             Transpose(x.Slice(g * SubBlock, half), xs, Lanes, SubBlock);
             Transpose(w.Slice(g * SubBlock, half), ws, Lanes, SubBlock);
             var best = ChooseScales(xs, ws, dValue);
             for (var j = 0; j < Lanes; j++) scales[g + j] = (sbyte)best.GetElement(j);
+            // The levels for the chosen scales (q + 32; level 0, stored as 32, where the scale is 0), back in weight order.
+            var inverse = Vector256<float>.One / (Vector256.Create(dValue) * Vector256.ConvertToSingle(best));
+            inverse = Vector256.ConditionalSelect(Vector256.Equals(best, Vector256<int>.Zero).AsSingle(), Vector256<float>.Zero, inverse);
+            for (var at = 0; at < half; at += Lanes)
+                Store(ts, at, Vector256.Min(Vector256.Max(Vector256.Round(Load(xs, at) * inverse), low), high) - low);
+            Transpose(ts, levelValues.Slice(g * SubBlock, half), SubBlock, Lanes);
         }
-        for (var j = 0; j < SubBlocks; j++)
+        for (var i = 0; i < SuperBlock; i += 4 * Lanes)
         {
-            var scale = dValue * scales[j];
-            var inverse = scale == 0 ? 0 : 1 / scale;
-            for (var i = SubBlock * j; i < SubBlock * (j + 1); i++)
-                levels[i] = (byte)(Math.Clamp(MathF.Round(x[i] * inverse), LowestLevel, HighestLevel) - LowestLevel);
+            var (a, b) = (Vector256.ConvertToInt32(Load(levelValues, i)), Vector256.ConvertToInt32(Load(levelValues, i + Lanes)));
+            var (c, e) = (Vector256.ConvertToInt32(Load(levelValues, i + 2 * Lanes)), Vector256.ConvertToInt32(Load(levelValues, i + 3 * Lanes)));
+            Vector256.Narrow(Vector256.Narrow(a, b), Vector256.Narrow(c, e)).AsByte().CopyTo(levels[i..]);
         }
         return true;
     }
@@ -85,41 +93,59 @@ internal static class IntegerScaleSweep
             var anchor = largest / (dVector * Vector256.Create(endLevel));
             var start = Vector256.ConvertToInt32(Vector256.Round(anchor));
             var step = Vector256.ConditionalSelect(Vector256.LessThan(anchor, Vector256<float>.Zero).AsInt32(), Vector256.Create(-1), Vector256<int>.One);
-            for (var k = 0; k < Candidates; k += 2)
+            for (var k = 0; k < Candidates; k += 4)
             {
                 var scaleA = Vector256.Clamp(start + step * Vector256.Create(k), Vector256.Create(LowestScale), Vector256.Create(HighestScale));
                 var scaleB = Vector256.Clamp(scaleA + step, Vector256.Create(LowestScale), Vector256.Create(HighestScale));
-                var (errorA, errorB) = ErrorsOfTwo(xs, ws, dVector * Vector256.ConvertToSingle(scaleA), dVector * Vector256.ConvertToSingle(scaleB));
-                // A scale of 0 has no inverse (its error is NaN or its levels meaningless): it is the starting choice already.
-                var betterA = Vector256.LessThan(errorA, bestError) & ~Vector256.Equals(scaleA, Vector256<int>.Zero).AsSingle();
-                bestError = Vector256.ConditionalSelect(betterA, errorA, bestError);
-                bestScale = Vector256.ConditionalSelect(betterA.AsInt32(), scaleA, bestScale);
-                var betterB = Vector256.LessThan(errorB, bestError) & ~Vector256.Equals(scaleB, Vector256<int>.Zero).AsSingle();
-                bestError = Vector256.ConditionalSelect(betterB, errorB, bestError);
-                bestScale = Vector256.ConditionalSelect(betterB.AsInt32(), scaleB, bestScale);
+                var scaleC = Vector256.Clamp(scaleB + step, Vector256.Create(LowestScale), Vector256.Create(HighestScale));
+                var scaleD = Vector256.Clamp(scaleC + step, Vector256.Create(LowestScale), Vector256.Create(HighestScale));
+                var (errorA, errorB, errorC, errorD) = ErrorsOfFour(xs, ws, dVector * Vector256.ConvertToSingle(scaleA),
+                    dVector * Vector256.ConvertToSingle(scaleB), dVector * Vector256.ConvertToSingle(scaleC), dVector * Vector256.ConvertToSingle(scaleD));
+                Keep(errorA, scaleA, ref bestError, ref bestScale);
+                Keep(errorB, scaleB, ref bestError, ref bestScale);
+                Keep(errorC, scaleC, ref bestError, ref bestScale);
+                Keep(errorD, scaleD, ref bestError, ref bestScale);
             }
         }
         return bestScale;
     }
 
-    /// <summary>Σ w·(x − s·q)² per lane for two scales, q the nearest level to x/s.</summary>
+    /// <summary>Takes a candidate's scale where its error is lower. A scale of 0 has no inverse (its error is NaN or its
+    /// levels meaningless): it is the starting choice already.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static (Vector256<float>, Vector256<float>) ErrorsOfTwo(ReadOnlySpan<float> xs, ReadOnlySpan<float> ws, Vector256<float> scaleA,
-        Vector256<float> scaleB)
+    private static void Keep(Vector256<float> error, Vector256<int> scale, ref Vector256<float> bestError, ref Vector256<int> bestScale)
+    {
+        var better = Vector256.LessThan(error, bestError) & ~Vector256.Equals(scale, Vector256<int>.Zero).AsSingle();
+        bestError = Vector256.ConditionalSelect(better, error, bestError);
+        bestScale = Vector256.ConditionalSelect(better.AsInt32(), scale, bestScale);
+    }
+
+    /// <summary>Σ w·(x − s·q)² per lane for four scales, q the nearest level to x/s.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (Vector256<float>, Vector256<float>, Vector256<float>, Vector256<float>) ErrorsOfFour(ReadOnlySpan<float> xs,
+        ReadOnlySpan<float> ws, Vector256<float> scaleA, Vector256<float> scaleB, Vector256<float> scaleC, Vector256<float> scaleD)
     {
         var (inverseA, inverseB) = (Vector256<float>.One / scaleA, Vector256<float>.One / scaleB);
-        var (low, high) = (Vector256.Create((float)LowestLevel), Vector256.Create((float)HighestLevel));
-        Vector256<float> errorA = default, errorB = default;
+        var (inverseC, inverseD) = (Vector256<float>.One / scaleC, Vector256<float>.One / scaleD);
+        Vector256<float> errorA = default, errorB = default, errorC = default, errorD = default;
         for (var at = 0; at < xs.Length; at += Lanes)
         {
             var (x, w) = (Load(xs, at), Load(ws, at));
-            var levelA = Vector256.Min(Vector256.Max(Vector256.Round(x * inverseA), low), high);
-            var levelB = Vector256.Min(Vector256.Max(Vector256.Round(x * inverseB), low), high);
-            var residualA = Vector256.FusedMultiplyAdd(-scaleA, levelA, x);
-            var residualB = Vector256.FusedMultiplyAdd(-scaleB, levelB, x);
-            errorA = Vector256.FusedMultiplyAdd(w * residualA, residualA, errorA);
-            errorB = Vector256.FusedMultiplyAdd(w * residualB, residualB, errorB);
+            errorA = AddError(x, w, scaleA, inverseA, errorA);
+            errorB = AddError(x, w, scaleB, inverseB, errorB);
+            errorC = AddError(x, w, scaleC, inverseC, errorC);
+            errorD = AddError(x, w, scaleD, inverseD, errorD);
         }
-        return (errorA, errorB);
+        return (errorA, errorB, errorC, errorD);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> AddError(Vector256<float> x, Vector256<float> w, Vector256<float> scale, Vector256<float> inverse,
+        Vector256<float> error)
+    {
+        var level = Vector256.Min(Vector256.Max(Vector256.Round(x * inverse), Vector256.Create((float)LowestLevel)),
+            Vector256.Create((float)HighestLevel));
+        var residual = Vector256.FusedMultiplyAdd(-scale, level, x);
+        return Vector256.FusedMultiplyAdd(w * residual, residual, error);
     }
 }
