@@ -42,9 +42,10 @@ internal enum ErrorWeighting
 /// file sees) is smaller. This makes "never worse than the reference at unit gain" structural (in the weighted error of
 /// <see cref="WeightingFor"/>; the KL divergence it is chosen for is measured, not guaranteed). Except where a format
 /// passes an encoder (Q2_K, Q3_K, Q4_K and Q5_K without an imatrix, Q6_K and IQ4_XS always): there the reference encoding took as
-/// long as the search, and the search from its own start (<see cref="SuperBlockSearch.Encode"/>) reaches the same error
-/// and a lower KLD in total, so no reference is made and a block can be worse than the reference's (on
-/// debdocs-llama-10m 0.6–8% of the blocks, at most 1.19× its error).</summary>
+/// long as the search, and the search from its own start (<see cref="SuperBlockSearch.Encode"/>; Q6_K's
+/// <see cref="IntegerScaleSweep"/>) reaches the same error or lower and a lower KLD in total, so no reference is made and
+/// a block can be worse than the reference's (on debdocs-llama-10m 0.6–8% of SuperBlockSearch.Encode's blocks, at most 1.19× its
+/// error).</summary>
 internal static class KeepBestBlocks
 {
     /// <summary>Quantizes a row: with <paramref name="encode"/> (the format searches from its own start in this case),

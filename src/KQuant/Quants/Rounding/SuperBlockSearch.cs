@@ -185,12 +185,11 @@ internal static class SuperBlockSearch
         var freeOffsets = free.Slice(subBlocks, subBlocks);
         var freeErrors = free.Slice(2 * subBlocks, subBlocks);
         freeErrors.Fill(float.PositiveInfinity);
-        // A second chain from another start: signed scales with asymmetric levels (Q3_K's −4..3, IQ4's grid) fit a
-        // sub-block differently with either sign, so the reference scale negated; the affine formats, the sub-block's
-        // range [min(x, 0), max(x)] spread over the levels.
+        // From the reference, the affine formats (its only users: Q2_K and Q4_K with an imatrix) run a second chain, from
+        // the sub-block's range [min(x, 0), max(x)] spread over the levels.
         var signed = spec.ScaleLow < 0;
         var signedAsymmetric = signed && spec.Levels[0] != -spec.Levels[^1]; // Q3_K's −4..3, IQ4's grid (no affine spec is signed)
-        var starts = !fromReference ? 1 : spec.Affine || signedAsymmetric ? 2 : 1;
+        var starts = fromReference && spec.Affine ? 2 : 1;
         for (var start = 0; start < starts; start++)
         {
             if (!fromReference)
@@ -202,12 +201,11 @@ internal static class SuperBlockSearch
             {
                 var s = Vector256.Create(referenceD) * Load(storedScales, g);
                 var o = Vector256.Create(-referenceDMin) * Load(storedMins, g);
-                if (start > 0 && spec.Affine)
+                if (start > 0)
                 {
                     var low = Vector256.Min(Load(sums.Min, g), Vector256<float>.Zero);
                     (s, o) = ((Load(sums.Max, g) - low) / Vector256.Create((float)(spec.Levels.Length - 1)), low);
                 }
-                else if (start > 0) s = -s;
                 Store(laneScales, g, s);
                 Store(laneOffsets, g, o);
             }
