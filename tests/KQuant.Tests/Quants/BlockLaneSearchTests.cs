@@ -2,6 +2,7 @@ using KQuant.Gguf;
 using KQuant.Quants;
 using KQuant.Quants.Float;
 using KQuant.Quants.IQ;
+using KQuant.Quants.Legacy;
 using Xunit.Abstractions;
 using static KQuant.Tests.Quants.LaneSearchRows;
 
@@ -194,4 +195,30 @@ public sealed class BlockLaneSearchTests(ITestOutputHelper output)
         IQ4Grid.QuantizeGroup(x, 1 / Fp16.ToFloat(block.D), block.Qs);
         return block;
     }
+    /// <summary>Q5_0's search with importance starts from make_qx_quants' encoding computed in its own lanes; that start must
+    /// be the codec's, bit for bit, so the output must equal the search from the codec's packed encoding read back (its
+    /// start before session 15) on every kind of test row: zero blocks and fp16 underflow and overflow go to the codec in
+    /// both, ties of magnitude (a constant row, ±v) pick the first value as ggml does, and the row-wide σ² of the weights
+    /// c·√(σ² + x²) must be the codec's.</summary>
+    [Theory]
+    [MemberData(nameof(RowCases))]
+    public void Q5StartInTheLanesIsTheCodecEncoding(string kind)
+    {
+        var x = kind == "ties"
+            ? Enumerable.Range(0, Rows * Length).Select(i => (i % 7 == 0 ? 1 : -1) * (i % 5 == 0 ? 0.5f : 0.25f * (i % 3))).ToArray()
+            : TestRows.Make(kind, Rows, Length, seed: 14);
+        var importance = TestRows.Importance(Length, seed: 14);
+        var codec = (SymmetricLegacyCodec<BlockQ50>)RowCodecs.Get(GgmlType.Q5_0);
+        var rowBytes = (int)GgmlTypeTraits.Of(GgmlType.Q5_0).RowBytes(Length);
+        var (lanes, fromCodec) = (new byte[rowBytes], new byte[rowBytes]);
+        for (var r = 0; r < Rows; r++)
+        {
+            var row = x.AsSpan(r * Length, Length);
+            codec.QuantizeOptimal(row, lanes, importance, RowRole.Product);
+            codec.QuantizeOptimalFromCodecEncoding(row, fromCodec, importance);
+            Assert.True(lanes.AsSpan().SequenceEqual(fromCodec), $"{kind}, row {r}: the lane start gave other bytes");
+        }
+    }
+
+    public static TheoryData<string> RowCases() => new([.. TestRows.Cases, "ties"]);
 }

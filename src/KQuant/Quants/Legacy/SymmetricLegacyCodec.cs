@@ -87,13 +87,20 @@ internal abstract class SymmetricLegacyCodec<TBlock> : LegacyCodec<TBlock>, IOpt
     /// <summary>Without importance, trial scales against the reference computed in lanes (<see cref="ScaleTrialLaneSearch"/>);
     /// with it, the greedy step search (<see cref="BlockLaneSearch"/>): Q4_0's from a trial start in the lanes (since
     /// session 13; make_qx_quants' nineteen trial scales cost as much as the search after them), Q5_0's from
-    /// make_qx_quants' encoding.</summary>
+    /// make_qx_quants' encoding, computed in the search's lanes (the codec's bytes, never packed and read back).</summary>
     public void QuantizeOptimal(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance, RowRole role)
     {
         if (importance.IsEmpty) ScaleTrialLaneSearch.Quantize<TBlock, TrialFormat>(this, source, destination, importance, WriteLevels);
         else BlockLaneSearch.Quantize<TBlock, LinearLaneLevels>(this, OptimalLevels, source, destination, importance, role, ReadLevels, WriteLevels,
-            StartTrials);
+            StartTrials, makeQxStart: StartTrials.Length == 0);
     }
+
+    /// <summary>The search with importance from the codec's own encoding of the row, packed and read back: Q5_0's start
+    /// until make_qx_quants' trials moved into the search's lanes (session 15), which must give the same bytes
+    /// (BlockLaneSearchTests).</summary>
+    internal void QuantizeOptimalFromCodecEncoding(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance) =>
+        BlockLaneSearch.Quantize<TBlock, LinearLaneLevels>(this, OptimalLevels, source, destination, importance, RowRole.Product, ReadLevels,
+            WriteLevels);
 
     /// <summary>The trial start of Q4_0's search with importance, as the level the block's value of largest magnitude is
     /// put on: −8 ± 0.9 in steps of 0.3 (make_qx_quants tries −8 ± 0.9 in steps of 0.1) and 7, the other end. KLD against

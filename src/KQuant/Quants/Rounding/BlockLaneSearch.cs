@@ -3,6 +3,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using KQuant.Quants.Float;
+using KQuant.Quants.Legacy;
 using static KQuant.Quants.LaneLayout;
 
 namespace KQuant.Quants;
@@ -84,12 +85,15 @@ internal static class BlockLaneSearch
     /// (importance on a few weights) starts from the codec's encoding.</summary>
     public static void Quantize<TBlock, TLevels>(IRowCodec codec, BlockLevelRange format, ReadOnlySpan<float> source, Span<byte> destination,
         ReadOnlySpan<float> importance, RowRole role, BlockLevelReader<TBlock> read, BlockLevelWriter<TBlock> write,
-        ReadOnlySpan<float> trialStart = default)
+        ReadOnlySpan<float> trialStart = default, bool makeQxStart = false)
         where TBlock : unmanaged where TLevels : struct, ILaneLevels
     {
-        var ownStart = !trialStart.IsEmpty;
+        var ownStart = !trialStart.IsEmpty || makeQxStart;
         Debug.Assert(!ownStart || !format.Affine);
+        Debug.Assert(!makeQxStart || (TLevels.Linear && !importance.IsEmpty));
         if (!ownStart) codec.Quantize(source, destination, importance);
+        // make_qx_quants weighs its trials by c·√(σ² + x²), σ² the mean square of the whole row.
+        var rowMeanSquare = makeQxStart ? LegacyBlockMath.MeanSquare(source) : 0f;
         var weighting = KeepBestBlocks.WeightingFor(codec.Type, !importance.IsEmpty, role);
         Debug.Assert(weighting is ErrorWeighting.Importance or ErrorWeighting.ImportanceTimesMagnitude);
         var unitGain = UnitGain.Applies(codec.Type);
@@ -129,7 +133,9 @@ internal static class BlockLaneSearch
             if (ownStart)
             {
                 referenceOffsets.Clear();
-                fallback = TrialStart<TLevels>(format, lanes, trialStart, referenceScales, scales.Start) & ((1 << count) - 1);
+                fallback = (makeQxStart
+                    ? MakeQxStart(format, lanes, rowMeanSquare, referenceScales, scales.Start)
+                    : TrialStart<TLevels>(format, lanes, trialStart, referenceScales, scales.Start)) & ((1 << count) - 1);
                 Transpose(lanes.Reference, rows.Reference, Weights, Lanes);
                 for (var b = 0; fallback != 0 && b < count; b++)
                 {
@@ -291,6 +297,72 @@ internal static class BlockLaneSearch
         {
             Store(lanes.Reference, at, TLevels.Nearest(Load(x0, at) * inverseD, format, out var value));
             Store(lanes.ReferenceValues, at, value);
+        }
+        Store(startScales, 0, Vector256.ConditionalSelect(encodable, d, zero));
+        for (var b = 0; b < Lanes; b++) startBits[b] = (ushort)bits[b];
+        return (int)(~encodable).ExtractMostSignificantBits();
+    }
+
+    /// <summary>The start of Q5_0's search with importance: make_qx_quants' encoding (the codec's, <see
+    /// cref="BlockSolvers.MakeQxQuantsForGroups"/>) computed here in the lanes with the same float operations in the same
+    /// order, so the same levels and fp16 scale, without the codec packing a row that the search would unpack again.
+    /// Nineteen trial scales put the largest value m on level −nmax − 0.1·k (k = 0, −9..9), each weight on its nearest
+    /// level, weights c·√(σ² + x²) with σ² = <paramref name="rowMeanSquare"/>; the trial with the largest (Σw·x·l)²/Σw·l²
+    /// keeps its levels, with scale Σw·x·l/Σw·l². The weights are built in <see cref="GroupLanes.Centred"/>, which only
+    /// the affine search uses. Returns the lanes left to the codec (bit b): all below ggml's GROUP_MAX_EPS, or a scale that
+    /// rounds to 0 or beyond fp16.</summary>
+    private static int MakeQxStart(BlockLevelRange format, in GroupLanes lanes, float rowMeanSquare, Span<float> startScales,
+        Span<ushort> startBits)
+    {
+        var zero = Vector256<float>.Zero;
+        Span<float> x0 = lanes.X, w0 = lanes.Centred;
+        var sigma2 = Vector256.Create(rowMeanSquare);
+        for (var at = 0; at < Group; at += Lanes)
+        {
+            var x = Load(x0, at);
+            Store(w0, at, Load(lanes.C, at) * Vector256.Sqrt(sigma2 + x * x));
+        }
+        var largest = LargestValues(x0, out var magnitude);
+        var encodable = Vector256.GreaterThanOrEqual(magnitude, Vector256.Create(BlockSolvers.GroupMaxEps));
+        var nmax = -format.Lowest;
+        var (lowest, highest) = (Vector256.Create(format.Lowest), Vector256.Create(format.Highest));
+        Vector256<float> scale = zero, best = zero, bestInverse = zero;
+        for (var trial = 0; trial <= 18; trial++)
+        {
+            // ggml tries its first estimate (−nmax/max) first, then −9..−1 and 1..9 tenths of a level beyond it; the
+            // expressions are the codec's, operation for operation.
+            var tenths = trial == 0 ? 0 : trial <= 9 ? trial - 10 : trial - 9;
+            var inverse = trial == 0
+                ? Vector256.Create((float)-nmax) / largest
+                : -(Vector256.Create((float)nmax) + Vector256.Create(0.1f * tenths)) / largest;
+            Vector256<float> sumlx = zero, suml2 = zero;
+            for (var at = 0; at < Group; at += Lanes)
+            {
+                var (x, w) = (Load(x0, at), Load(w0, at));
+                var l = Vector256.ConvertToSingle(Vector256.Min(Vector256.Max(BlockSolvers.NearestInt(inverse * x), lowest), highest));
+                sumlx += w * x * l;
+                suml2 += w * l * l;
+            }
+            if (trial == 0)
+            {
+                scale = Vector256.ConditionalSelect(Vector256.Equals(suml2, zero), zero, sumlx / suml2);
+                (best, bestInverse) = (scale * sumlx, inverse);
+                continue;
+            }
+            var take = Vector256.GreaterThan(suml2, zero) & Vector256.GreaterThan(sumlx * sumlx, best * suml2);
+            var trialScale = sumlx / suml2;
+            scale = Vector256.ConditionalSelect(take, trialScale, scale);
+            best = Vector256.ConditionalSelect(take, trialScale * sumlx, best);
+            bestInverse = Vector256.ConditionalSelect(take, inverse, bestInverse);
+        }
+        var bits = Fp16.FromFloat(scale);
+        var d = Fp16.ToFloat(bits);
+        encodable &= ~Vector256.Equals(d, zero) & Vector256.LessThan(Vector256.Abs(d), Vector256.Create(float.PositiveInfinity));
+        bestInverse &= encodable;
+        for (var at = 0; at < Group; at += Lanes)
+        {
+            Store(lanes.Reference, at,
+                Vector256.ConvertToSingle(Vector256.Min(Vector256.Max(BlockSolvers.NearestInt(bestInverse * Load(x0, at)), lowest), highest)));
         }
         Store(startScales, 0, Vector256.ConditionalSelect(encodable, d, zero));
         for (var b = 0; b < Lanes; b++) startBits[b] = (ushort)bits[b];
