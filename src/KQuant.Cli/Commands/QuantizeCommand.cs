@@ -84,7 +84,7 @@ public static class QuantizeCommand
     internal static Option<RoundingMode> RoundingOption() => new("--rounding")
     {
         HelpName = "optimal|reference",
-        Description = "optimal (default): a search for quants and scales with a lower weighted error, from llama-quantize's (Q6_K, IQ4_XS and IQ4_NL, and without an imatrix Q2_K/Q3_K/Q4_K/Q5_K, from their own start), K-quant and IQ4 blocks rescaled to unit gain, same formats (lower KL divergence; about 0.9-1.5x the time of reference for K-quant and IQ4 recipes, 1.35-1.6x for Q4_0-Q8_0); reference: llama-quantize's bytes",
+        Description = "optimal (default): a search for quants and scales with a lower weighted error, from llama-quantize's (Q6_K, IQ4_XS and IQ4_NL, and without an imatrix Q2_K/Q3_K/Q4_K/Q5_K, from their own start), K-quant and IQ4 blocks rescaled to unit gain, same formats (lower KL divergence; about 0.9-1.5x the time of reference for K-quant and IQ4 recipes, 1.05-1.5x for Q4_0-Q8_0); reference: llama-quantize's bytes",
         DefaultValueFactory = _ => RoundingMode.Optimal,
         CustomParser = arg =>
         {

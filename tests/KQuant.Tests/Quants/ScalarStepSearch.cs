@@ -14,8 +14,10 @@ internal static class ScalarStepSearch
     private const int MaxRoundsPerWeight = 4;
 
     /// <summary>Type-0: x ≈ d·T[index]. Improves <paramref name="indices"/> in place and returns the least-squares d for them
-    /// (d = Σw·x·T / Σw·T², which maximises F = (Σw·x·T)² / Σw·T², the error reduction).</summary>
-    public static float RefineScale(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ReadOnlySpan<float> table, Span<int> indices)
+    /// (d = Σw·x·T / Σw·T², which maximises F = (Σw·x·T)² / Σw·T², the error reduction). At most
+    /// <paramref name="maxSteps"/> steps when given (Q5_0's bounded search).</summary>
+    public static float RefineScale(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ReadOnlySpan<float> table, Span<int> indices,
+        int maxSteps = int.MaxValue)
     {
         double sumXT = 0, sumTT = 0;
         for (var j = 0; j < x.Length; j++)
@@ -24,7 +26,7 @@ internal static class ScalarStepSearch
             sumXT += w[j] * x[j] * t;
             sumTT += w[j] * t * t;
         }
-        for (var round = 0; round < MaxRoundsPerWeight * x.Length; round++)
+        for (var round = 0; round < Math.Min(maxSteps, MaxRoundsPerWeight * x.Length); round++)
         {
             var best = sumTT > 0 ? sumXT * sumXT / sumTT : 0;
             var d = sumTT > 0 ? sumXT / sumTT : 0;

@@ -92,15 +92,22 @@ internal abstract class SymmetricLegacyCodec<TBlock> : LegacyCodec<TBlock>, IOpt
     {
         if (importance.IsEmpty) ScaleTrialLaneSearch.Quantize<TBlock, TrialFormat>(this, source, destination, importance, WriteLevels);
         else BlockLaneSearch.Quantize<TBlock, LinearLaneLevels>(this, OptimalLevels, source, destination, importance, role, ReadLevels, WriteLevels,
-            StartTrials, makeQxStart: StartTrials.Length == 0);
+            StartTrials, makeQxStart: StartTrials.Length == 0, maxRounds: StartTrials.Length == 0 ? Q5SearchRounds : BlockLaneSearch.MaxRounds);
     }
+
+    /// <summary>Rounds of Q5_0's search with importance. A round is one pass over the 32 weights of eight blocks, and a
+    /// group takes as many as its slowest block: unbounded, 5.3 per group on the synthetic benchmark model's ffn_down
+    /// (0.9 steps per block), 1.6× the reference codec's time (the start alone, make_qx_quants' trials, is 1.2×). Four
+    /// rounds: 1.45×, weighted error 0.955 of the reference's against 0.951 unbounded (debdocs-llama-10m's ffn_down 0.971
+    /// against 0.970).</summary>
+    private const int Q5SearchRounds = 4;
 
     /// <summary>The search with importance from the codec's own encoding of the row, packed and read back: Q5_0's start
     /// until make_qx_quants' trials moved into the search's lanes (session 15), which must give the same bytes
     /// (BlockLaneSearchTests).</summary>
     internal void QuantizeOptimalFromCodecEncoding(ReadOnlySpan<float> source, Span<byte> destination, ReadOnlySpan<float> importance) =>
         BlockLaneSearch.Quantize<TBlock, LinearLaneLevels>(this, OptimalLevels, source, destination, importance, RowRole.Product, ReadLevels,
-            WriteLevels);
+            WriteLevels, maxRounds: Q5SearchRounds);
 
     /// <summary>The trial start of Q4_0's search with importance, as the level the block's value of largest magnitude is
     /// put on: −8 ± 0.9 in steps of 0.3 (make_qx_quants tries −8 ± 0.9 in steps of 0.1) and 7, the other end. KLD against

@@ -48,9 +48,9 @@ internal delegate void BlockLevelWriter<TBlock>(ref TBlock block, ReadOnlySpan<f
 /// <summary>
 /// The optimal path of IQ4_NL, and of Q4_0, Q5_0, Q4_1 and Q5_1 with an imatrix (without one, and Q8_0 always,
 /// <see cref="ScaleTrialLaneSearch"/>): the greedy quant-step search
-/// of ik_llama.cpp PR 295 (from the reference's levels, or for IQ4_NL and for Q4_0 and Q5_0 with an imatrix from a trial
-/// start computed in the lanes, each round takes the single ±1 index step that most lowers the error of the
-/// least-squares fit; stop when none does) run on eight blocks at once, one block per SIMD lane, with the keep-the-better comparison of
+/// of ik_llama.cpp PR 295 (from the reference's levels, read back from the codec's encoding or, for Q5_0, computed in the
+/// lanes; for IQ4_NL and Q4_0 with an imatrix from a trial start computed in the lanes; each round takes the single ±1
+/// index step that most lowers the error of the least-squares fit; stop when none does, or after a format's bound on rounds) run on eight blocks at once, one block per SIMD lane, with the keep-the-better comparison of
 /// <see cref="KeepBestBlocks"/> (unit gain included, for IQ4_NL) done in the same lanes. A block of 32 is too small for SIMD
 /// across its weights to pay (every round would end in horizontal sums); across blocks, a round is 32 vector steps whose sums
 /// stay in their lanes. Sums are in float: each step's rise is computed from its residual and must clear a noise bound, so
@@ -64,8 +64,8 @@ internal static class BlockLaneSearch
     private const int Group = Lanes * Weights;
 
     /// <summary>Bound on rounds: far more than a search from the reference takes (each round gains, and the start is
-    /// already near the optimum); bounds the time on adversarial input.</summary>
-    private const int MaxRounds = 4 * Weights;
+    /// already near the optimum); bounds the time on adversarial input. A format may pass a lower bound (Q5_0).</summary>
+    internal const int MaxRounds = 4 * Weights;
 
     /// <summary>A step's rise must exceed this fraction of its own largest term (w²·x²·δ²): below that, float rounding in the
     /// cancelling terms, not the data, would decide, and a step and its reverse could both look like gains.</summary>
@@ -80,12 +80,14 @@ internal static class BlockLaneSearch
     /// <summary>Quantizes a row the reference way, then searches every block from it and keeps the encoding with the lower
     /// error Σ w·(y − x)² as decoded, w the weighting of <see cref="KeepBestBlocks.WeightingFor"/>, both at unit gain where
     /// the format takes it. Each block is never worse than the reference's. With <paramref name="trialStart"/> (IQ4_NL;
-    /// Q4_0 and Q5_0 with an imatrix) there is no reference encoding: each block starts from the best of those trial scales (<see cref="TrialStart"/>),
+    /// Q4_0 with an imatrix) there is no reference encoding: each block starts from the best of those trial scales (<see cref="TrialStart"/>),
     /// and is never worse than that start; a block the trials cannot encode (all zero, a scale beyond fp16) or should not
-    /// (importance on a few weights) starts from the codec's encoding.</summary>
+    /// (importance on a few weights) starts from the codec's encoding. With <paramref name="makeQxStart"/> (Q5_0 with an
+    /// imatrix) the reference encoding is computed in the lanes (<see cref="MakeQxStart"/>), the codec's bytes for every
+    /// block. <paramref name="maxRounds"/> bounds the rounds of the type-0 search.</summary>
     public static void Quantize<TBlock, TLevels>(IRowCodec codec, BlockLevelRange format, ReadOnlySpan<float> source, Span<byte> destination,
         ReadOnlySpan<float> importance, RowRole role, BlockLevelReader<TBlock> read, BlockLevelWriter<TBlock> write,
-        ReadOnlySpan<float> trialStart = default, bool makeQxStart = false)
+        ReadOnlySpan<float> trialStart = default, bool makeQxStart = false, int maxRounds = MaxRounds)
         where TBlock : unmanaged where TLevels : struct, ILaneLevels
     {
         var ownStart = !trialStart.IsEmpty || makeQxStart;
@@ -133,9 +135,8 @@ internal static class BlockLaneSearch
             if (ownStart)
             {
                 referenceOffsets.Clear();
-                fallback = (makeQxStart
-                    ? MakeQxStart(format, lanes, rowMeanSquare, referenceScales, scales.Start)
-                    : TrialStart<TLevels>(format, lanes, trialStart, referenceScales, scales.Start)) & ((1 << count) - 1);
+                if (makeQxStart) MakeQxStart(format, lanes, rowMeanSquare, referenceScales, scales.Start);
+                else fallback = TrialStart<TLevels>(format, lanes, trialStart, referenceScales, scales.Start) & ((1 << count) - 1);
                 Transpose(lanes.Reference, rows.Reference, Weights, Lanes);
                 for (var b = 0; fallback != 0 && b < count; b++)
                 {
@@ -161,7 +162,7 @@ internal static class BlockLaneSearch
                     for (var at = 0; at < Group; at += Lanes) Store(lanes.ReferenceValues, at, TLevels.ValueOf(Load(lanes.Reference, at)));
                 }
             }
-            var (d, m) = format.Affine ? SearchAffine(format, lanes) : SearchScale<TLevels>(format, lanes);
+            var (d, m) = format.Affine ? SearchAffine(format, lanes) : SearchScale<TLevels>(format, lanes, maxRounds);
             var decided = Decide<TLevels>(format, unitGain, lanes, d, m, referenceScales, referenceOffsets, scales);
             var mask = (1 << count) - 1;
             var (chosen, unsure) = (decided & mask, (decided >> Lanes) & mask);
@@ -309,9 +310,9 @@ internal static class BlockLaneSearch
     /// Nineteen trial scales put the largest value m on level −nmax − 0.1·k (k = 0, −9..9), each weight on its nearest
     /// level, weights c·√(σ² + x²) with σ² = <paramref name="rowMeanSquare"/>; the trial with the largest (Σw·x·l)²/Σw·l²
     /// keeps its levels, with scale Σw·x·l/Σw·l². The weights are built in <see cref="GroupLanes.Centred"/>, which only
-    /// the affine search uses. Returns the lanes left to the codec (bit b): all below ggml's GROUP_MAX_EPS, or a scale that
-    /// rounds to 0 or beyond fp16.</summary>
-    private static int MakeQxStart(BlockLevelRange format, in GroupLanes lanes, float rowMeanSquare, Span<float> startScales,
+    /// the affine search uses. Every lane gets the codec's encoding, including a block below ggml's GROUP_MAX_EPS and a
+    /// scale that rounds to 0 or beyond fp16, so none is left to the codec.</summary>
+    private static void MakeQxStart(BlockLevelRange format, in GroupLanes lanes, float rowMeanSquare, Span<float> startScales,
         Span<ushort> startBits)
     {
         var zero = Vector256<float>.Zero;
@@ -323,7 +324,7 @@ internal static class BlockLaneSearch
             Store(w0, at, Load(lanes.C, at) * Vector256.Sqrt(sigma2 + x * x));
         }
         var largest = LargestValues(x0, out var magnitude);
-        var encodable = Vector256.GreaterThanOrEqual(magnitude, Vector256.Create(BlockSolvers.GroupMaxEps));
+        var nonZero = Vector256.GreaterThanOrEqual(magnitude, Vector256.Create(BlockSolvers.GroupMaxEps));
         var nmax = -format.Lowest;
         var (lowest, highest) = (Vector256.Create(format.Lowest), Vector256.Create(format.Highest));
         Vector256<float> scale = zero, best = zero, bestInverse = zero;
@@ -355,18 +356,18 @@ internal static class BlockLaneSearch
             best = Vector256.ConditionalSelect(take, trialScale * sumlx, best);
             bestInverse = Vector256.ConditionalSelect(take, inverse, bestInverse);
         }
-        var bits = Fp16.FromFloat(scale);
-        var d = Fp16.ToFloat(bits);
-        encodable &= ~Vector256.Equals(d, zero) & Vector256.LessThan(Vector256.Abs(d), Vector256.Create(float.PositiveInfinity));
-        bestInverse &= encodable;
+        // As the codec writes them: an all-zero block gets scale 0 and every level at the bottom (code 0); a scale that
+        // rounds to 0 or beyond fp16 is written as it rounds, and the search and comparison after take it as they took
+        // the codec's.
+        var bits = Fp16.FromFloat(Vector256.ConditionalSelect(nonZero, scale, zero));
+        var bottom = Vector256.Create((float)format.Lowest);
         for (var at = 0; at < Group; at += Lanes)
         {
-            Store(lanes.Reference, at,
-                Vector256.ConvertToSingle(Vector256.Min(Vector256.Max(BlockSolvers.NearestInt(bestInverse * Load(x0, at)), lowest), highest)));
+            var level = Vector256.ConvertToSingle(Vector256.Min(Vector256.Max(BlockSolvers.NearestInt(bestInverse * Load(x0, at)), lowest), highest));
+            Store(lanes.Reference, at, Vector256.ConditionalSelect(nonZero, level, bottom));
         }
-        Store(startScales, 0, Vector256.ConditionalSelect(encodable, d, zero));
+        Store(startScales, 0, Fp16.ToFloat(bits));
         for (var b = 0; b < Lanes; b++) startBits[b] = (ushort)bits[b];
-        return (int)(~encodable).ExtractMostSignificantBits();
     }
 
     /// <summary>W = C·sqrt(σ² + x²) with σ² = 2·mean(x²) over each block (<see cref="ErrorWeighting.ImportanceTimesMagnitude"/>).</summary>
@@ -482,7 +483,7 @@ internal static class BlockLaneSearch
     /// changes its value by δ is computed from its residual r = x − d·v, as w·(Σw·x·v·δ·(2·r − d·δ) + w·x²·δ²) / Σw·v² after
     /// the step, not as a difference of two F: in float, F carries an error far above the gain of one step of an 8-bit
     /// block. Returns d = Σw·x·v / Σw·v² of the final levels.</summary>
-    private static (Vector256<float> D, Vector256<float> M) SearchScale<TLevels>(BlockLevelRange format, in GroupLanes lanes)
+    private static (Vector256<float> D, Vector256<float> M) SearchScale<TLevels>(BlockLevelRange format, in GroupLanes lanes, int maxRounds)
         where TLevels : struct, ILaneLevels
     {
         lanes.Reference.CopyTo(lanes.T);
@@ -496,7 +497,7 @@ internal static class BlockLaneSearch
         }
         var (low, high) = (Vector256.Create((float)format.Lowest), Vector256.Create((float)format.Highest));
         var (one, zero, noise) = (Vector256<float>.One, Vector256<float>.Zero, Vector256.Create(RiseNoise));
-        for (var round = 0; round < MaxRounds; round++)
+        for (var round = 0; round < maxRounds; round++)
         {
             var fitted = Vector256.GreaterThan(stt, zero);
             var d = Vector256.ConditionalSelect(fitted, sxt / stt, zero);
