@@ -50,7 +50,8 @@ internal delegate void BlockLevelWriter<TBlock>(ref TBlock block, ReadOnlySpan<f
 /// <see cref="ScaleTrialLaneSearch"/>): the greedy quant-step search
 /// of ik_llama.cpp PR 295 (from the reference's levels, read back from the codec's encoding or, for Q5_0, computed in the
 /// lanes; for IQ4_NL and Q4_0 with an imatrix from a trial start computed in the lanes; each round takes the single ±1
-/// index step that most lowers the error of the least-squares fit; stop when none does, or after a format's bound on rounds) run on eight blocks at once, one block per SIMD lane, with the keep-the-better comparison of
+/// index step that most lowers the error of the least-squares fit; stop when none does, or after a format's bound on
+/// rounds) run on eight blocks at once, one block per SIMD lane, with the keep-the-better comparison of
 /// <see cref="KeepBestBlocks"/> (unit gain included, for IQ4_NL) done in the same lanes. A block of 32 is too small for SIMD
 /// across its weights to pay (every round would end in horizontal sums); across blocks, a round is 32 vector steps whose sums
 /// stay in their lanes. Sums are in float: each step's rise is computed from its residual and must clear a noise bound, so
