@@ -411,8 +411,31 @@ internal static partial class BlockSolvers
         }
         for (var i = 0; i < n; i++) wxs[i] = ws[i] * xs[i];
 
+        var (scale, bestIscale, allZero) = MakeQxTrialsEightGroups(nmax, xs[..n], ws[..n], wxs[..n]);
+        scale.CopyTo(scales);
+        var (lowest, highest) = (Vector256.Create(-nmax), Vector256.Create(nmax - 1));
+        var allZeroInt = allZero.AsInt32();
+        Span<int> chosen = stackalloc int[Lanes];
+        for (var i = 0; i < n; i++)
+        {
+            var l = Clamp(NearestInt(bestIscale * xs[i]), lowest, highest) - lowest;
+            Vector256.ConditionalSelect(allZeroInt, Vector256<int>.Zero, l).CopyTo(chosen);
+            for (var lane = 0; lane < Lanes; lane++) levels[lane * n + i] = (sbyte)chosen[lane];
+        }
+    }
+
+    /// <summary>
+    /// make_qx_quants' trials on eight transposed groups (vector i holds value i of each group; <paramref name="wxs"/> =
+    /// w·x): per lane, the scale of the best of ggml's 19 trials (0 for an all-zero lane, below GROUP_MAX_EPS), the
+    /// inverse scale that trial rounded with (level = clamp(nearest_int(inverse·x), −nmax, nmax − 1)), and the all-zero
+    /// mask. Shared by the codec and by the optimal path's lane start of Q5_0 (BlockLaneSearch), which must reproduce the
+    /// codec's encoding bit for bit.
+    /// </summary>
+    internal static (Vector256<float> Scale, Vector256<float> Inverse, Vector256<float> AllZero) MakeQxTrialsEightGroups(int nmax,
+        ReadOnlySpan<Vector256<float>> xs, ReadOnlySpan<Vector256<float>> ws, ReadOnlySpan<Vector256<float>> wxs)
+    {
         var zeroF = Vector256<float>.Zero;
-        var (max, amax) = SignedAbsMax(xs[..n]);
+        var (max, amax) = SignedAbsMax(xs);
         var allZero = Vector256.LessThan(amax, Vector256.Create(GroupMaxEps));
 
         var lowest = Vector256.Create(-nmax);
@@ -427,7 +450,7 @@ internal static partial class BlockSolvers
             var tried = step == 0 ? 0 : step <= 9 ? step - 10 : step - 9;
             var iscale = step == 0 ? Vector256.Create((float)-nmax) / max : -(nmaxF + Vector256.Create(0.1f * tried)) / max;
             Vector256<float> sumlx = zeroF, suml2 = zeroF;
-            for (var i = 0; i < n; i++)
+            for (var i = 0; i < xs.Length; i++)
             {
                 var l = Vector256.ConvertToSingle(Clamp(NearestInt(iscale * xs[i]), lowest, highest));
                 sumlx += wxs[i] * l;
@@ -446,15 +469,6 @@ internal static partial class BlockSolvers
             best = Vector256.ConditionalSelect(take, trialScale * sumlx, best);
             bestIscale = Vector256.ConditionalSelect(take, iscale, bestIscale);
         }
-
-        Vector256.ConditionalSelect(allZero, zeroF, scale).CopyTo(scales);
-        var allZeroInt = allZero.AsInt32();
-        Span<int> chosen = stackalloc int[Lanes];
-        for (var i = 0; i < n; i++)
-        {
-            var l = Clamp(NearestInt(bestIscale * xs[i]), lowest, highest) - lowest;
-            Vector256.ConditionalSelect(allZeroInt, Vector256<int>.Zero, l).CopyTo(chosen);
-            for (var lane = 0; lane < Lanes; lane++) levels[lane * n + i] = (sbyte)chosen[lane];
-        }
+        return (Vector256.ConditionalSelect(allZero, zeroF, scale), bestIscale, allZero);
     }
 }

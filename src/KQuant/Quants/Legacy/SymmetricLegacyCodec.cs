@@ -98,7 +98,7 @@ internal abstract class SymmetricLegacyCodec<TBlock> : LegacyCodec<TBlock>, IOpt
     /// <summary>Rounds of Q5_0's search with importance. A round is one pass over the 32 weights of eight blocks, and a
     /// group takes as many as its slowest block: unbounded, 5.3 per group on the synthetic benchmark model's ffn_down
     /// (0.9 steps per block), 1.6× the reference codec's time (the start alone, make_qx_quants' trials, is 1.2×). Four
-    /// rounds: 1.45×, weighted error 0.955 of the reference's against 0.951 unbounded (debdocs-llama-10m's ffn_down 0.971
+    /// rounds: 1.39–1.45× in two builds, weighted error 0.955 of the reference's against 0.951 unbounded (debdocs-llama-10m's ffn_down 0.971
     /// against 0.970).</summary>
     private const int Q5SearchRounds = 4;
 

@@ -305,67 +305,37 @@ internal static class BlockLaneSearch
         return (int)(~encodable).ExtractMostSignificantBits();
     }
 
-    /// <summary>The start of Q5_0's search with importance: make_qx_quants' encoding (the codec's, <see
-    /// cref="BlockSolvers.MakeQxQuantsForGroups"/>) computed here in the lanes with the same float operations in the same
-    /// order, so the same levels and fp16 scale, without the codec packing a row that the search would unpack again.
-    /// Nineteen trial scales put the largest value m on level −nmax − 0.1·k (k = 0, −9..9), each weight on its nearest
-    /// level, weights c·√(σ² + x²) with σ² = <paramref name="rowMeanSquare"/>; the trial with the largest (Σw·x·l)²/Σw·l²
-    /// keeps its levels, with scale Σw·x·l/Σw·l². The weights are built in <see cref="GroupLanes.Centred"/>, which only
-    /// the affine search uses. Every lane gets the codec's encoding, including a block below ggml's GROUP_MAX_EPS and a
-    /// scale that rounds to 0 or beyond fp16, so none is left to the codec.</summary>
+    /// <summary>The start of Q5_0's search with importance: make_qx_quants' encoding computed here in the lanes by the
+    /// codec's own trial search (<see cref="BlockSolvers.MakeQxTrialsEightGroups"/>, whose transposed layout is the lanes'),
+    /// so the same levels and fp16 scale, without the codec packing a row that the search would unpack again. The weights
+    /// c·√(σ² + x²), σ² = <paramref name="rowMeanSquare"/>, are built in <see cref="GroupLanes.Centred"/>, which only the
+    /// affine search uses, and w·x in <see cref="GroupLanes.Candidate"/>, written only after the search. Every lane gets
+    /// the codec's encoding, including a block below ggml's GROUP_MAX_EPS and a scale that rounds to 0 or beyond fp16, so
+    /// none is left to the codec.</summary>
     private static void MakeQxStart(BlockLevelRange format, in GroupLanes lanes, float rowMeanSquare, Span<float> startScales,
         Span<ushort> startBits)
     {
-        var zero = Vector256<float>.Zero;
-        Span<float> x0 = lanes.X, w0 = lanes.Centred;
+        Span<float> x0 = lanes.X, w0 = lanes.Centred, wx0 = lanes.Candidate;
         var sigma2 = Vector256.Create(rowMeanSquare);
         for (var at = 0; at < Group; at += Lanes)
         {
             var x = Load(x0, at);
-            Store(w0, at, Load(lanes.C, at) * Vector256.Sqrt(sigma2 + x * x));
+            var w = Load(lanes.C, at) * Vector256.Sqrt(sigma2 + x * x);
+            Store(w0, at, w);
+            Store(wx0, at, w * x);
         }
-        var largest = LargestValues(x0, out var magnitude);
-        var nonZero = Vector256.GreaterThanOrEqual(magnitude, Vector256.Create(BlockSolvers.GroupMaxEps));
-        var nmax = -format.Lowest;
-        var (lowest, highest) = (Vector256.Create(format.Lowest), Vector256.Create(format.Highest));
-        Vector256<float> scale = zero, best = zero, bestInverse = zero;
-        for (var trial = 0; trial <= 18; trial++)
-        {
-            // ggml tries its first estimate (−nmax/max) first, then −9..−1 and 1..9 tenths of a level beyond it; the
-            // expressions are the codec's, operation for operation.
-            var tenths = trial == 0 ? 0 : trial <= 9 ? trial - 10 : trial - 9;
-            var inverse = trial == 0
-                ? Vector256.Create((float)-nmax) / largest
-                : -(Vector256.Create((float)nmax) + Vector256.Create(0.1f * tenths)) / largest;
-            Vector256<float> sumlx = zero, suml2 = zero;
-            for (var at = 0; at < Group; at += Lanes)
-            {
-                var (x, w) = (Load(x0, at), Load(w0, at));
-                var l = Vector256.ConvertToSingle(Vector256.Min(Vector256.Max(BlockSolvers.NearestInt(inverse * x), lowest), highest));
-                sumlx += w * x * l;
-                suml2 += w * l * l;
-            }
-            if (trial == 0)
-            {
-                scale = Vector256.ConditionalSelect(Vector256.Equals(suml2, zero), zero, sumlx / suml2);
-                (best, bestInverse) = (scale * sumlx, inverse);
-                continue;
-            }
-            var take = Vector256.GreaterThan(suml2, zero) & Vector256.GreaterThan(sumlx * sumlx, best * suml2);
-            var trialScale = sumlx / suml2;
-            scale = Vector256.ConditionalSelect(take, trialScale, scale);
-            best = Vector256.ConditionalSelect(take, trialScale * sumlx, best);
-            bestInverse = Vector256.ConditionalSelect(take, inverse, bestInverse);
-        }
+        var (scale, inverse, allZero) = BlockSolvers.MakeQxTrialsEightGroups(-format.Lowest, MemoryMarshal.Cast<float, Vector256<float>>(x0),
+            MemoryMarshal.Cast<float, Vector256<float>>(w0), MemoryMarshal.Cast<float, Vector256<float>>(wx0));
         // As the codec writes them: an all-zero block gets scale 0 and every level at the bottom (code 0); a scale that
         // rounds to 0 or beyond fp16 is written as it rounds, and the search and comparison after take it as they took
         // the codec's.
-        var bits = Fp16.FromFloat(Vector256.ConditionalSelect(nonZero, scale, zero));
+        var bits = Fp16.FromFloat(scale);
+        var (lowest, highest) = (Vector256.Create(format.Lowest), Vector256.Create(format.Highest));
         var bottom = Vector256.Create((float)format.Lowest);
         for (var at = 0; at < Group; at += Lanes)
         {
-            var level = Vector256.ConvertToSingle(Vector256.Min(Vector256.Max(BlockSolvers.NearestInt(bestInverse * Load(x0, at)), lowest), highest));
-            Store(lanes.Reference, at, Vector256.ConditionalSelect(nonZero, level, bottom));
+            var level = Vector256.ConvertToSingle(Vector256.Min(Vector256.Max(BlockSolvers.NearestInt(inverse * Load(x0, at)), lowest), highest));
+            Store(lanes.Reference, at, Vector256.ConditionalSelect(allZero, bottom, level));
         }
         Store(startScales, 0, Fp16.ToFloat(bits));
         for (var b = 0; b < Lanes; b++) startBits[b] = (ushort)bits[b];
