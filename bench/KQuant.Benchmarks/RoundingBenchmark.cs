@@ -12,10 +12,13 @@ namespace KQuant.Benchmarks;
 
 /// <summary>
 /// Reference vs optimal rounding (issue 6) on whole models: for each block format (a pure recipe, so every tensor that can
-/// takes the type), with and without a synthetic importance matrix, the importance-weighted relative RMSE of every tensor
+/// takes the type), with and without an importance matrix, the importance-weighted relative RMSE of every tensor
 /// and its parameter-weighted model mean, and the quantization time of each (single-threaded, sides alternating first).
-/// The weight error only; `rounding-kld` measures what the model's outputs make of it.
-/// Usage: rounding [--models a.gguf,b.gguf] [--types Q4_0,Q4_K_M,...] [--out bench/results/rounding.json]
+/// The weight error only; `rounding-kld` measures what the model's outputs make of it. The imatrix is the one
+/// `rounding-kld` uses, llama.cpp's own (llama-imatrix on the calibration text), or the file given by --imatrix (a run
+/// on one model); without the tool, a synthetic one (SyntheticLlamaWriter), which each result names.
+/// Usage: rounding [--models a.gguf,b.gguf] [--types Q4_0,Q4_K_M,...] [--imatrix-tool PATH | --imatrix FILE]
+/// [--calibration TEXT] [--out bench/results/rounding.json]
 /// </summary>
 public static class RoundingBenchmark
 {
@@ -28,7 +31,11 @@ public static class RoundingBenchmark
         {
             "/work/shared/models/debdocs/debdocs-llama-10m-F16.gguf",
             Path.Combine("samples", "debdocs-tiny-F16.gguf"),
+            "/work/shared/models/stories260K-F16.gguf",
         };
+        string? imatrixFile = null;
+        var imatrixTool = Path.Combine(".cache", "reference", "build-native", "bin", "llama-imatrix");
+        var calibration = "/work/shared/text/calibration-groups-merged.txt";
         var recipes = DefaultRecipes.ToList();
         var output = Path.Combine("bench", "results", "rounding.json");
         for (var i = 0; i < args.Length; i++)
@@ -37,6 +44,9 @@ public static class RoundingBenchmark
             {
                 case "--models": models = args[++i].Split(',').ToList(); break;
                 case "--types": recipes = args[++i].Split(',').ToList(); break;
+                case "--imatrix-tool": imatrixTool = args[++i]; break;
+                case "--imatrix": imatrixFile = args[++i]; break;
+                case "--calibration": calibration = args[++i]; break;
                 case "--out": output = args[++i]; break;
                 default:
                     Console.Error.WriteLine($"unknown option {args[i]}");
@@ -50,8 +60,19 @@ public static class RoundingBenchmark
         {
             foreach (var model in models)
             {
+                if (!File.Exists(model))
+                {
+                    Console.WriteLine($"skipping {model}: it is missing");
+                    continue;
+                }
                 var imatrixPath = Path.Combine(work.FullName, Path.GetFileNameWithoutExtension(model) + ".imatrix.gguf");
-                SyntheticLlamaWriter.WriteImatrix(model, imatrixPath, legacy: false);
+                var imatrixSource = "llama-imatrix on " + Path.GetFileName(calibration);
+                if (imatrixFile is not null) (imatrixPath, imatrixSource) = (imatrixFile, Path.GetFileName(imatrixFile));
+                else if (RoundingKldBenchmark.MakeImatrix(imatrixTool, model, calibration, imatrixPath) is null)
+                {
+                    SyntheticLlamaWriter.WriteImatrix(model, imatrixPath, legacy: false);
+                    imatrixSource = "synthetic (SyntheticLlamaWriter)";
+                }
                 var imatrix = ImportanceMatrix.Load(imatrixPath);
                 using var original = GgufFile.Open(model);
                 foreach (var name in recipes)
@@ -70,7 +91,7 @@ public static class RoundingBenchmark
                             if (rounding == RoundingMode.Reference) reference = side;
                             else optimal = side;
                         }
-                        var result = Compare(Path.GetFileName(model), recipe.Name, withImportance, reference!, optimal!);
+                        var result = Compare(Path.GetFileName(model), recipe.Name, withImportance ? imatrixSource : null, reference!, optimal!);
                         results.Add(result);
                         Console.WriteLine($"{result.Model,-28} {result.Recipe,-7} {(withImportance ? "imatrix" : "none"),-8} " +
                                           $"weighted RMSE {result.ReferenceMeanWeightedRmse:0.000000} -> {result.OptimalMeanWeightedRmse:0.000000} " +
@@ -116,11 +137,11 @@ public static class RoundingBenchmark
         return new Side(WeightError.Compare(original, quantized, importance), seconds);
     }
 
-    private static Result Compare(string model, string recipe, bool withImportance, Side reference, Side optimal)
+    private static Result Compare(string model, string recipe, string? imatrixSource, Side reference, Side optimal)
     {
         var tensors = reference.Errors.Zip(optimal.Errors, (r, o) => new TensorResult(r.Name, r.Type.ToString(), r.Elements,
             r.WeightedRelativeRmse, o.WeightedRelativeRmse)).ToList();
-        return new Result(model, recipe, withImportance,
+        return new Result(model, recipe, imatrixSource is not null, imatrixSource,
             WeightError.ModelMean(reference.Errors, e => e.WeightedRelativeRmse),
             WeightError.ModelMean(optimal.Errors, e => e.WeightedRelativeRmse),
             reference.Seconds, optimal.Seconds, optimal.Seconds / reference.Seconds, tensors);
@@ -128,7 +149,7 @@ public static class RoundingBenchmark
 
     private sealed record TensorResult(string Name, string Type, long Elements, double ReferenceWeightedRmse, double OptimalWeightedRmse);
 
-    private sealed record Result(string Model, string Recipe, bool Imatrix, double ReferenceMeanWeightedRmse, double OptimalMeanWeightedRmse,
+    private sealed record Result(string Model, string Recipe, bool Imatrix, string? ImatrixSource, double ReferenceMeanWeightedRmse, double OptimalMeanWeightedRmse,
         double ReferenceSeconds, double OptimalSeconds, double TimeRatio, IReadOnlyList<TensorResult> Tensors);
 
     private sealed record Report(string WhenUtc, int ProcessorCount, int Threads, string Metric, IReadOnlyList<Result> Results);

@@ -150,7 +150,7 @@ public static class RoundingKldBenchmark
     }
 
     /// <summary>llama.cpp's llama-imatrix on the calibration text (one thread, c = 512), or null without the tool.</summary>
-    private static string? MakeImatrix(string tool, string model, string calibration, string path)
+    internal static string? MakeImatrix(string tool, string model, string calibration, string path)
     {
         if (!File.Exists(tool) || !File.Exists(calibration))
         {

@@ -59,8 +59,26 @@ internal sealed class Q4KCodec : IOptimalRowCodec
     private static void ImproveBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ref BlockQ4K block)
     {
         Span<byte> levels = stackalloc byte[KQuantLayout.SuperBlock];
-        ReadOnlySpan<byte> qs = block.Qs;
-        for (var pair = 0; pair < 4; pair++)
+        UnpackNibbles(block.Qs, levels);
+        AffineSuperBlock.Improve(Format, x, w, levels, block.Scales, ref block.D, ref block.DMin);
+        PackNibbles(levels, block.Qs);
+    }
+
+    /// <summary>The inverse of <see cref="PackNibbles"/>.</summary>
+    private static void UnpackNibbles(ReadOnlySpan<byte> qs, Span<byte> levels)
+    {
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var lowNibble = Vector256.Create((byte)0xF);
+            for (var pair = 0; pair < 4; pair++)
+            {
+                var packed = Vector256.Create(qs[(32 * pair)..]);
+                (packed & lowNibble).CopyTo(levels[(64 * pair)..]);
+                (packed >>> 4).CopyTo(levels[(64 * pair + 32)..]);
+            }
+            return;
+        }
+        for (var pair = 0; pair < KQuantLayout.SuperBlock / 64; pair++)
         {
             for (var l = 0; l < 32; l++)
             {
@@ -68,8 +86,6 @@ internal sealed class Q4KCodec : IOptimalRowCodec
                 levels[64 * pair + 32 + l] = (byte)(qs[32 * pair + l] >> 4);
             }
         }
-        AffineSuperBlock.Improve(Format, x, w, levels, block.Scales, ref block.D, ref block.DMin);
-        PackNibbles(levels, block.Qs);
     }
 
     /// <summary>Each 64 weights become 32 bytes: weight l in the low nibble, weight l+32 in the high one.</summary>
