@@ -34,8 +34,8 @@ public static class RoundingBenchmark
             "/work/shared/models/stories260K-F16.gguf",
         };
         string? imatrixFile = null;
-        var imatrixTool = Path.Combine(".cache", "reference", "build-native", "bin", "llama-imatrix");
-        var calibration = "/work/shared/text/calibration-groups-merged.txt";
+        var imatrixTool = RoundingKldBenchmark.DefaultImatrixTool;
+        var calibration = RoundingKldBenchmark.DefaultCalibration;
         var recipes = DefaultRecipes.ToList();
         var output = Path.Combine("bench", "results", "rounding.json");
         for (var i = 0; i < args.Length; i++)

@@ -26,6 +26,11 @@ public static class RoundingKldBenchmark
 {
     private static readonly string[] DefaultRecipes = ["Q2_K", "Q3_K_M", "Q4_K_M", "IQ4_XS"];
 
+    /// <summary>Where the imatrix comes from unless told otherwise; `rounding` takes the same, so its weight errors are
+    /// weighted as this benchmark's rows are.</summary>
+    internal static readonly string DefaultImatrixTool = Path.Combine(".cache", "reference", "build-native", "bin", "llama-imatrix");
+    internal const string DefaultCalibration = "/work/shared/text/calibration-groups-merged.txt";
+
     public static int Run(string[] args)
     {
         var models = new List<(string Model, string Text)>
@@ -36,8 +41,8 @@ public static class RoundingKldBenchmark
         };
         var recipes = DefaultRecipes.ToList();
         string? imatrixFile = null;
-        var imatrixTool = Path.Combine(".cache", "reference", "build-native", "bin", "llama-imatrix");
-        var calibration = "/work/shared/text/calibration-groups-merged.txt";
+        var imatrixTool = DefaultImatrixTool;
+        var calibration = DefaultCalibration;
         var evalThreads = 1;
         bool[] modes = [false, true];
         var output = Path.Combine("bench", "results", "rounding-kld.json");
